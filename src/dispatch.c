@@ -1,0 +1,879 @@
+/*
+ * The parent's side of the loop: stock the queue, read frames, call the
+ * callbacks, enforce deadlines, notice deaths, replace workers.
+ *
+ * The task record is the single authority on a task's fate: whatever a
+ * worker sends or leaves behind is checked against it, a task is reported
+ * by unlinking it from every index first, and anything that names a task
+ * no longer in flight (a late result, a dead worker's stale ticket) is
+ * dropped.  That is how every task gets exactly one callback.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/timerfd.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RX_CAP          (64u << 10)
+#define FAIL_WINDOW_NS  (5ull * 1000000000ull)   /* start-up failures counted over */
+#define BACKOFF_MAX_NS  (1000000000ull)
+#define STALL_AUDIT_NS  (1000000000ull)          /* idle time before an orphan sweep */
+#define SWEEP_AGAIN_NS  (10000000ull)
+#define REAP_GRACE_MS   100
+
+static uint64_t to_ns(double seconds)
+{
+    double ns = seconds * 1e9;
+    return ns >= 1.8e19 ? UINT64_MAX / 2 : (uint64_t)ns;
+}
+
+/* ---- reporting ---------------------------------------------------------- */
+
+static void fill_view(const invoker__task *t, invoker_task *v)
+{
+    v->id = t->id;
+    v->tag = t->tag;
+    v->arg = t->arg_len ? t->arg : NULL;
+    v->arg_len = t->arg_len;
+    v->attempts = t->attempts;
+    v->worker = t->worker;
+    v->run_seconds = t->run_seconds;
+}
+
+/* Takes t out of every index, so that nothing (a cancel from inside the
+ * callback, a late frame) can find it again. */
+static void detach(invoker *inv, invoker__task *t)
+{
+    switch (t->state) {
+    case INVOKER__TASK_PENDING:
+        invoker__list_unlink(&inv->pending, t);
+        break;
+    case INVOKER__TASK_INFLIGHT:
+        invoker__list_unlink(&inv->inflight, t);
+        if (t->timeout > 0)
+            inv->inflight_timeouts--;
+        break;
+    case INVOKER__TASK_DONE:
+        invoker__list_unlink(&inv->done, t);
+        return;   /* already out of the id table */
+    default:
+        break;
+    }
+    invoker__tasks_remove(&inv->tasks, t);
+    t->state = INVOKER__TASK_DONE;
+}
+
+static void call_result(invoker *inv, invoker__task *t, const void *data, size_t len)
+{
+    invoker_task v;
+    detach(inv, t);
+    fill_view(t, &v);
+    inv->stats.succeeded++;
+    inv->outstanding--;
+    inv->depth++;
+    inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
+    inv->depth--;
+    inv->calls++;
+    invoker__tasks_release(&inv->tasks, t);
+}
+
+static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    invoker_task v;
+    detach(inv, t);
+    fill_view(t, &v);
+    inv->stats.failed++;
+    if (fail == INVOKER_FAIL_TIMEOUT)
+        inv->stats.timed_out++;
+    else if (fail == INVOKER_FAIL_CRASH || fail == INVOKER_FAIL_EXIT)
+        inv->stats.crashed++;
+    else if (fail == INVOKER_FAIL_CANCELLED)
+        inv->stats.cancelled++;
+    inv->outstanding--;
+    inv->depth++;
+    inv->cfg.on_error(&v, fail, code, inv->cfg.user);
+    inv->depth--;
+    inv->calls++;
+    invoker__tasks_release(&inv->tasks, t);
+}
+
+/* Decides t's fate now but leaves the callback to the next poll: for calls
+ * made outside one (invoker_cancel, a submit that cannot run). */
+void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    detach(inv, t);
+    t->fail = fail;
+    t->code = code;
+    invoker__list_push_back(&inv->done, t);
+    invoker__dispatch_kick(inv);
+}
+
+void invoker__dispatch_kick(invoker *inv)
+{
+    if (!inv->kicked) {
+        uint64_t one = 1;
+        inv->kicked = invoker__fd_write(inv->kickfd, &one, sizeof one) == (ssize_t)sizeof one;
+    }
+}
+
+static void deliver_done(invoker *inv)
+{
+    invoker__task *t;
+    while ((t = inv->done.head) != NULL)
+        call_error(inv, t, t->fail, t->code);
+}
+
+static void requeue(invoker *inv, invoker__task *t)
+{
+    if (t->state == INVOKER__TASK_INFLIGHT) {
+        invoker__list_unlink(&inv->inflight, t);
+        if (t->timeout > 0)
+            inv->inflight_timeouts--;
+    }
+    t->gen++;           /* any copy of the old ticket is now stale */
+    t->start_ns = 0;
+    t->state = INVOKER__TASK_PENDING;
+    invoker__list_push_front(&inv->pending, t);
+}
+
+/* A worker died, timed out or failed under t: retry while retries last. */
+static void fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    bool retryable = fail == INVOKER_FAIL_TIMEOUT || fail == INVOKER_FAIL_CRASH ||
+                     fail == INVOKER_FAIL_EXIT;
+    if (retryable && t->attempts <= inv->cfg.retries && !inv->destroying) {
+        inv->stats.retried++;
+        requeue(inv, t);
+        return;
+    }
+    call_error(inv, t, fail, code);
+}
+
+static void note_start(invoker__task *t, unsigned k, uint64_t start_ns)
+{
+    if (t->counted_gen != t->gen || t->attempts == 0) {
+        t->attempts++;
+        t->counted_gen = t->gen;
+    }
+    t->worker = (int)k;
+    t->start_ns = start_ns;
+}
+
+/* The in-flight task with this id and dispatch, or NULL: the one check
+ * every word from a worker goes through before it may touch a task. */
+static invoker__task *current(invoker *inv, uint64_t id, uint32_t gen)
+{
+    invoker__task *t = invoker__tasks_find(&inv->tasks, id);
+    if (!t || t->state != INVOKER__TASK_INFLIGHT || t->gen != gen)
+        return NULL;
+    return t;
+}
+
+/* ---- the queue ----------------------------------------------------------- */
+
+int invoker__dispatch_refill(invoker *inv)
+{
+    invoker__task *t;
+    while ((t = inv->pending.head) != NULL && !inv->queue_full && inv->live > 0) {
+        invoker__ticket tk;
+        memset(&tk, 0, sizeof tk);
+        tk.id = t->id;
+        tk.gen = t->gen;
+        tk.arg_len = t->arg_len;
+        bool big = t->arg_len > INVOKER__INLINE_MAX;
+        tk.flags = big ? INVOKER__TICKET_BIG : 0;
+        invoker__proto_ticket_seal(&tk, inv->key);
+        struct iovec iov[2] = { { &tk, sizeof tk }, { t->arg, big ? 0 : t->arg_len } };
+        /* Packet mode: one writev is one ticket, never merged or split. */
+        ssize_t n;
+        do
+            n = writev(inv->queue_wr, iov, iov[1].iov_len ? 2 : 1);
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                inv->queue_full = true;
+                break;
+            }
+            return -errno;
+        }
+        invoker__list_unlink(&inv->pending, t);
+        t->state = INVOKER__TASK_INFLIGHT;
+        t->start_ns = 0;
+        inv->queue_written += (uint64_t)n;
+        t->queue_end = inv->queue_written;
+        invoker__list_push_back(&inv->inflight, t);
+        if (t->timeout > 0) {
+            inv->inflight_timeouts++;
+            /* It may start at any instant from now on: make sure the
+             * descriptor wakes an event loop by its earliest deadline. */
+            invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(t->timeout));
+        }
+    }
+    return 0;
+}
+
+void invoker__dispatch_arm_timer(invoker *inv, uint64_t at_ns)
+{
+    if (at_ns >= inv->timer_armed_ns && inv->timer_armed_ns != 0)
+        return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (at_ns == 0)
+        at_ns = 1;
+    its.it_value.tv_sec = (time_t)(at_ns / 1000000000ull);
+    its.it_value.tv_nsec = (long)(at_ns % 1000000000ull);
+    if (timerfd_settime(inv->timerfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        inv->timer_armed_ns = at_ns;
+}
+
+static void disarm_timer(invoker *inv)
+{
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (inv->timer_armed_ns && timerfd_settime(inv->timerfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        inv->timer_armed_ns = 0;
+}
+
+/* ---- arguments too large for a ticket ------------------------------------ */
+
+static void tx_stop(invoker *inv, invoker__worker *w)
+{
+    if (w->tx_armed)
+        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->arg_wr, NULL);
+    w->tx_armed = false;
+    w->tx_id = 0;
+}
+
+static void tx_continue(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->state != INVOKER__WORKER_LIVE || !w->tx_id)
+        return;
+    invoker__task *t = current(inv, w->tx_id, w->tx_gen);
+    if (!t) {
+        tx_stop(inv, w);
+        return;
+    }
+    while (w->tx_off < t->arg_len) {
+        ssize_t n = invoker__fd_write(w->arg_wr, t->arg + w->tx_off, t->arg_len - w->tx_off);
+        if (n < 0)
+            break;
+        w->tx_off += (size_t)n;
+    }
+    if (w->tx_off >= t->arg_len) {
+        tx_stop(inv, w);
+    } else if (!w->tx_armed) {
+        struct epoll_event ev = { .events = EPOLLOUT };
+        ev.data.u64 = (uint64_t)INVOKER__EV_ARGOUT << 32 | k;
+        w->tx_armed = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->arg_wr, &ev) == 0;
+    }
+}
+
+static void tx_start(invoker *inv, unsigned k, uint64_t id, uint32_t gen)
+{
+    invoker__worker *w = &inv->workers[k];
+    invoker__task *t = current(inv, id, gen);
+    if (!t || t->arg_len <= INVOKER__INLINE_MAX || w->tx_id) {
+        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+        return;
+    }
+    if (t->arg_len > 65536)
+        invoker__fd_grow_pipe(w->arg_wr, t->arg_len < (1u << 20) ? t->arg_len : (1u << 20));
+    w->tx_id = id;
+    w->tx_gen = gen;
+    w->tx_off = 0;
+    tx_continue(inv, k);
+}
+
+/* ---- frames from a worker ------------------------------------------------- */
+
+static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, const void *payload)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (f->kind == INVOKER__FRAME_INIT_FAILED) {
+        w->init_code = f->code ? f->code : -1;
+        return;
+    }
+    w->took_task = true;
+    if (f->kind == INVOKER__FRAME_ARG_REQUEST) {
+        tx_start(inv, k, f->id, f->gen);
+        return;
+    }
+    invoker__task *t = current(inv, f->id, f->gen);
+    if (!t)
+        return;   /* cancelled or timed out meanwhile: its callback is made */
+    note_start(t, k, t->start_ns);
+    t->run_seconds = (double)f->run_ns / 1e9;
+    switch (f->kind) {
+    case INVOKER__FRAME_RESULT:
+        call_result(inv, t, payload, (size_t)f->len);
+        break;
+    case INVOKER__FRAME_OBJECTIVE:
+        call_error(inv, t, INVOKER_FAIL_OBJECTIVE, f->code);
+        break;
+    case INVOKER__FRAME_TOO_LARGE:
+        call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
+        break;
+    default: /* INVOKER__FRAME_PROTOCOL: it exits after this frame */
+        w->kill_reason = INVOKER_FAIL_PROTOCOL;
+        call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
+        break;
+    }
+}
+
+static void protocol_violation(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    w->rx.len = 0;
+    free(w->rx.big);
+    w->rx.big = NULL;
+    invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+}
+
+/* Parses whole frames out of the worker's buffer.  Returns false when the
+ * worker was found breaking the protocol. */
+static bool parse_frames(invoker *inv, unsigned k)
+{
+    invoker__rx *rx = &inv->workers[k].rx;
+    size_t off = 0;
+    while (rx->len - off >= INVOKER__FRAME_HDR) {
+        invoker__frame f;
+        memcpy(&f, rx->buf + off, sizeof f);
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0) {
+            protocol_violation(inv, k);
+            return false;
+        }
+        size_t size = invoker__proto_frame_size(f.len);
+        if (size <= rx->len - off) {
+            off += size;
+            /* The callback may kill this worker (a cancel), never free rx. */
+            handle_frame(inv, k, &f, rx->buf + off - size + INVOKER__FRAME_HDR);
+            continue;
+        }
+        if (size <= rx->cap)
+            break;   /* fits once the rest arrives */
+        /* Larger than the buffer: read the payload straight into its own. */
+        size_t padded = size - INVOKER__FRAME_HDR;
+        if (!(rx->big = malloc(padded))) {
+            protocol_violation(inv, k);   /* cannot hold it: fail only this worker's task */
+            return false;
+        }
+        rx->big_hdr = f;
+        rx->big_have = rx->len - off - INVOKER__FRAME_HDR;
+        memcpy(rx->big, rx->buf + off + INVOKER__FRAME_HDR, rx->big_have);
+        off = rx->len;
+    }
+    if (off) {
+        memmove(rx->buf, rx->buf + off, rx->len - off);
+        rx->len -= off;
+    }
+    return true;
+}
+
+/* Reads what the worker has written, up to a budget so one flooding worker
+ * cannot starve the others.  Returns false at end of file. */
+static bool read_worker(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    invoker__rx *rx = &w->rx;
+    if (!rx->buf && !(rx->buf = malloc(RX_CAP)))
+        return true;   /* try again on the next event */
+    rx->cap = RX_CAP;
+    for (int budget = 64; budget > 0 && w->result_rd >= 0; budget--) {
+        ssize_t n;
+        if (rx->big) {
+            size_t padded = invoker__proto_frame_size(rx->big_hdr.len) - INVOKER__FRAME_HDR;
+            n = invoker__fd_read(w->result_rd, rx->big + rx->big_have, padded - rx->big_have);
+            if (n > 0 && (rx->big_have += (size_t)n) == padded) {
+                unsigned char *big = rx->big;
+                invoker__frame f = rx->big_hdr;
+                rx->big = NULL;
+                handle_frame(inv, k, &f, big);
+                free(big);
+            }
+        } else {
+            n = invoker__fd_read(w->result_rd, rx->buf + rx->len, rx->cap - rx->len);
+            if (n > 0) {
+                rx->len += (size_t)n;
+                if (!parse_frames(inv, k))
+                    return true;
+            }
+        }
+        if (n == 0)
+            return false;
+        if (n < 0)
+            return true;   /* EAGAIN: all read */
+    }
+    return true;
+}
+
+/* ---- deaths --------------------------------------------------------------- */
+
+static void startup_failed(invoker *inv, int cause)
+{
+    uint64_t now = invoker__now_ns();
+    inv->fail_times[inv->fail_count++ % 16] = now;
+    inv->last_spawn_error = cause;
+    unsigned recent = 0;
+    unsigned n = inv->fail_count < 16 ? inv->fail_count : 16;
+    for (unsigned i = 0; i < n; i++)
+        if (now - inv->fail_times[i] <= FAIL_WINDOW_NS)
+            recent++;
+    if (recent >= inv->fail_limit)
+        inv->spawn_tripped = true;
+}
+
+/* With no worker left and none to come, nothing queued can ever run. */
+static void fail_unrunnable(invoker *inv)
+{
+    if (!inv->spawn_tripped || inv->live > 0)
+        return;
+    invoker__task *t;
+    while ((t = inv->inflight.head) != NULL)
+        call_error(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
+    while ((t = inv->pending.head) != NULL)
+        call_error(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
+}
+
+/* Waits for worker k's exit, killing it if it will not go by itself. */
+static int reap(invoker *inv, unsigned k, int grace_ms)
+{
+    invoker__worker *w = &inv->workers[k];
+    int status = 0;
+    pid_t r;
+    if (w->pidfd >= 0 && grace_ms > 0) {
+        struct pollfd p = { w->pidfd, POLLIN, 0 };
+        (void)poll(&p, 1, grace_ms);
+    }
+    do
+        r = waitpid(w->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        /* Alive with its pipe closed: it can no longer report a result. */
+        invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
+        (void)kill(-w->pid, SIGKILL);
+        do
+            r = waitpid(w->pid, &status, 0);
+        while (r < 0 && errno == EINTR);
+    } else {
+        (void)kill(-w->pid, SIGKILL);   /* its children; the zombie still holds the group id */
+    }
+    if (r != w->pid)
+        status = SIGKILL;   /* someone else reaped it: all we know is that it is gone */
+    return status;
+}
+
+static void classify(invoker *inv, int status, invoker_failure *fail, int *code)
+{
+    if (WIFSIGNALED(status)) {
+        *code = WTERMSIG(status);
+        *fail = (*code == SIGXCPU && inv->cfg.cpu_limit > 0) ? INVOKER_FAIL_CPU
+                                                              : INVOKER_FAIL_CRASH;
+    } else {
+        *code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+        *fail = *code == INVOKER__EXIT_PROTOCOL ? INVOKER_FAIL_PROTOCOL : INVOKER_FAIL_EXIT;
+    }
+    if (inv->cfg.memory_limit && *fail == INVOKER_FAIL_CRASH &&
+        (*code == SIGSEGV || *code == SIGABRT || *code == SIGBUS))
+        *fail = INVOKER_FAIL_MEMORY;
+}
+
+static void worker_gone(invoker *inv, unsigned k, int grace_ms)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->state == INVOKER__WORKER_EMPTY)
+        return;
+    if (w->result_rd >= 0)
+        (void)read_worker(inv, k);   /* what it finished before is delivered */
+    int status = reap(inv, k, grace_ms);
+    uint64_t now = invoker__now_ns();
+
+    /* Post-mortem: the slot can no longer change. */
+    invoker__slot *slot = invoker__table_slot(&inv->table, k);
+    invoker__ticket tk;
+    memcpy(&tk, slot->ticket, sizeof tk);
+    if (invoker__proto_ticket_valid(&tk, inv->key, inv->cfg.max_arg_bytes)) {
+        w->took_task = true;
+        invoker__task *t = current(inv, tk.id, tk.gen);
+        uint64_t running = invoker__proto_running_id(atomic_load(&slot->running), inv->key);
+        uint64_t start = atomic_load(&slot->start_ns);
+        if (t && running == tk.id && start && start <= now) {
+            note_start(t, k, start);
+            t->run_seconds = (double)(now - start) / 1e9;
+            invoker_failure fail;
+            int code;
+            classify(inv, status, &fail, &code);
+            if (w->kill_reason)   /* ours: protocol or shutdown (timeouts and
+                                     cancels were reported when we killed) */
+                fail = w->kill_reason, code = 0;
+            fail_or_retry(inv, t, fail, code);
+        } else if (t) {
+            requeue(inv, t);   /* taken but never started: it was not its fault */
+        }
+    } else if (tk.magic != 0) {
+        inv->sweep_at = now;   /* a scribbled slot: find its task by accounting */
+    }
+
+    bool startup = !w->took_task && !w->kill_reason;
+    int cause = w->init_code;
+    if (startup && !cause) {
+        invoker_failure f;
+        classify(inv, status, &f, &cause);
+        cause = f == INVOKER_FAIL_EXIT ? cause : -cause;  /* a signal as -signo */
+    }
+    invoker__worker_close(inv, k);
+    inv->live--;
+    if (startup) {
+        w->fail_streak++;
+        uint64_t backoff = 1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10);
+        w->respawn_at = now + (backoff < BACKOFF_MAX_NS ? backoff : BACKOFF_MAX_NS);
+        startup_failed(inv, cause);
+    } else {
+        w->fail_streak = 0;
+        w->respawn_at = now;
+    }
+    inv->queue_full = false;
+}
+
+static void on_result_eof(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->pidfd < 0) {
+        worker_gone(inv, k, REAP_GRACE_MS);
+        return;
+    }
+    /* The pidfd tells when it is gone; stop this descriptor's endless
+     * hang-up events meanwhile, and make sure it does go. */
+    (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->result_rd, NULL);
+    invoker__fd_close(&w->result_rd);
+    struct pollfd p = { w->pidfd, POLLIN, 0 };
+    if (poll(&p, 1, REAP_GRACE_MS) <= 0)
+        invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
+}
+
+/* ---- time: deadlines, respawns, audits ------------------------------------ */
+
+static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t now)
+{
+    invoker_id id = t->id;
+    uint32_t gen = t->gen;
+    /* It may have finished just now: a result in the pipe wins. */
+    if (inv->workers[k].result_rd >= 0)
+        (void)read_worker(inv, k);
+    if (!(t = current(inv, id, gen)))
+        return;
+    invoker__worker_kill(inv, k, INVOKER_FAIL_TIMEOUT);
+    t->run_seconds = (double)(now - t->start_ns) / 1e9;
+    fail_or_retry(inv, t, INVOKER_FAIL_TIMEOUT, 0);
+}
+
+/* Which task each live worker runs, from the table.  A word that names no
+ * task we sent is a scribble: that worker goes. */
+static uint64_t check_running(invoker *inv, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (w->state != INVOKER__WORKER_LIVE)
+            continue;
+        invoker__slot *slot = invoker__table_slot(&inv->table, k);
+        uint64_t tag = atomic_load(&slot->running);
+        if (tag == 0)
+            continue;
+        uint64_t id = invoker__proto_running_id(tag, inv->key);
+        uint64_t start = atomic_load(&slot->start_ns);
+        /* now was read before this load: a task may have started since. */
+        if (id == 0 || start == 0 || (start > now && start > invoker__now_ns())) {
+            invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+            continue;
+        }
+        invoker__task *t = invoker__tasks_find(&inv->tasks, id);
+        if (!t || t->state != INVOKER__TASK_INFLIGHT)
+            continue;   /* finished a moment ago, or cancelled */
+        if (t->start_ns != start)
+            note_start(t, k, start);
+        if (t->timeout <= 0 || start > now)
+            continue;
+        uint64_t deadline = start + to_ns(t->timeout);
+        if (now >= deadline)
+            timeout_task(inv, k, t, now);
+        else if (deadline < next)
+            next = deadline;
+    }
+    /* Tasks not yet seen started may start any moment. */
+    for (invoker__task *t = inv->inflight.head; t; t = t->next)
+        if (t->timeout > 0 && t->start_ns == 0 && now + to_ns(t->timeout) < next)
+            next = now + to_ns(t->timeout);
+    return next;
+}
+
+/* A task can vanish without a trace only when a worker steals a ticket
+ * (reads the queue itself) or scribbles the slot it read it into.  Then
+ * accounting finds it: the pipe is FIFO, so every ticket that ends before
+ * (bytes written - bytes unread) was taken, and a taken task that is in no
+ * live worker's slot, twice in a row with the result pipes drained in
+ * between, is lost.  Twice, because a worker may finish a task and take
+ * the next one between one look and the other. */
+static void sweep(invoker *inv, uint64_t now)
+{
+    inv->sweep_at = 0;
+    int unread = 0;
+    if (ioctl(inv->queue_rd, FIONREAD, &unread) != 0)
+        return;
+    uint64_t consumed = inv->queue_written - (uint64_t)unread;
+    for (unsigned k = 0; k < inv->nworkers; k++)
+        if (inv->workers[k].state == INVOKER__WORKER_LIVE && inv->workers[k].result_rd >= 0)
+            (void)read_worker(inv, k);
+
+    bool suspects = false;
+    for (invoker__task *t = inv->inflight.head; t; t = t->next) {
+        bool held = false;
+        for (unsigned k = 0; k < inv->nworkers && !held; k++) {
+            if (inv->workers[k].state == INVOKER__WORKER_EMPTY)
+                continue;
+            invoker__ticket tk;
+            memcpy(&tk, invoker__table_slot(&inv->table, k)->ticket, sizeof tk);
+            held = tk.id == t->id && tk.gen == t->gen;
+        }
+        if (t->queue_end > consumed || held)
+            t->suspect = 0;
+        else if (t->suspect)
+            t->suspect = 2;
+        else
+            t->suspect = 1, suspects = true;
+    }
+    /* Report after the scan: a callback may reorder the list. */
+    for (;;) {
+        invoker__task *t = inv->inflight.head;
+        while (t && t->suspect != 2)
+            t = t->next;
+        if (!t)
+            break;
+        call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
+    }
+    if (suspects)
+        inv->sweep_at = now + SWEEP_AGAIN_NS;
+}
+
+static void service_time(invoker *inv)
+{
+    uint64_t now = invoker__now_ns();
+    uint64_t next = UINT64_MAX;
+
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (w->state != INVOKER__WORKER_EMPTY || inv->spawn_tripped || inv->destroying)
+            continue;
+        if (w->respawn_at > now) {
+            next = w->respawn_at < next ? w->respawn_at : next;
+            continue;
+        }
+        int rc = invoker__worker_spawn(inv, k);
+        if (rc != 0) {
+            w->fail_streak++;
+            w->respawn_at = now + (1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10));
+            startup_failed(inv, rc);
+            if (w->respawn_at < next)
+                next = w->respawn_at;
+        } else {
+            inv->queue_full = false;
+        }
+    }
+    fail_unrunnable(inv);
+
+    if (inv->inflight_timeouts > 0) {
+        uint64_t due = check_running(inv, now);
+        next = due < next ? due : next;
+    }
+    if (inv->inflight.count > 0 && now - inv->last_event_ns > STALL_AUDIT_NS && !inv->sweep_at)
+        inv->sweep_at = now;
+    if (inv->sweep_at && inv->sweep_at <= now)
+        sweep(inv, now);
+    if (inv->sweep_at && inv->sweep_at < next)
+        next = inv->sweep_at;
+    if (inv->inflight.count > 0 && inv->last_event_ns + STALL_AUDIT_NS < next)
+        next = inv->last_event_ns + STALL_AUDIT_NS + 1;
+
+    if (next == UINT64_MAX)
+        disarm_timer(inv);
+    else if (next != inv->timer_armed_ns) {
+        inv->timer_armed_ns = 0;   /* re-arm even when later than before */
+        invoker__dispatch_arm_timer(inv, next);
+    }
+}
+
+unsigned invoker__dispatch_busy(const invoker *inv)
+{
+    unsigned busy = 0;
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        if (inv->workers[k].state != INVOKER__WORKER_LIVE)
+            continue;
+        uint64_t tag = atomic_load(&invoker__table_slot(&inv->table, k)->running);
+        busy += tag != 0 && invoker__proto_running_id(tag, inv->key) != 0;
+    }
+    return busy;
+}
+
+/* ---- the loop -------------------------------------------------------------- */
+
+static void handle_event(invoker *inv, const struct epoll_event *ev)
+{
+    unsigned type = (unsigned)(ev->data.u64 >> 32);
+    unsigned k = (unsigned)(ev->data.u64 & 0xffffffffu);
+    uint64_t scratch;
+    switch (type) {
+    case INVOKER__EV_RESULT:
+        if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY &&
+            inv->workers[k].result_rd >= 0 && !read_worker(inv, k))
+            on_result_eof(inv, k);
+        break;
+    case INVOKER__EV_PIDFD:
+        if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY)
+            worker_gone(inv, k, 0);
+        break;
+    case INVOKER__EV_ARGOUT:
+        if (k < inv->nworkers)
+            tx_continue(inv, k);
+        break;
+    case INVOKER__EV_TIMER:
+        (void)invoker__fd_read(inv->timerfd, &scratch, sizeof scratch);
+        inv->timer_armed_ns = 0;
+        break;
+    case INVOKER__EV_KICK:
+        (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);
+        inv->kicked = false;
+        break;
+    default:
+        break;
+    }
+}
+
+int invoker__dispatch_run(invoker *inv, int timeout_ms)
+{
+    uint64_t calls0 = inv->calls;
+    uint64_t until = timeout_ms > 0 ? invoker__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
+    struct epoll_event evs[64];
+
+    for (;;) {
+        deliver_done(inv);
+        if (inv->outstanding == 0)
+            break;
+        int wait_ms = 0;
+        if (inv->calls == calls0 && timeout_ms != 0) {
+            if (timeout_ms < 0) {
+                wait_ms = -1;
+            } else {
+                uint64_t now = invoker__now_ns();
+                wait_ms = now >= until ? 0 : (int)((until - now + 999999) / 1000000);
+            }
+        }
+        int n = epoll_wait(inv->epfd, evs, 64, wait_ms);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        if (n > 0)
+            inv->last_event_ns = invoker__now_ns();
+        for (int i = 0; i < n; i++)
+            handle_event(inv, &evs[i]);
+        service_time(inv);
+        inv->queue_full = false;
+        int rc = invoker__dispatch_refill(inv);
+        if (rc)
+            return rc;
+        deliver_done(inv);
+        if (inv->calls != calls0 || timeout_ms == 0 || inv->outstanding == 0)
+            break;
+        if (timeout_ms > 0 && invoker__now_ns() >= until)
+            break;
+    }
+    return (int)(inv->calls - calls0);
+}
+
+/* invoker_destroy's half: every worker killed and reaped, results already
+ * written delivered, everything else reported as SHUTDOWN. */
+void invoker__dispatch_shutdown(invoker *inv)
+{
+    inv->destroying = true;
+    for (unsigned k = 0; k < inv->nworkers; k++)
+        invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
+    for (unsigned k = 0; k < inv->nworkers; k++)
+        if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
+            worker_gone(inv, k, 0);
+    deliver_done(inv);
+    invoker__task *t;
+    while ((t = inv->inflight.head) != NULL)
+        call_error(inv, t, INVOKER_FAIL_SHUTDOWN, 0);
+    while ((t = inv->pending.head) != NULL)
+        call_error(inv, t, INVOKER_FAIL_SHUTDOWN, 0);
+}
+
+/* invoker_cancel's half.  The worker side pairs with this (see the worker
+ * loop): we publish the id, then look for it running; it publishes that it
+ * runs, then looks for the id.  One of the two sees the other. */
+void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
+{
+    if (t->state == INVOKER__TASK_INFLIGHT && !inv->cfg.inline_mode) {
+        atomic_store(&inv->table.cancelled[t->id % INVOKER__CANCEL_RING], t->id);
+        uint64_t now = invoker__now_ns();
+        for (unsigned k = 0; k < inv->nworkers; k++) {
+            if (inv->workers[k].state != INVOKER__WORKER_LIVE)
+                continue;
+            invoker__slot *slot = invoker__table_slot(&inv->table, k);
+            if (invoker__proto_running_id(atomic_load(&slot->running), inv->key) != t->id)
+                continue;
+            uint64_t start = atomic_load(&slot->start_ns);
+            now = invoker__now_ns();
+            if (start && start <= now) {
+                note_start(t, k, start);
+                t->run_seconds = (double)(now - start) / 1e9;
+            }
+            invoker__worker_kill(inv, k, INVOKER_FAIL_CANCELLED);
+        }
+    }
+    invoker__dispatch_report(inv, t, INVOKER_FAIL_CANCELLED, 0);
+}
+
+/* Inline mode: one task in this process per call, same callbacks. */
+int invoker__dispatch_inline(invoker *inv)
+{
+    uint64_t calls0 = inv->calls;
+    deliver_done(inv);
+    invoker__task *t = inv->pending.head;
+    if (inv->calls == calls0 && t) {
+        struct invoker_result *out = &inv->inline_out;
+        out->len = 0;
+        out->too_large = false;
+        out->max = inv->cfg.max_result_bytes;
+        t->attempts++;
+        t->worker = 0;
+        uint64_t start = invoker__now_ns();
+        int rc = invoker__result_reserve(out, 0);
+        if (rc == 0) {
+            inv->depth++;   /* the objective is no place for invoker_poll either */
+            rc = inv->cfg.objective(t->arg_len ? t->arg : NULL, t->arg_len, out,
+                                    inv->cfg.objective_ctx);
+            inv->depth--;
+        }
+        t->run_seconds = (double)(invoker__now_ns() - start) / 1e9;
+        if (out->too_large)
+            call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
+        else if (rc != 0)
+            call_error(inv, t, INVOKER_FAIL_OBJECTIVE, rc);
+        else
+            call_result(inv, t, out->buf + INVOKER__FRAME_HDR, out->len);
+    }
+    uint64_t scratch;
+    if (!inv->pending.head && !inv->done.head && inv->kicked) {
+        (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);
+        inv->kicked = false;
+    }
+    return (int)(inv->calls - calls0);
+}

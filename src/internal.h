@@ -1,0 +1,294 @@
+/*
+ * Internal interfaces of invoker.  Public names are invoker_*; functions
+ * shared between files are invoker__<file>_<verb>; statics are unprefixed.
+ *
+ * How a task travels:
+ *
+ *   parent                     task queue pipe (packet mode)        workers
+ *   pending list --ticket-->  [ticket|ticket|ticket ...]  --read()--> slot k
+ *   inflight list <---------- result pipe k <--------------- frame + bytes
+ *
+ * One pipe in O_DIRECT ("packet") mode is the queue for all workers of an
+ * invoker: each write is one ticket, each read() takes exactly one whole
+ * ticket, so a worker that finishes takes the next task at once.  A worker
+ * read()s its ticket straight into its own slot of the shared table: the
+ * kernel copies the ticket there and removes it from the pipe as one step,
+ * so there is no instant at which a task is off the queue but nowhere to
+ * be seen.  That is what makes "exactly once" hold under SIGKILL.
+ */
+#ifndef INVOKER_INTERNAL_H
+#define INVOKER_INTERNAL_H
+
+#include "invoker.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define INVOKER__MAGIC          0x696e766f6b657221ull /* "invoker!": a live handle */
+#define INVOKER__DEFAULT_MAX    ((size_t)64 << 20)
+#define INVOKER__PACKET         4096u   /* PIPE_BUF on Linux: one ticket at most */
+#define INVOKER__TICKET_HDR     48u
+#define INVOKER__INLINE_MAX     (INVOKER__PACKET - INVOKER__TICKET_HDR)
+#define INVOKER__FRAME_HDR      48u
+#define INVOKER__CANCEL_RING    1024u   /* cancelled ids the workers can see */
+#define INVOKER__TASK_INLINE    64u     /* argument bytes kept inside the task record */
+#define INVOKER__EXIT_INIT      120     /* worker exit status: worker_init failed */
+#define INVOKER__EXIT_PROTOCOL  121     /* worker exit status: it found its slot scribbled */
+
+/* ---- proto.c: what crosses between parent and worker ----------------- */
+
+enum { INVOKER__TICKET_BIG = 1u };   /* argument follows on the worker's own pipe */
+
+typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argument bytes */
+    uint32_t magic;
+    uint32_t flags;
+    uint64_t id;
+    uint64_t arg_len;
+    uint32_t gen;                     /* which dispatch of the task this is */
+    uint32_t reserved;
+    uint64_t check;
+    uint64_t pad;
+} invoker__ticket;
+
+enum invoker__frame_kind {
+    INVOKER__FRAME_RESULT = 1,        /* len payload bytes follow */
+    INVOKER__FRAME_OBJECTIVE,         /* objective returned code */
+    INVOKER__FRAME_TOO_LARGE,         /* result passed max_result_bytes */
+    INVOKER__FRAME_PROTOCOL,          /* the worker found its slot scribbled */
+    INVOKER__FRAME_ARG_REQUEST,       /* send me the argument of (id, gen) */
+    INVOKER__FRAME_INIT_FAILED,       /* worker_init returned code */
+    INVOKER__FRAME_KIND_MAX
+};
+
+typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 */
+    uint32_t magic;
+    uint32_t kind;
+    uint64_t id;
+    uint32_t gen;
+    int32_t  code;
+    uint64_t len;
+    uint64_t run_ns;
+    uint64_t check;
+} invoker__frame;
+
+void     invoker__proto_ticket_seal(invoker__ticket *t, uint64_t key);
+bool     invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t max_arg);
+void     invoker__proto_frame_seal(invoker__frame *f, uint64_t key);
+/* 0, or -EPROTO when the header is malformed or len passes max_len. */
+int      invoker__proto_frame_check(const invoker__frame *f, uint64_t key, size_t max_len);
+size_t   invoker__proto_frame_size(uint64_t len);   /* header + padded payload */
+uint64_t invoker__proto_running_tag(uint64_t id, uint64_t key);
+uint64_t invoker__proto_running_id(uint64_t tag, uint64_t key); /* 0: not a valid tag */
+uint64_t invoker__proto_mix(uint64_t x);
+
+/* ---- table.c: the shared-memory task-id table ------------------------- */
+
+/* One slot per worker, page aligned, so a worker can be given its own slot
+ * and nothing else: after the fork it maps the others PROT_NONE and the
+ * header read-only, and a scribbling objective can spoil only its own. */
+typedef struct invoker__slot {
+    _Atomic uint64_t running;     /* running tag of the task it runs, 0 when idle */
+    _Atomic uint64_t start_ns;    /* CLOCK_MONOTONIC start of that task */
+    uint64_t         reserved[6];
+    /* The worker read()s tickets here; read by the parent only once the
+     * worker is dead, when nothing can change it any more. */
+    _Alignas(64) unsigned char ticket[INVOKER__PACKET];
+} invoker__slot;
+
+typedef struct invoker__table {
+    void          *base;
+    size_t         size;
+    size_t         header_size;
+    size_t         slot_size;
+    unsigned       nslots;
+    _Atomic uint64_t *cancelled;  /* [INVOKER__CANCEL_RING] ids, in the header */
+} invoker__table;
+
+int            invoker__table_create(invoker__table *t, unsigned nslots);
+void           invoker__table_destroy(invoker__table *t);
+invoker__slot *invoker__table_slot(const invoker__table *t, unsigned k);
+void           invoker__table_reset_slot(invoker__table *t, unsigned k);
+int            invoker__table_protect_for_worker(const invoker__table *t, unsigned k);
+
+/* ---- fdutil.c ---------------------------------------------------------- */
+
+int      invoker__fd_pipe(int fds[2], bool packet);   /* O_CLOEXEC|O_NONBLOCK both ends */
+int      invoker__fd_set_blocking(int fd, bool blocking);
+void     invoker__fd_close(int *fd);                  /* closes and sets -1; ignores -1 */
+ssize_t  invoker__fd_read(int fd, void *buf, size_t len);   /* EINTR retried */
+ssize_t  invoker__fd_write(int fd, const void *buf, size_t len);
+int      invoker__fd_write_all(int fd, const void *buf, size_t len); /* blocking fd */
+int      invoker__fd_read_all(int fd, void *buf, size_t len);        /* blocking fd; -EPIPE on EOF */
+void     invoker__fd_grow_pipe(int fd, size_t bytes);  /* best effort F_SETPIPE_SZ */
+uint64_t invoker__now_ns(void);
+int      invoker__fd_pidfd_open(pid_t pid);            /* -errno when unsupported */
+
+/* ---- tasks.c: task records, id lookup, lists; no syscalls ------------- */
+
+enum invoker__task_state {
+    INVOKER__TASK_FREE = 0,
+    INVOKER__TASK_PENDING,        /* in the parent, waiting for the queue */
+    INVOKER__TASK_INFLIGHT,       /* its ticket is in the queue or in a worker */
+    INVOKER__TASK_DONE            /* outcome decided, callback not yet made */
+};
+
+typedef struct invoker__task {
+    invoker_id      id;
+    void           *tag;
+    unsigned char  *arg;            /* inline_arg or a malloc'd copy */
+    size_t          arg_len;
+    double          timeout;        /* seconds; 0: none */
+    uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
+    uint64_t        queue_end;      /* end offset of its ticket in the queue stream */
+    uint32_t        gen;            /* dispatch count; a ticket carries it */
+    uint32_t        counted_gen;    /* the gen whose start is in attempts */
+    unsigned        attempts;
+    int             worker;
+    int             state;
+    uint8_t         suspect;        /* orphan sweep: 1 missing once, 2 lost */
+    double          run_seconds;
+    invoker_failure fail;           /* for DONE tasks reported by on_error */
+    int             code;
+    struct invoker__task *prev, *next;  /* the list its state puts it in */
+    _Alignas(16) unsigned char inline_arg[INVOKER__TASK_INLINE];
+} invoker__task;
+
+typedef struct invoker__list {
+    invoker__task *head, *tail;
+    size_t         count;
+} invoker__list;
+
+typedef struct invoker__tasks {
+    invoker__task **slots;          /* open addressing by id, linear probing */
+    size_t          cap, count;
+    invoker__task  *free;           /* recycled records, linked through next */
+    size_t          nfree;
+} invoker__tasks;
+
+int            invoker__tasks_init(invoker__tasks *ts);
+void           invoker__tasks_free(invoker__tasks *ts);
+invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void *arg,
+                                  size_t arg_len);   /* not yet findable */
+int            invoker__tasks_insert(invoker__tasks *ts, invoker__task *t);
+invoker__task *invoker__tasks_find(const invoker__tasks *ts, invoker_id id);
+void           invoker__tasks_remove(invoker__tasks *ts, invoker__task *t);
+void           invoker__tasks_release(invoker__tasks *ts, invoker__task *t);
+void           invoker__list_push_back(invoker__list *l, invoker__task *t);
+void           invoker__list_push_front(invoker__list *l, invoker__task *t);
+void           invoker__list_unlink(invoker__list *l, invoker__task *t);
+
+/* ---- worker.c: the one seam between the parent and its workers -------- */
+
+enum invoker__worker_state {
+    INVOKER__WORKER_EMPTY = 0,    /* no process: waiting to be (re)spawned */
+    INVOKER__WORKER_LIVE,
+    INVOKER__WORKER_DYING         /* killed or seen closing; not yet reaped */
+};
+
+typedef struct invoker__rx {      /* frames read from one worker */
+    unsigned char *buf;
+    size_t         cap, len;
+    unsigned char *big;           /* payload larger than buf, read in place */
+    invoker__frame big_hdr;
+    size_t         big_have;
+} invoker__rx;
+
+typedef struct invoker__worker {
+    int          state;
+    pid_t        pid;
+    int          result_rd;       /* parent's end of the result pipe */
+    int          arg_rd, arg_wr;  /* its argument pipe: the parent keeps both ends
+                                     so a write can never raise SIGPIPE */
+    int          pidfd;           /* -1 where pidfd_open is missing */
+    invoker_failure kill_reason;  /* why we killed it; 0: we did not */
+    bool         took_task;       /* since its spawn */
+    unsigned     fail_streak;     /* start-up failures in a row in this slot */
+    uint64_t     respawn_at;      /* ns; when EMPTY */
+    int          init_code;       /* worker_init's code, when it sent one */
+    invoker__rx  rx;
+    /* argument transfer in progress for a BIG ticket */
+    invoker_id   tx_id;
+    uint32_t     tx_gen;
+    size_t       tx_off;
+    bool         tx_armed;        /* EPOLLOUT registered */
+} invoker__worker;
+
+/* The worker side of invoker_result_write: the result accumulates behind
+ * room for a frame header, so header and bytes leave in one write(). */
+struct invoker_result {
+    unsigned char *buf;           /* INVOKER__FRAME_HDR bytes, then the result */
+    size_t         len, cap;      /* result bytes; capacity after the header */
+    size_t         max;
+    bool           too_large;
+};
+int  invoker__result_reserve(struct invoker_result *r, size_t len);
+
+struct invoker;
+int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno */
+void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
+void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
+/* Runs the worker loop; never returns.  Exported for the tests only. */
+void invoker__worker_main(struct invoker *inv, unsigned k) __attribute__((noreturn));
+
+/* ---- the invoker ------------------------------------------------------- */
+
+enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_ARGOUT,
+       INVOKER__EV_TIMER, INVOKER__EV_KICK };
+
+struct invoker {
+    uint64_t        magic;
+    invoker_config  cfg;
+    uint64_t        key;            /* per-invoker secret sealing tickets and frames */
+    pid_t           parent_pid;
+    int             depth;          /* > 0 while a callback runs */
+    bool            destroying;
+
+    int             epfd, timerfd, kickfd;
+    int             queue_rd, queue_wr;
+    uint64_t        queue_written;  /* bytes written to the queue, ever */
+    size_t          queue_slots;    /* tickets the queue pipe can hold */
+    bool            queue_full;     /* last write saw EAGAIN */
+    bool            kicked;
+    uint64_t        timer_armed_ns; /* 0: disarmed */
+
+    invoker__table  table;
+    invoker__worker *workers;
+    unsigned        nworkers;       /* slots */
+    unsigned        live;           /* LIVE workers */
+
+    invoker__tasks  tasks;
+    invoker__list   pending, inflight, done;
+    invoker_id      next_id;
+    size_t          outstanding;    /* accepted and not yet reported */
+    size_t          inflight_timeouts; /* inflight tasks with a timeout */
+
+    /* start-up failure guard */
+    uint64_t        fail_times[16];
+    unsigned        fail_count;     /* in fail_times, ring */
+    unsigned        fail_limit;
+    bool            spawn_tripped;
+    int             last_spawn_error;
+
+    uint64_t        sweep_at;       /* ns; 0: no orphan sweep due */
+    uint64_t        last_event_ns;  /* when epoll last had something */
+    uint64_t        calls;          /* callbacks made, ever */
+    struct invoker_result inline_out; /* inline mode's reused result buffer */
+    invoker_stats   stats;
+};
+
+/* dispatch.c: the parent's side of the loop */
+int  invoker__dispatch_refill(invoker *inv);
+int  invoker__dispatch_run(invoker *inv, int timeout_ms);  /* callbacks made, or -errno */
+void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+void invoker__dispatch_finish(invoker *inv, invoker__task *t);
+void invoker__dispatch_kick(invoker *inv);
+void invoker__dispatch_arm_timer(invoker *inv, uint64_t at_ns);
+unsigned invoker__dispatch_busy(const invoker *inv);
+void invoker__dispatch_shutdown(invoker *inv);
+void invoker__dispatch_cancel(invoker *inv, invoker__task *t);
+int  invoker__dispatch_inline(invoker *inv);
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * The public API: argument checks, creation and destruction, and the entry
+ * points that hand over to dispatch.c.  Every entry point validates before
+ * it changes anything, so a failed call leaves the invoker as it was.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+static bool valid(const invoker *inv)
+{
+    return inv && inv->magic == INVOKER__MAGIC;
+}
+
+static bool valid_seconds(double s)
+{
+    return isfinite(s) && s >= 0;
+}
+
+void invoker_config_init(invoker_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_arg_bytes = INVOKER__DEFAULT_MAX;
+    cfg->max_result_bytes = INVOKER__DEFAULT_MAX;
+    cfg->size = sizeof *cfg;
+}
+
+static unsigned cpus_available(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return (unsigned)n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Copies the caller's config, reading only the size it says it has, and
+ * fills in the defaults. */
+static int take_config(const invoker_config *in, invoker_config *out)
+{
+    size_t size = in->size ? in->size : sizeof *in;
+    if (size < offsetof(invoker_config, max_queued) || size > sizeof *in)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    memcpy(out, in, size);
+    out->size = sizeof *out;
+    if (!out->objective || !out->on_result || !out->on_error)
+        return -EINVAL;
+    if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit))
+        return -EINVAL;
+    if (out->workers == 0)
+        out->workers = cpus_available();
+    if (out->workers > 4096)
+        return -EINVAL;
+    if (out->max_arg_bytes == 0)
+        out->max_arg_bytes = INVOKER__DEFAULT_MAX;
+    if (out->max_result_bytes == 0)
+        out->max_result_bytes = INVOKER__DEFAULT_MAX;
+    return 0;
+}
+
+static uint64_t draw_key(const invoker *inv)
+{
+    uint64_t key = 0;
+    if (getrandom(&key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key)
+        key = invoker__now_ns() ^ (uint64_t)(uintptr_t)inv ^ ((uint64_t)getpid() << 32);
+    return invoker__proto_mix(key) | 1;
+}
+
+static int add_event(invoker *inv, int fd, unsigned type)
+{
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.u64 = (uint64_t)type << 32;
+    return epoll_ctl(inv->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+/* Everything but the workers, which go first (see invoker_destroy). */
+static void release(invoker *inv)
+{
+    invoker__fd_close(&inv->queue_wr);
+    invoker__fd_close(&inv->queue_rd);
+    invoker__fd_close(&inv->timerfd);
+    invoker__fd_close(&inv->kickfd);
+    invoker__fd_close(&inv->epfd);
+    if (inv->workers)
+        for (unsigned k = 0; k < inv->nworkers; k++)
+            free(inv->workers[k].rx.buf);
+    free(inv->workers);
+    free(inv->inline_out.buf);
+    invoker__table_destroy(&inv->table);
+    invoker__tasks_free(&inv->tasks);
+    inv->magic = 0;
+    free(inv);
+}
+
+static int open_queue(invoker *inv)
+{
+    int q[2];
+    int rc = invoker__fd_pipe(q, true);
+    if (rc)
+        return rc;
+    inv->queue_rd = q[0];
+    inv->queue_wr = q[1];
+    /* Workers block on the read end; the parent only asks it FIONREAD. */
+    if ((rc = invoker__fd_set_blocking(inv->queue_rd, true)) != 0)
+        return rc;
+    /* In packet mode each ticket takes a page of the pipe whatever its
+     * size: room for a few dozen per worker keeps them all fed. */
+    size_t want = (size_t)INVOKER__PACKET * 32u * inv->nworkers;
+    invoker__fd_grow_pipe(inv->queue_wr, want < (1u << 20) ? want : (1u << 20));
+    int size = fcntl(inv->queue_wr, F_GETPIPE_SZ);
+    inv->queue_slots = size > 0 ? (size_t)size / INVOKER__PACKET : 16;
+    return 0;
+}
+
+int invoker_create(invoker **out, const invoker_config *cfg)
+{
+    if (!out || !cfg)
+        return -EINVAL;
+    invoker *inv = calloc(1, sizeof *inv);
+    if (!inv)
+        return -ENOMEM;
+    inv->epfd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
+    int rc = take_config(cfg, &inv->cfg);
+    if (rc) {
+        free(inv);
+        return rc;
+    }
+    inv->magic = INVOKER__MAGIC;
+    inv->key = draw_key(inv);
+    inv->parent_pid = getpid();
+    inv->nworkers = inv->cfg.inline_mode ? 0 : inv->cfg.workers;
+    inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
+
+    if ((rc = invoker__tasks_init(&inv->tasks)) != 0)
+        goto fail;
+    if ((inv->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        (inv->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
+        (inv->kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if ((rc = add_event(inv, inv->timerfd, INVOKER__EV_TIMER)) != 0 ||
+        (rc = add_event(inv, inv->kickfd, INVOKER__EV_KICK)) != 0)
+        goto fail;
+    if (inv->cfg.inline_mode) {
+        *out = inv;
+        return 0;
+    }
+
+    if ((rc = invoker__table_create(&inv->table, inv->nworkers)) != 0 ||
+        (rc = open_queue(inv)) != 0)
+        goto fail;
+    if (!(inv->workers = calloc(inv->nworkers, sizeof *inv->workers))) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker *w = &inv->workers[k];
+        w->result_rd = w->arg_rd = w->arg_wr = w->pidfd = -1;
+    }
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        if ((rc = invoker__worker_spawn(inv, k)) != 0) {
+            /* Resources, not a worker's fault: give back what we took. */
+            invoker__dispatch_shutdown(inv);
+            goto fail;
+        }
+    }
+    *out = inv;
+    return 0;
+
+fail:
+    release(inv);
+    return rc;
+}
+
+int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,
+                           double timeout, invoker_id *id)
+{
+    if (!valid(inv) || (!arg && arg_len > 0) || !valid_seconds(timeout))
+        return -EINVAL;
+    if (inv->destroying)
+        return -ECANCELED;
+    if (arg_len > inv->cfg.max_arg_bytes)
+        return -EMSGSIZE;
+    if (inv->cfg.max_queued) {
+        size_t queued = inv->pending.count + inv->inflight.count;
+        unsigned busy = invoker__dispatch_busy(inv);
+        if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
+            return -EAGAIN;
+    }
+    invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
+    if (!t)
+        return -ENOMEM;
+    if (invoker__tasks_insert(&inv->tasks, t) != 0) {
+        invoker__tasks_release(&inv->tasks, t);
+        return -ENOMEM;
+    }
+    inv->next_id++;
+    t->tag = tag;
+    t->timeout = timeout;
+    t->state = INVOKER__TASK_PENDING;
+    invoker__list_push_back(&inv->pending, t);
+    inv->outstanding++;
+    inv->stats.submitted++;
+    if (id)
+        *id = t->id;
+
+    if (inv->cfg.inline_mode)
+        invoker__dispatch_kick(inv);
+    else if (inv->spawn_tripped && inv->live == 0)
+        invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
+    else if (t == inv->pending.head)
+        (void)invoker__dispatch_refill(inv);   /* on error it waits in pending */
+    return 0;
+}
+
+int invoker_submit(invoker *inv, const void *arg, size_t arg_len, void *tag, invoker_id *id)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    return invoker_submit_timeout(inv, arg, arg_len, tag, inv->cfg.timeout, id);
+}
+
+int invoker_cancel(invoker *inv, invoker_id id)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    invoker__task *t = id ? invoker__tasks_find(&inv->tasks, id) : NULL;
+    if (!t)
+        return -ENOENT;
+    invoker__dispatch_cancel(inv, t);
+    return 0;
+}
+
+int invoker_poll(invoker *inv, int timeout_ms)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    if (inv->depth > 0)
+        return -EBUSY;
+    if (inv->cfg.inline_mode)
+        return invoker__dispatch_inline(inv);
+    return invoker__dispatch_run(inv, timeout_ms < 0 ? -1 : timeout_ms);
+}
+
+int invoker_wait(invoker *inv)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    if (inv->depth > 0)
+        return -EBUSY;
+    while (inv->outstanding > 0) {
+        int rc = invoker_poll(inv, -1);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int invoker_fd(const invoker *inv)
+{
+    return valid(inv) ? inv->epfd : -EINVAL;
+}
+
+void invoker_get_stats(const invoker *inv, invoker_stats *out)
+{
+    if (!out)
+        return;
+    memset(out, 0, sizeof *out);
+    if (!valid(inv))
+        return;
+    *out = inv->stats;
+    out->workers = inv->live;
+    out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
+    size_t waiting = inv->pending.count + inv->inflight.count;
+    out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);
+}
+
+int invoker_destroy(invoker *inv)
+{
+    if (!inv)
+        return 0;
+    if (!valid(inv))
+        return -EINVAL;
+    if (inv->depth > 0)
+        return -EBUSY;
+    invoker__dispatch_shutdown(inv);
+    release(inv);
+    return 0;
+}

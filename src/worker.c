@@ -1,0 +1,415 @@
+/*
+ * Workers: fork, the child's set-up, the child's loop, and killing.  This
+ * file and dispatch.c's reading of frames are the one seam between the
+ * parent and the processes that run tasks; a backend that runs workers
+ * elsewhere replaces spawn, kill and the descriptors behind them.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+int invoker_result_write(invoker_result *out, const void *data, size_t len)
+{
+    if (!out || (!data && len > 0))
+        return -EINVAL;
+    if (out->too_large)
+        return -EMSGSIZE;
+    if (len > out->max - out->len) {
+        /* Sticky: the task fails as TOO_LARGE whatever the objective returns. */
+        out->too_large = true;
+        return -EMSGSIZE;
+    }
+    if (len == 0)
+        return 0;
+    int rc = invoker__result_reserve(out, out->len + len);
+    if (rc)
+        return rc;
+    memcpy(out->buf + INVOKER__FRAME_HDR + out->len, data, len);
+    out->len += len;
+    return 0;
+}
+
+int invoker__result_reserve(struct invoker_result *r, size_t len)
+{
+    size_t need = len + 16;  /* room to pad the frame to 16 bytes */
+    if (need <= r->cap && r->buf)
+        return 0;
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    unsigned char *p = realloc(r->buf, INVOKER__FRAME_HDR + cap);
+    if (!p)
+        return -ENOMEM;
+    r->buf = p;
+    r->cap = cap;
+    return 0;
+}
+
+/* ---- the child --------------------------------------------------------- */
+
+static void child_reset_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    /* The parent's handlers are the parent's code: in a worker they would
+     * run against a copy of its state.  Start from the defaults. */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            (void)sigaction(sig, &sa, NULL);   /* EINVAL for libc's reserved ones */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static bool is_kept(int fd, const int *keep, size_t nkeep)
+{
+    for (size_t i = 0; i < nkeep; i++)
+        if (keep[i] == fd)
+            return true;
+    return false;
+}
+
+/* A worker keeps the descriptors a program exec'd by the parent would
+ * keep (those without FD_CLOEXEC) plus its own three.  Every descriptor of
+ * this invoker and of any other in the process is close-on-exec, so none
+ * survives: a stray copy of another worker's result pipe would hide that
+ * worker's death from the parent, and one of another invoker's would let
+ * this worker write into it.  Raw getdents64 because malloc (opendir) is
+ * not safe here when the parent has other threads. */
+static void child_close_fds(const int *keep, size_t nkeep)
+{
+#if defined(__linux__) && defined(SYS_getdents64)
+    int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        char buf[4096];
+        long n;
+        while ((n = syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+            for (long off = 0; off < n;) {
+                /* struct linux_dirent64: d_ino 8, d_off 8, d_reclen 2, d_type 1, d_name */
+                unsigned short reclen;
+                memcpy(&reclen, buf + off + 16, sizeof reclen);
+                const char *name = buf + off + 19;
+                off += reclen;
+                if (name[0] < '0' || name[0] > '9')
+                    continue;
+                int fd = atoi(name);
+                if (fd <= 2 || fd == dir || is_kept(fd, keep, nkeep))
+                    continue;
+                int fl = fcntl(fd, F_GETFD);
+                if (fl >= 0 && (fl & FD_CLOEXEC))
+                    close(fd);
+            }
+        }
+        close(dir);
+    }
+#else
+    (void)keep;
+    (void)nkeep;
+#endif
+}
+
+static void send_frame(invoker *inv, int fd, uint32_t kind, uint64_t id, uint32_t gen,
+                       int32_t code)
+{
+    invoker__frame f;
+    memset(&f, 0, sizeof f);
+    f.kind = kind;
+    f.id = id;
+    f.gen = gen;
+    f.code = code;
+    invoker__proto_frame_seal(&f, inv->key);
+    if (invoker__fd_write_all(fd, &f, sizeof f) != 0)
+        _exit(0);   /* the parent is gone */
+}
+
+static void child_apply_limits(const invoker_config *cfg)
+{
+    if (cfg->memory_limit) {
+        struct rlimit rl = { (rlim_t)cfg->memory_limit, (rlim_t)cfg->memory_limit };
+        (void)setrlimit(RLIMIT_AS, &rl);
+    }
+}
+
+/* CPU time is limited per task: RLIMIT_CPU counts the whole process, so
+ * each task moves the soft limit to what was used so far plus its share. */
+static void child_arm_cpu_limit(const invoker_config *cfg)
+{
+    if (cfg->cpu_limit <= 0)
+        return;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return;
+    double used = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                  (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    rlim_t soft = (rlim_t)(used + cfg->cpu_limit) + 1;
+    struct rlimit rl = { soft, RLIM_INFINITY };
+    (void)setrlimit(RLIMIT_CPU, &rl);
+}
+
+static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
+{
+    const invoker_config *cfg = &inv->cfg;
+    invoker__slot *slot = invoker__table_slot(&inv->table, k);
+    struct invoker_result out = { NULL, 0, 0, cfg->max_result_bytes, false };
+    unsigned char *big = NULL;
+    size_t big_cap = 0;
+    unsigned long done = 0;
+
+    if (invoker__result_reserve(&out, 0) != 0)
+        _exit(1);
+    for (;;) {
+        /* The read that takes the ticket is also the one that records it:
+         * the kernel copies it into our slot as it leaves the queue. */
+        ssize_t n = invoker__fd_read(inv->queue_rd, slot->ticket, INVOKER__PACKET);
+        if (n <= 0)
+            _exit(0);   /* queue closed: the invoker is going away */
+        invoker__ticket tk;
+        memcpy(&tk, slot->ticket, sizeof tk);
+        bool is_big = tk.flags & INVOKER__TICKET_BIG;
+        if (!invoker__proto_ticket_valid(&tk, inv->key, cfg->max_arg_bytes) ||
+            (size_t)n != INVOKER__TICKET_HDR + (is_big ? 0 : tk.arg_len))
+            _exit(INVOKER__EXIT_PROTOCOL);
+
+        _Atomic uint64_t *cancel = &inv->table.cancelled[tk.id % INVOKER__CANCEL_RING];
+        if (atomic_load(cancel) == tk.id)
+            continue;
+        uint64_t tag = invoker__proto_running_tag(tk.id, inv->key);
+        uint64_t start = invoker__now_ns();
+        atomic_store(&slot->start_ns, start);
+        atomic_store(&slot->running, tag);
+        /* Paired with invoker_cancel, which stores the id and then looks at
+         * running: either it sees us running and kills us, or we see its
+         * mark here and skip the task. */
+        if (atomic_load(cancel) == tk.id) {
+            atomic_store(&slot->running, 0);
+            continue;
+        }
+
+        const void *arg = tk.arg_len ? slot->ticket + INVOKER__TICKET_HDR : NULL;
+        if (is_big) {
+            if (tk.arg_len > big_cap) {
+                free(big);
+                big_cap = tk.arg_len;
+                if (!(big = malloc(big_cap)))
+                    _exit(1);
+            }
+            send_frame(inv, result_wr, INVOKER__FRAME_ARG_REQUEST, tk.id, tk.gen, 0);
+            if (invoker__fd_read_all(arg_rd, big, tk.arg_len) != 0)
+                _exit(0);
+            arg = big;
+        }
+
+        child_arm_cpu_limit(cfg);
+        out.len = 0;
+        out.too_large = false;
+        int rc = cfg->objective(arg, (size_t)tk.arg_len, &out, cfg->objective_ctx);
+        uint64_t run_ns = invoker__now_ns() - start;
+
+        /* The objective may have written over our slot; the parent must not
+         * trust what it would read there, so say so and make way. */
+        if (atomic_load(&slot->running) != tag || atomic_load(&slot->start_ns) != start ||
+            memcmp(slot->ticket, &tk, sizeof tk) != 0) {
+            send_frame(inv, result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
+            _exit(INVOKER__EXIT_PROTOCOL);
+        }
+
+        invoker__frame f;
+        memset(&f, 0, sizeof f);
+        f.id = tk.id;
+        f.gen = tk.gen;
+        f.run_ns = run_ns;
+        if (out.too_large) {
+            f.kind = INVOKER__FRAME_TOO_LARGE;
+        } else if (rc != 0) {
+            f.kind = INVOKER__FRAME_OBJECTIVE;
+            f.code = rc;
+        } else {
+            f.kind = INVOKER__FRAME_RESULT;
+            f.len = out.len;
+        }
+        invoker__proto_frame_seal(&f, inv->key);
+        size_t total = invoker__proto_frame_size(f.len);
+        memcpy(out.buf, &f, sizeof f);
+        memset(out.buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
+        if (f.len > 65536)
+            invoker__fd_grow_pipe(result_wr, f.len < (1u << 20) ? f.len : (1u << 20));
+        if (invoker__fd_write_all(result_wr, out.buf, total) != 0)
+            _exit(0);
+        atomic_store(&slot->running, 0);
+        if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker)
+            _exit(0);
+    }
+}
+
+void invoker__worker_main(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    int keep[3] = { inv->queue_rd, w->result_rd, w->arg_rd };
+    /* In the child, result_rd holds the write end (see spawn).  This
+     * invoker's own descriptors go by name, then any other close-on-exec
+     * one by scanning, which also covers systems without /proc. */
+    close(inv->epfd);
+    close(inv->timerfd);
+    close(inv->kickfd);
+    close(inv->queue_wr);
+    for (unsigned j = 0; j < inv->nworkers; j++) {
+        if (j == k || inv->workers[j].state == INVOKER__WORKER_EMPTY)
+            continue;
+        invoker__fd_close(&inv->workers[j].result_rd);
+        invoker__fd_close(&inv->workers[j].arg_rd);
+        invoker__fd_close(&inv->workers[j].arg_wr);
+        invoker__fd_close(&inv->workers[j].pidfd);
+    }
+    child_close_fds(keep, 3);
+    child_apply_limits(&inv->cfg);
+    if (invoker__table_protect_for_worker(&inv->table, k) != 0)
+        _exit(1);
+    if (inv->cfg.worker_init) {
+        int rc = inv->cfg.worker_init(k, inv->cfg.objective_ctx);
+        if (rc != 0) {
+            send_frame(inv, w->result_rd, INVOKER__FRAME_INIT_FAILED, 0, 0, rc);
+            _exit(INVOKER__EXIT_INIT);
+        }
+    }
+    child_loop(inv, k, w->result_rd, w->arg_rd);
+    _exit(0);
+}
+
+static void child_start(invoker *inv, unsigned k, pid_t parent, int result_wr)
+{
+    invoker__worker *w = &inv->workers[k];
+    (void)setpgid(0, 0);
+#ifdef __linux__
+    /* Die with the parent, even mid-objective.  The parent may already be
+     * gone between fork and prctl: then we have been re-parented. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    if (getppid() != parent)
+        _exit(0);
+    child_reset_signals();
+    /* Our ends, made blocking: the parent's ends stay non-blocking, and
+     * each end is its own open file description, so this changes only ours. */
+    invoker__fd_close(&w->result_rd);
+    w->result_rd = result_wr;
+    (void)invoker__fd_set_blocking(result_wr, true);
+    invoker__fd_close(&w->arg_wr);
+    w->pidfd = -1;
+    invoker__worker_main(inv, k);
+}
+
+int invoker__worker_spawn(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    int res[2], arg[2];
+    int rc = invoker__fd_pipe(res, false);
+    if (rc)
+        return rc;
+    if ((rc = invoker__fd_pipe(arg, false)) != 0) {
+        close(res[0]);
+        close(res[1]);
+        return rc;
+    }
+    (void)invoker__fd_set_blocking(arg[0], true);
+    invoker__table_reset_slot(&inv->table, k);
+    w->result_rd = res[0];
+    w->arg_rd = arg[0];
+    w->arg_wr = arg[1];
+
+    /* No signal may run a handler in the child before it has reset them,
+     * nor be lost in the parent: block all around the fork. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        child_start(inv, k, parent, res[1]);
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(res[1]);
+    if (pid < 0) {
+        invoker__fd_close(&w->result_rd);
+        invoker__fd_close(&w->arg_rd);
+        invoker__fd_close(&w->arg_wr);
+        return -err;
+    }
+    /* Also here, so that killing the group cannot miss a worker that has
+     * not yet run its own setpgid. */
+    (void)setpgid(pid, pid);
+
+    w->pid = pid;
+    w->state = INVOKER__WORKER_LIVE;
+    w->kill_reason = 0;
+    w->took_task = false;
+    w->init_code = 0;
+    w->tx_id = 0;
+    w->tx_armed = false;
+    w->rx.len = 0;
+    int pfd = invoker__fd_pidfd_open(pid);
+    w->pidfd = pfd >= 0 ? pfd : -1;
+
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.u64 = (uint64_t)INVOKER__EV_RESULT << 32 | k;
+    rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
+    if (rc == 0 && w->pidfd >= 0) {
+        ev.data.u64 = (uint64_t)INVOKER__EV_PIDFD << 32 | k;
+        rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->pidfd, &ev);
+    }
+    inv->live++;
+    inv->stats.workers_started++;
+    if (rc != 0) {
+        /* Without its events the parent could not see it: do not keep it. */
+        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+        return 0;
+    }
+    return 0;
+}
+
+void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->state != INVOKER__WORKER_LIVE)
+        return;
+    /* The group first: an objective's own children go with it.  The
+     * worker is not yet reaped, so its pid, and so its group, is still ours. */
+    (void)kill(-w->pid, SIGKILL);
+    (void)kill(w->pid, SIGKILL);
+    w->kill_reason = why;
+    w->state = INVOKER__WORKER_DYING;
+}
+
+void invoker__worker_close(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->result_rd >= 0)
+        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->result_rd, NULL);
+    if (w->pidfd >= 0)
+        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+    if (w->tx_armed)
+        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->arg_wr, NULL);
+    invoker__fd_close(&w->result_rd);
+    invoker__fd_close(&w->pidfd);
+    invoker__fd_close(&w->arg_rd);
+    invoker__fd_close(&w->arg_wr);
+    free(w->rx.big);
+    w->rx.big = NULL;
+    w->rx.len = 0;
+    w->tx_id = 0;
+    w->tx_armed = false;
+    w->pid = 0;
+    w->state = INVOKER__WORKER_EMPTY;
+}
