@@ -180,23 +180,74 @@ static invoker__task *current(invoker *inv, uint64_t id, uint32_t gen)
 
 /* ---- the queue ----------------------------------------------------------- */
 
+/* How many tickets the next packet may carry.  Batching saves a write and
+ * a read per task, but binds the batch to one worker: worth it only for
+ * short tasks with a backlog deep enough to keep every worker fed. */
+static unsigned batch_limit(const invoker *inv)
+{
+    if (inv->avg_run_ns == 0 || inv->avg_run_ns > INVOKER__BATCH_RUN_NS)
+        return 1;
+    size_t per_worker = inv->pending.count / (2u * inv->nworkers);
+    if (per_worker < 2)
+        return 1;
+    return per_worker > INVOKER__BATCH_MAX ? INVOKER__BATCH_MAX : (unsigned)per_worker;
+}
+
+static void dispatched(invoker *inv, invoker__task *t, uint64_t end)
+{
+    invoker__list_unlink(&inv->pending, t);
+    t->state = INVOKER__TASK_INFLIGHT;
+    t->start_ns = 0;
+    t->suspect = 0;
+    t->queue_end = end;
+    invoker__list_push_back(&inv->inflight, t);
+    if (t->timeout > 0) {
+        inv->inflight_timeouts++;
+        /* It may start at any instant from now on: make sure the
+         * descriptor wakes an event loop by its earliest deadline. */
+        invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(t->timeout));
+    }
+}
+
 int invoker__dispatch_refill(invoker *inv)
 {
-    invoker__task *t;
-    while ((t = inv->pending.head) != NULL && !inv->queue_full && inv->live > 0) {
-        invoker__ticket tk;
-        memset(&tk, 0, sizeof tk);
-        tk.id = t->id;
-        tk.gen = t->gen;
-        tk.arg_len = t->arg_len;
-        bool big = t->arg_len > INVOKER__INLINE_MAX;
-        tk.flags = big ? INVOKER__TICKET_BIG : 0;
-        invoker__proto_ticket_seal(&tk, inv->key);
-        struct iovec iov[2] = { { &tk, sizeof tk }, { t->arg, big ? 0 : t->arg_len } };
-        /* Packet mode: one writev is one ticket, never merged or split. */
+    static const unsigned char zeros[16];
+    invoker__ticket tks[INVOKER__BATCH_MAX];
+    struct iovec iov[3 * INVOKER__BATCH_MAX];
+
+    while (inv->pending.head && !inv->queue_full && inv->live > 0) {
+        unsigned limit = batch_limit(inv), count = 0, niov = 0;
+        size_t bytes = 0;
+        for (invoker__task *t = inv->pending.head; t && count < limit; t = t->next) {
+            bool big = t->arg_len > INVOKER__INLINE_MAX;
+            size_t inline_len = big ? 0 : t->arg_len;
+            size_t size = INVOKER__TICKET_HDR + ((inline_len + 15u) & ~(size_t)15u);
+            if (count > 0 && (big || bytes + size > INVOKER__PACKET))
+                break;
+            invoker__ticket *tk = &tks[count];
+            memset(tk, 0, sizeof *tk);
+            tk->id = t->id;
+            tk->gen = t->gen;
+            tk->arg_len = t->arg_len;
+            tk->flags = big ? INVOKER__TICKET_BIG : 0;
+            invoker__proto_ticket_seal(tk, inv->key);   /* resealed below for the first */
+            iov[niov++] = (struct iovec){ tk, sizeof *tk };
+            if (inline_len) {
+                iov[niov++] = (struct iovec){ t->arg, inline_len };
+                if (size - INVOKER__TICKET_HDR > inline_len)
+                    iov[niov++] = (struct iovec){ (void *)zeros, size - INVOKER__TICKET_HDR - inline_len };
+            }
+            bytes += size;
+            count++;
+            if (big)
+                break;   /* travels alone */
+        }
+        tks[0].batch = count;
+        invoker__proto_ticket_seal(&tks[0], inv->key);
+        /* Packet mode: one writev is one packet, never merged or split. */
         ssize_t n;
         do
-            n = writev(inv->queue_wr, iov, iov[1].iov_len ? 2 : 1);
+            n = writev(inv->queue_wr, iov, (int)niov);
         while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -205,18 +256,9 @@ int invoker__dispatch_refill(invoker *inv)
             }
             return -errno;
         }
-        invoker__list_unlink(&inv->pending, t);
-        t->state = INVOKER__TASK_INFLIGHT;
-        t->start_ns = 0;
         inv->queue_written += (uint64_t)n;
-        t->queue_end = inv->queue_written;
-        invoker__list_push_back(&inv->inflight, t);
-        if (t->timeout > 0) {
-            inv->inflight_timeouts++;
-            /* It may start at any instant from now on: make sure the
-             * descriptor wakes an event loop by its earliest deadline. */
-            invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(t->timeout));
-        }
+        for (unsigned i = 0; i < count; i++)
+            dispatched(inv, inv->pending.head, inv->queue_written);
     }
     return 0;
 }
@@ -313,6 +355,8 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         return;   /* cancelled or timed out meanwhile: its callback is made */
     note_start(t, k, t->start_ns);
     t->run_seconds = (double)f->run_ns / 1e9;
+    inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
+                                      : f->run_ns + 1;
     switch (f->kind) {
     case INVOKER__FRAME_RESULT:
         call_result(inv, t, payload, (size_t)f->len);
@@ -497,16 +541,22 @@ static void worker_gone(invoker *inv, unsigned k, int grace_ms)
     int status = reap(inv, k, grace_ms);
     uint64_t now = invoker__now_ns();
 
-    /* Post-mortem: the slot can no longer change. */
+    /* Post-mortem: the slot can no longer change.  Of the tickets in the
+     * packet it took, the one named running is its casualty; the others
+     * still in flight never started and go back to the queue. */
     invoker__slot *slot = invoker__table_slot(&inv->table, k);
+    uint64_t running = invoker__proto_running_id(atomic_load(&slot->running), inv->key);
+    uint64_t start = atomic_load(&slot->start_ns);
     invoker__ticket tk;
-    memcpy(&tk, slot->ticket, sizeof tk);
-    if (invoker__proto_ticket_valid(&tk, inv->key, inv->cfg.max_arg_bytes)) {
+    size_t off;
+    unsigned i = 0;
+    for (; invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, i, inv->key,
+                                        inv->cfg.max_arg_bytes, &tk, &off); i++) {
         w->took_task = true;
         invoker__task *t = current(inv, tk.id, tk.gen);
-        uint64_t running = invoker__proto_running_id(atomic_load(&slot->running), inv->key);
-        uint64_t start = atomic_load(&slot->start_ns);
-        if (t && running == tk.id && start && start <= now) {
+        if (!t)
+            continue;
+        if (running == tk.id && start && start <= now) {
             note_start(t, k, start);
             t->run_seconds = (double)(now - start) / 1e9;
             invoker_failure fail;
@@ -516,12 +566,12 @@ static void worker_gone(invoker *inv, unsigned k, int grace_ms)
                                      cancels were reported when we killed) */
                 fail = w->kill_reason, code = 0;
             fail_or_retry(inv, t, fail, code);
-        } else if (t) {
-            requeue(inv, t);   /* taken but never started: it was not its fault */
+        } else {
+            requeue(inv, t);   /* taken but never started: not its fault */
         }
-    } else if (tk.magic != 0) {
-        inv->sweep_at = now;   /* a scribbled slot: find its task by accounting */
     }
+    if (i == 0 && slot->ticket[0] | slot->ticket[1] | slot->ticket[2] | slot->ticket[3])
+        inv->sweep_at = now;   /* a scribbled slot: find its tasks by accounting */
 
     bool startup = !w->took_task && !w->kill_reason;
     int cause = w->init_code;
@@ -623,6 +673,21 @@ static uint64_t check_running(invoker *inv, uint64_t now)
  * live worker's slot, twice in a row with the result pipes drained in
  * between, is lost.  Twice, because a worker may finish a task and take
  * the next one between one look and the other. */
+/* A live worker's slot may change under us: a torn copy fails its check
+ * words and counts as not holding, which only delays a verdict. */
+static bool slot_holds(const invoker *inv, unsigned k, const invoker__task *t)
+{
+    unsigned char copy[INVOKER__PACKET];
+    memcpy(copy, invoker__table_slot(&inv->table, k)->ticket, sizeof copy);
+    invoker__ticket tk;
+    size_t off;
+    for (unsigned i = 0; invoker__proto_packet_ticket(copy, sizeof copy, i, inv->key,
+                                                      inv->cfg.max_arg_bytes, &tk, &off); i++)
+        if (tk.id == t->id && tk.gen == t->gen)
+            return true;
+    return false;
+}
+
 static void sweep(invoker *inv, uint64_t now)
 {
     inv->sweep_at = 0;
@@ -640,9 +705,7 @@ static void sweep(invoker *inv, uint64_t now)
         for (unsigned k = 0; k < inv->nworkers && !held; k++) {
             if (inv->workers[k].state == INVOKER__WORKER_EMPTY)
                 continue;
-            invoker__ticket tk;
-            memcpy(&tk, invoker__table_slot(&inv->table, k)->ticket, sizeof tk);
-            held = tk.id == t->id && tk.gen == t->gen;
+            held = slot_holds(inv, k, t);
         }
         if (t->queue_end > consumed || held)
             t->suspect = 0;
@@ -694,14 +757,23 @@ static void service_time(invoker *inv)
         uint64_t due = check_running(inv, now);
         next = due < next ? due : next;
     }
-    if (inv->inflight.count > 0 && now - inv->last_event_ns > STALL_AUDIT_NS && !inv->sweep_at)
-        inv->sweep_at = now;
+    /* The audit clock moves in whole periods, so the timer is not re-armed
+     * on every event. */
+    if (inv->inflight.count == 0) {
+        inv->audit_at = 0;
+    } else if (!inv->audit_at) {
+        inv->audit_at = now + STALL_AUDIT_NS;
+    } else if (now >= inv->audit_at) {
+        if (now - inv->last_event_ns >= STALL_AUDIT_NS && !inv->sweep_at)
+            inv->sweep_at = now;
+        inv->audit_at = now + STALL_AUDIT_NS;
+    }
     if (inv->sweep_at && inv->sweep_at <= now)
         sweep(inv, now);
     if (inv->sweep_at && inv->sweep_at < next)
         next = inv->sweep_at;
-    if (inv->inflight.count > 0 && inv->last_event_ns + STALL_AUDIT_NS < next)
-        next = inv->last_event_ns + STALL_AUDIT_NS + 1;
+    if (inv->audit_at && inv->audit_at < next)
+        next = inv->audit_at;
 
     if (next == UINT64_MAX)
         disarm_timer(inv);

@@ -35,6 +35,8 @@
 #define INVOKER__FRAME_HDR      48u
 #define INVOKER__CANCEL_RING    1024u   /* cancelled ids the workers can see */
 #define INVOKER__TASK_INLINE    64u     /* argument bytes kept inside the task record */
+#define INVOKER__BATCH_MAX      64u     /* tickets in one packet at most */
+#define INVOKER__BATCH_RUN_NS   20000u  /* batch only tasks shorter than this on average */
 #define INVOKER__EXIT_INIT      120     /* worker exit status: worker_init failed */
 #define INVOKER__EXIT_PROTOCOL  121     /* worker exit status: it found its slot scribbled */
 
@@ -48,7 +50,7 @@ typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argumen
     uint64_t id;
     uint64_t arg_len;
     uint32_t gen;                     /* which dispatch of the task this is */
-    uint32_t reserved;
+    uint32_t batch;                   /* first ticket of a packet: tickets in it */
     uint64_t check;
     uint64_t pad;
 } invoker__ticket;
@@ -76,6 +78,12 @@ typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 *
 
 void     invoker__proto_ticket_seal(invoker__ticket *t, uint64_t key);
 bool     invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t max_arg);
+size_t   invoker__proto_ticket_size(const invoker__ticket *t);   /* header + padded inline bytes */
+/* The i-th valid ticket of the packet at buf (len bytes), copied to *out;
+ * false past the end or at the first malformed one. */
+bool     invoker__proto_packet_ticket(const unsigned char *buf, size_t len, unsigned i,
+                                      uint64_t key, size_t max_arg, invoker__ticket *out,
+                                      size_t *offset);
 void     invoker__proto_frame_seal(invoker__frame *f, uint64_t key);
 /* 0, or -EPROTO when the header is malformed or len passes max_len. */
 int      invoker__proto_frame_check(const invoker__frame *f, uint64_t key, size_t max_len);
@@ -274,6 +282,8 @@ struct invoker {
 
     uint64_t        sweep_at;       /* ns; 0: no orphan sweep due */
     uint64_t        last_event_ns;  /* when epoll last had something */
+    uint64_t        avg_run_ns;     /* moving average of tasks' run time; 0: none seen */
+    uint64_t        audit_at;       /* ns; next look for a stall, 0: none */
     uint64_t        calls;          /* callbacks made, ever */
     struct invoker_result inline_out; /* inline mode's reused result buffer */
     invoker_stats   stats;

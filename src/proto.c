@@ -33,13 +33,13 @@ static uint64_t ticket_check(const invoker__ticket *t, uint64_t key)
     uint64_t h = invoker__proto_mix(key ^ t->id);
     h = invoker__proto_mix(h ^ t->arg_len);
     h = invoker__proto_mix(h ^ ((uint64_t)t->gen << 32 | t->flags));
+    h = invoker__proto_mix(h ^ t->batch);
     return h ^ t->magic;
 }
 
 void invoker__proto_ticket_seal(invoker__ticket *t, uint64_t key)
 {
     t->magic = TICKET_MAGIC;
-    t->reserved = 0;
     t->pad = 0;
     t->check = ticket_check(t, key);
 }
@@ -53,6 +53,47 @@ bool invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t 
     if (t->arg_len > max_arg)
         return false;
     return (t->flags & INVOKER__TICKET_BIG) || t->arg_len <= INVOKER__INLINE_MAX;
+}
+
+size_t invoker__proto_ticket_size(const invoker__ticket *t)
+{
+    size_t inline_len = (t->flags & INVOKER__TICKET_BIG) ? 0 : (size_t)t->arg_len;
+    return INVOKER__TICKET_HDR + ((inline_len + 15u) & ~(size_t)15u);
+}
+
+/* A packet is a run of tickets, each padded to 16 bytes; the first says
+ * how many.  A big ticket travels alone. */
+bool invoker__proto_packet_ticket(const unsigned char *buf, size_t len, unsigned i,
+                                  uint64_t key, size_t max_arg, invoker__ticket *out,
+                                  size_t *offset)
+{
+    size_t off = 0;
+    unsigned count = 0;
+    for (unsigned j = 0;; j++) {
+        if (len - off < INVOKER__TICKET_HDR)
+            return false;
+        memcpy(out, buf + off, sizeof *out);
+        if (!invoker__proto_ticket_valid(out, key, max_arg))
+            return false;
+        if (j == 0) {
+            count = out->batch;
+            if (count == 0 || count > INVOKER__BATCH_MAX ||
+                (count > 1 && (out->flags & INVOKER__TICKET_BIG)))
+                return false;
+        } else if (out->batch != 0 || (out->flags & INVOKER__TICKET_BIG)) {
+            return false;
+        }
+        if (i >= count)
+            return false;
+        size_t size = invoker__proto_ticket_size(out);
+        if (size > len - off)
+            return false;
+        if (j == i) {
+            *offset = off;
+            return true;
+        }
+        off += size;
+    }
 }
 
 static uint64_t frame_check(const invoker__frame *f, uint64_t key)

@@ -160,6 +160,83 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
     (void)setrlimit(RLIMIT_CPU, &rl);
 }
 
+/* Runs one ticket of the packet in our slot, and sends its frame. */
+static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket *tkp,
+                       size_t tk_off, const unsigned char *inline_arg,
+                       struct invoker_result *out, unsigned char **big, size_t *big_cap,
+                       int result_wr, int arg_rd)
+{
+    const invoker_config *cfg = &inv->cfg;
+    invoker__ticket tk = *tkp;
+    bool is_big = tk.flags & INVOKER__TICKET_BIG;
+    _Atomic uint64_t *cancel = &inv->table.cancelled[tk.id % INVOKER__CANCEL_RING];
+    if (atomic_load(cancel) == tk.id)
+        return;
+    uint64_t tag = invoker__proto_running_tag(tk.id, inv->key);
+    uint64_t start = invoker__now_ns();
+    atomic_store(&slot->start_ns, start);
+    atomic_store(&slot->running, tag);
+    /* Paired with invoker_cancel, which stores the id and then looks at
+     * running: either it sees us running and kills us, or we see its
+     * mark here and skip the task. */
+    if (atomic_load(cancel) == tk.id) {
+        atomic_store(&slot->running, 0);
+        return;
+    }
+
+    const void *arg = tk.arg_len ? inline_arg : NULL;
+    if (is_big) {
+        if (tk.arg_len > *big_cap) {
+            free(*big);
+            *big_cap = tk.arg_len;
+            if (!(*big = malloc(*big_cap)))
+                _exit(1);
+        }
+        send_frame(inv, result_wr, INVOKER__FRAME_ARG_REQUEST, tk.id, tk.gen, 0);
+        if (invoker__fd_read_all(arg_rd, *big, tk.arg_len) != 0)
+            _exit(0);
+        arg = *big;
+    }
+
+    child_arm_cpu_limit(cfg);
+    out->len = 0;
+    out->too_large = false;
+    int rc = cfg->objective(arg, (size_t)tk.arg_len, out, cfg->objective_ctx);
+    uint64_t run_ns = invoker__now_ns() - start;
+
+    /* The objective may have written over our slot; the parent must not
+     * trust what it would read there, so say so and make way. */
+    if (atomic_load(&slot->running) != tag || atomic_load(&slot->start_ns) != start ||
+        memcmp(slot->ticket + tk_off, &tk, sizeof tk) != 0) {
+        send_frame(inv, result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
+        _exit(INVOKER__EXIT_PROTOCOL);
+    }
+
+    invoker__frame f;
+    memset(&f, 0, sizeof f);
+    f.id = tk.id;
+    f.gen = tk.gen;
+    f.run_ns = run_ns;
+    if (out->too_large) {
+        f.kind = INVOKER__FRAME_TOO_LARGE;
+    } else if (rc != 0) {
+        f.kind = INVOKER__FRAME_OBJECTIVE;
+        f.code = rc;
+    } else {
+        f.kind = INVOKER__FRAME_RESULT;
+        f.len = out->len;
+    }
+    invoker__proto_frame_seal(&f, inv->key);
+    size_t total = invoker__proto_frame_size(f.len);
+    memcpy(out->buf, &f, sizeof f);
+    memset(out->buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
+    if (f.len > 65536)
+        invoker__fd_grow_pipe(result_wr, f.len < (1u << 20) ? f.len : (1u << 20));
+    if (invoker__fd_write_all(result_wr, out->buf, total) != 0)
+        _exit(0);
+    atomic_store(&slot->running, 0);
+}
+
 static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
 {
     const invoker_config *cfg = &inv->cfg;
@@ -172,86 +249,35 @@ static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
     if (invoker__result_reserve(&out, 0) != 0)
         _exit(1);
     for (;;) {
-        /* The read that takes the ticket is also the one that records it:
-         * the kernel copies it into our slot as it leaves the queue. */
+        /* The read that takes a packet of tickets is also the one that
+         * records them: the kernel copies it into our slot as it leaves
+         * the queue. */
         ssize_t n = invoker__fd_read(inv->queue_rd, slot->ticket, INVOKER__PACKET);
         if (n <= 0)
             _exit(0);   /* queue closed: the invoker is going away */
-        invoker__ticket tk;
-        memcpy(&tk, slot->ticket, sizeof tk);
-        bool is_big = tk.flags & INVOKER__TICKET_BIG;
-        if (!invoker__proto_ticket_valid(&tk, inv->key, cfg->max_arg_bytes) ||
-            (size_t)n != INVOKER__TICKET_HDR + (is_big ? 0 : tk.arg_len))
+        size_t off = 0;
+        unsigned count = 1;
+        for (unsigned i = 0; i < count; i++) {
+            invoker__ticket tk;
+            if ((size_t)n - off < sizeof tk)
+                _exit(INVOKER__EXIT_PROTOCOL);
+            memcpy(&tk, slot->ticket + off, sizeof tk);
+            if (!invoker__proto_ticket_valid(&tk, inv->key, cfg->max_arg_bytes) ||
+                invoker__proto_ticket_size(&tk) > (size_t)n - off ||
+                (i == 0 ? tk.batch == 0 : tk.batch != 0))
+                _exit(INVOKER__EXIT_PROTOCOL);
+            if (i == 0)
+                count = tk.batch;
+            const unsigned char *inline_arg = slot->ticket + off + INVOKER__TICKET_HDR;
+            size_t tk_off = off;
+            off += invoker__proto_ticket_size(&tk);
+            run_ticket(inv, slot, &tk, tk_off, inline_arg, &out, &big, &big_cap,
+                       result_wr, arg_rd);
+            if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker)
+                _exit(0);   /* the rest of the packet is requeued by the parent */
+        }
+        if (off != (size_t)n)
             _exit(INVOKER__EXIT_PROTOCOL);
-
-        _Atomic uint64_t *cancel = &inv->table.cancelled[tk.id % INVOKER__CANCEL_RING];
-        if (atomic_load(cancel) == tk.id)
-            continue;
-        uint64_t tag = invoker__proto_running_tag(tk.id, inv->key);
-        uint64_t start = invoker__now_ns();
-        atomic_store(&slot->start_ns, start);
-        atomic_store(&slot->running, tag);
-        /* Paired with invoker_cancel, which stores the id and then looks at
-         * running: either it sees us running and kills us, or we see its
-         * mark here and skip the task. */
-        if (atomic_load(cancel) == tk.id) {
-            atomic_store(&slot->running, 0);
-            continue;
-        }
-
-        const void *arg = tk.arg_len ? slot->ticket + INVOKER__TICKET_HDR : NULL;
-        if (is_big) {
-            if (tk.arg_len > big_cap) {
-                free(big);
-                big_cap = tk.arg_len;
-                if (!(big = malloc(big_cap)))
-                    _exit(1);
-            }
-            send_frame(inv, result_wr, INVOKER__FRAME_ARG_REQUEST, tk.id, tk.gen, 0);
-            if (invoker__fd_read_all(arg_rd, big, tk.arg_len) != 0)
-                _exit(0);
-            arg = big;
-        }
-
-        child_arm_cpu_limit(cfg);
-        out.len = 0;
-        out.too_large = false;
-        int rc = cfg->objective(arg, (size_t)tk.arg_len, &out, cfg->objective_ctx);
-        uint64_t run_ns = invoker__now_ns() - start;
-
-        /* The objective may have written over our slot; the parent must not
-         * trust what it would read there, so say so and make way. */
-        if (atomic_load(&slot->running) != tag || atomic_load(&slot->start_ns) != start ||
-            memcmp(slot->ticket, &tk, sizeof tk) != 0) {
-            send_frame(inv, result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
-            _exit(INVOKER__EXIT_PROTOCOL);
-        }
-
-        invoker__frame f;
-        memset(&f, 0, sizeof f);
-        f.id = tk.id;
-        f.gen = tk.gen;
-        f.run_ns = run_ns;
-        if (out.too_large) {
-            f.kind = INVOKER__FRAME_TOO_LARGE;
-        } else if (rc != 0) {
-            f.kind = INVOKER__FRAME_OBJECTIVE;
-            f.code = rc;
-        } else {
-            f.kind = INVOKER__FRAME_RESULT;
-            f.len = out.len;
-        }
-        invoker__proto_frame_seal(&f, inv->key);
-        size_t total = invoker__proto_frame_size(f.len);
-        memcpy(out.buf, &f, sizeof f);
-        memset(out.buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
-        if (f.len > 65536)
-            invoker__fd_grow_pipe(result_wr, f.len < (1u << 20) ? f.len : (1u << 20));
-        if (invoker__fd_write_all(result_wr, out.buf, total) != 0)
-            _exit(0);
-        atomic_store(&slot->running, 0);
-        if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker)
-            _exit(0);
     }
 }
 
