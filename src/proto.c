@@ -46,7 +46,7 @@ void invoker__proto_ticket_seal(invoker__ticket *t, uint64_t key)
 
 bool invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t max_arg)
 {
-    if (t->magic != TICKET_MAGIC || t->id == 0 || t->check != ticket_check(t, key))
+    if (t->magic != TICKET_MAGIC || t->id == 0 || t->pad != 0 || t->check != ticket_check(t, key))
         return false;
     if (t->flags & ~(uint32_t)INVOKER__TICKET_BIG)
         return false;

@@ -1,0 +1,55 @@
+/* Shared by the tests: a recording fixture, descriptor and child checks. */
+#ifndef INVOKER_TEST_HELPERS_H
+#define INVOKER_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "invoker.h"
+
+/* What the callbacks saw, indexed by task id. */
+typedef struct rec_task {
+    int      results, errors;   /* callbacks made for this id */
+    invoker_failure failure;
+    int      code;
+    unsigned attempts;
+    int      worker;
+    double   run_seconds;
+    size_t   result_len;
+    uint64_t result_sum;        /* sum of result bytes, to check content */
+    void    *tag;
+    double   reported_at;       /* monotonic seconds */
+} rec_task;
+
+typedef struct recorder {
+    rec_task *tasks;
+    size_t    cap;
+    size_t    results, errors;
+    invoker  *inv;              /* for callbacks that call back in */
+    int     (*on_result_hook)(struct recorder *r, const invoker_task *t, const void *res, size_t len);
+    void     *hook_ctx;
+} recorder;
+
+void     rec_init(recorder *r, size_t cap);
+void     rec_free(recorder *r);
+rec_task *rec_get(recorder *r, invoker_id id);
+void     rec_on_result(const invoker_task *t, const void *res, size_t len, void *user);
+void     rec_on_error(const invoker_task *t, invoker_failure f, int code, void *user);
+/* A config with the recorder's callbacks and this objective. */
+void     rec_config(recorder *r, invoker_config *cfg, invoker_objective_fn objective, unsigned workers);
+
+double   now_seconds(void);
+int      count_open_fds(void);
+/* Every descriptor >= 3 of this process has FD_CLOEXEC. */
+int      all_fds_cloexec(void);
+/* Children of this process, alive or zombie. */
+int      count_children(void);
+/* 64-bit sum of bytes: a cheap content check. */
+uint64_t byte_sum(const void *p, size_t len);
+/* Deterministic bytes for a task: content depends on seed and index. */
+void     fill_pattern(void *p, size_t len, uint64_t seed);
+
+#endif

@@ -1,0 +1,143 @@
+/* Unit tests of the wire format: what the parent accepts from a worker. */
+#include "helpers.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+static const uint64_t KEY = 0x1234567890abcdefull;
+
+static invoker__ticket make_ticket(uint64_t id, uint64_t len, uint32_t batch)
+{
+    invoker__ticket t;
+    memset(&t, 0, sizeof t);
+    t.id = id;
+    t.arg_len = len;
+    t.gen = 3;
+    t.batch = batch;
+    invoker__proto_ticket_seal(&t, KEY);
+    return t;
+}
+
+static void test_ticket_roundtrip_and_tamper_rejected(void **state)
+{
+    (void)state;
+    invoker__ticket t = make_ticket(42, 100, 1);
+    assert_true(invoker__proto_ticket_valid(&t, KEY, 1000));
+    assert_false(invoker__proto_ticket_valid(&t, KEY ^ 1, 1000));   /* another invoker */
+    assert_false(invoker__proto_ticket_valid(&t, KEY, 99));         /* over max_arg */
+    unsigned char *b = (unsigned char *)&t;
+    for (size_t i = 0; i < sizeof t; i++) {
+        invoker__ticket c = t;
+        ((unsigned char *)&c)[i] ^= 0x40;
+        assert_false(invoker__proto_ticket_valid(&c, KEY, 1000));
+    }
+    (void)b;
+    invoker__ticket big = make_ticket(1, INVOKER__INLINE_MAX + 1, 1);
+    assert_false(invoker__proto_ticket_valid(&big, KEY, SIZE_MAX));  /* too long to be inline */
+}
+
+static void test_packet_walk_finds_each_ticket_and_stops_at_garbage(void **state)
+{
+    (void)state;
+    unsigned char pkt[INVOKER__PACKET];
+    memset(pkt, 0xAA, sizeof pkt);
+    size_t off = 0;
+    for (uint64_t i = 0; i < 5; i++) {
+        invoker__ticket t = make_ticket(10 + i, i * 7, i == 0 ? 5 : 0);
+        memcpy(pkt + off, &t, sizeof t);
+        off += invoker__proto_ticket_size(&t);
+    }
+    invoker__ticket got;
+    size_t where;
+    for (unsigned i = 0; i < 5; i++) {
+        assert_true(invoker__proto_packet_ticket(pkt, off, i, KEY, 4096, &got, &where));
+        assert_int_equal(got.id, 10 + i);
+        assert_int_equal(where % 16, 0);
+    }
+    assert_false(invoker__proto_packet_ticket(pkt, off, 5, KEY, 4096, &got, &where));
+    /* Truncated packet: the last ticket's bytes are missing. */
+    assert_false(invoker__proto_packet_ticket(pkt, off - 1, 4, KEY, 4096, &got, &where));
+    /* A scribbled second ticket hides it and everything after it. */
+    pkt[sizeof(invoker__ticket) + 40] ^= 1;
+    assert_true(invoker__proto_packet_ticket(pkt, off, 0, KEY, 4096, &got, &where));
+    assert_false(invoker__proto_packet_ticket(pkt, off, 1, KEY, 4096, &got, &where));
+    assert_false(invoker__proto_packet_ticket(pkt, off, 3, KEY, 4096, &got, &where));
+}
+
+static void test_packet_with_bad_batch_count_rejected(void **state)
+{
+    (void)state;
+    unsigned char pkt[256] = { 0 };
+    invoker__ticket t = make_ticket(1, 0, 0);   /* first ticket must say how many */
+    memcpy(pkt, &t, sizeof t);
+    invoker__ticket got;
+    size_t where;
+    assert_false(invoker__proto_packet_ticket(pkt, sizeof pkt, 0, KEY, 4096, &got, &where));
+    t = make_ticket(1, 0, INVOKER__BATCH_MAX + 1);
+    memcpy(pkt, &t, sizeof t);
+    assert_false(invoker__proto_packet_ticket(pkt, sizeof pkt, 0, KEY, 4096, &got, &where));
+}
+
+static void test_frame_check_rejects_random_bytes(void **state)
+{
+    (void)state;
+    invoker__frame f;
+    memset(&f, 0, sizeof f);
+    f.kind = INVOKER__FRAME_RESULT;
+    f.id = 9;
+    f.len = 100;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), 0);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 99), -EPROTO);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY + 1, 100), -EPROTO);
+    unsigned accepted = 0;
+    for (uint64_t seed = 1; seed <= 100000; seed++) {
+        fill_pattern(&f, sizeof f, seed);
+        accepted += invoker__proto_frame_check(&f, KEY, SIZE_MAX) == 0;
+    }
+    assert_int_equal(accepted, 0);
+}
+
+static void test_frame_kinds_other_than_result_carry_no_payload(void **state)
+{
+    (void)state;
+    invoker__frame f;
+    memset(&f, 0, sizeof f);
+    f.kind = INVOKER__FRAME_OBJECTIVE;
+    f.id = 1;
+    f.len = 8;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+    f.kind = INVOKER__FRAME_KIND_MAX;
+    f.len = 0;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+    assert_int_equal(invoker__proto_frame_size(1), INVOKER__FRAME_HDR + 16);
+    assert_int_equal(invoker__proto_frame_size(0), INVOKER__FRAME_HDR);
+}
+
+static void test_running_tag_roundtrip_and_scribble_detected(void **state)
+{
+    (void)state;
+    for (uint64_t id = 1; id < 100000; id += 997) {
+        uint64_t tag = invoker__proto_running_tag(id, KEY);
+        assert_int_equal(invoker__proto_running_id(tag, KEY), id);
+        assert_int_equal(invoker__proto_running_id(tag ^ 1, KEY), 0);
+        assert_int_equal(invoker__proto_running_id(tag, KEY ^ 2), 0);
+    }
+    assert_int_equal(invoker__proto_running_id(0, KEY), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ticket_roundtrip_and_tamper_rejected),
+        cmocka_unit_test(test_packet_walk_finds_each_ticket_and_stops_at_garbage),
+        cmocka_unit_test(test_packet_with_bad_batch_count_rejected),
+        cmocka_unit_test(test_frame_check_rejects_random_bytes),
+        cmocka_unit_test(test_frame_kinds_other_than_result_carry_no_payload),
+        cmocka_unit_test(test_running_tag_roundtrip_and_scribble_detected),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
