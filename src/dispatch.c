@@ -28,7 +28,7 @@
 #define BACKOFF_MAX_NS  (1000000000ull)
 #define STALL_AUDIT_NS  (1000000000ull)          /* idle time before an orphan sweep */
 #define SWEEP_AGAIN_NS  (10000000ull)
-#define REAP_GRACE_MS   100
+#define REAP_GRACE_MS   1000   /* a worker that closed its pipe gets this long to exit */
 
 static uint64_t to_ns(double seconds)
 {
@@ -498,9 +498,18 @@ static int reap(invoker *inv, unsigned k, int grace_ms)
         struct pollfd p = { w->pidfd, POLLIN, 0 };
         (void)poll(&p, 1, grace_ms);
     }
-    do
-        r = waitpid(w->pid, &status, WNOHANG);
-    while (r < 0 && errno == EINTR);
+    /* Without a pidfd, a worker that closed its pipe is usually exiting:
+     * give it the grace period to become a zombie, in short naps. */
+    uint64_t give_up = invoker__now_ns() + (w->pidfd < 0 ? (uint64_t)grace_ms * 1000000ull : 0);
+    for (long nap_us = 20;; nap_us = nap_us < 5000 ? nap_us * 2 : nap_us) {
+        do
+            r = waitpid(w->pid, &status, WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r != 0 || invoker__now_ns() >= give_up)
+            break;
+        struct timespec ts = { 0, nap_us * 1000 };
+        nanosleep(&ts, NULL);
+    }
     if (r == 0) {
         /* Alive with its pipe closed: it can no longer report a result. */
         invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);

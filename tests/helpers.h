@@ -52,4 +52,9 @@ uint64_t byte_sum(const void *p, size_t len);
 /* Deterministic bytes for a task: content depends on seed and index. */
 void     fill_pattern(void *p, size_t len, uint64_t seed);
 
+
+
+/* Multiplier for latency bounds: 1 normally, larger under valgrind
+ * (INVOKER_UNDER_VALGRIND set), where everything runs ~20x slower. */
+double slack(void);
 #endif

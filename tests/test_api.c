@@ -377,7 +377,7 @@ static void test_poll_timeout_returns_zero_when_nothing_finishes(void **state)
     double t0 = now_seconds();
     assert_int_equal(invoker_poll(inv, 50), 0);
     double dt = now_seconds() - t0;
-    assert_true(dt >= 0.045 && dt < 0.25);
+    assert_true(dt >= 0.045 && dt < 0.25 * slack());
     assert_int_equal(invoker_poll(inv, -1), 1);
     assert_int_equal(invoker_destroy(inv), 0);
     rec_free(&r);

@@ -5,7 +5,7 @@
  */
 #include <invoker.h>
 
-#include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,8 +31,10 @@ static int square(const void *arg, size_t arg_len, invoker_result *out, void *ct
 static void on_result(const invoker_task *task, const void *result, size_t len, void *user)
 {
     struct outcome *o = user;
-    size_t i = (size_t)(uintptr_t)task->tag;
-    if (i >= NTASKS || len != sizeof(long)) {
+    /* The tag is the address of the task's slot in o->results. */
+    const long *slot = task->tag;
+    ptrdiff_t i = slot - o->results;
+    if (i < 0 || i >= NTASKS || len != sizeof(long)) {
         o->errors++;
         return;
     }
@@ -78,7 +80,7 @@ int main(void)
         return 1;
     }
     for (long i = 0; i < NTASKS; i++) {
-        rc = invoker_submit(inv, &i, sizeof i, (void *)(uintptr_t)i, NULL);
+        rc = invoker_submit(inv, &i, sizeof i, &o.results[i], NULL);
         if (rc < 0) {
             fprintf(stderr, "invoker_submit: %s\n", invoker_strerror(rc));
             invoker_destroy(inv);
