@@ -187,7 +187,7 @@ static unsigned batch_limit(const invoker *inv)
 {
     if (inv->avg_run_ns == 0 || inv->avg_run_ns > INVOKER__BATCH_RUN_NS)
         return 1;
-    size_t per_worker = inv->pending.count / (2u * inv->nworkers);
+    size_t per_worker = inv->pending.count / (2 * (size_t)inv->nworkers);
     if (per_worker < 2)
         return 1;
     return per_worker > INVOKER__BATCH_MAX ? INVOKER__BATCH_MAX : (unsigned)per_worker;
@@ -903,7 +903,6 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
 {
     if (t->state == INVOKER__TASK_INFLIGHT && !inv->cfg.inline_mode) {
         atomic_store(&inv->table.cancelled[t->id % INVOKER__CANCEL_RING], t->id);
-        uint64_t now = invoker__now_ns();
         for (unsigned k = 0; k < inv->nworkers; k++) {
             if (inv->workers[k].state != INVOKER__WORKER_LIVE)
                 continue;
@@ -911,7 +910,7 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
             if (invoker__proto_running_id(atomic_load(&slot->running), inv->key) != t->id)
                 continue;
             uint64_t start = atomic_load(&slot->start_ns);
-            now = invoker__now_ns();
+            uint64_t now = invoker__now_ns();
             if (start && start <= now) {
                 note_start(t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;

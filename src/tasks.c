@@ -20,7 +20,7 @@ int invoker__tasks_init(invoker__tasks *ts)
 {
     memset(ts, 0, sizeof *ts);
     ts->cap = 64;
-    ts->slots = calloc(ts->cap, sizeof *ts->slots);
+    ts->slots = calloc(ts->cap, sizeof(invoker__task *));
     return ts->slots ? 0 : -ENOMEM;
 }
 
@@ -83,7 +83,7 @@ void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
 static int grow(invoker__tasks *ts)
 {
     size_t cap = ts->cap * 2;
-    invoker__task **slots = calloc(cap, sizeof *slots);
+    invoker__task **slots = calloc(cap, sizeof(invoker__task *));
     if (!slots)
         return -ENOMEM;
     for (size_t i = 0; i < ts->cap; i++) {

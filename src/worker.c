@@ -106,7 +106,10 @@ static void child_close_fds(const int *keep, size_t nkeep)
                 off += reclen;
                 if (name[0] < '0' || name[0] > '9')
                     continue;
-                int fd = atoi(name);
+                /* By hand: no strtol, no locale, in a child after fork. */
+                int fd = 0;
+                for (const char *c = name; *c >= '0' && *c <= '9' && fd < (1 << 24); c++)
+                    fd = fd * 10 + (*c - '0');
                 if (fd <= 2 || fd == dir || is_kept(fd, keep, nkeep))
                     continue;
                 int fl = fcntl(fd, F_GETFD);
@@ -154,7 +157,7 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
     if (getrusage(RUSAGE_SELF, &ru) != 0)
         return;
     double used = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-                  (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     rlim_t soft = (rlim_t)(used + cfg->cpu_limit) + 1;
     struct rlimit rl = { soft, RLIM_INFINITY };
     (void)setrlimit(RLIMIT_CPU, &rl);
