@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every example with cheap evaluations (--cost-ms 0.1: a few seconds
+# in all) and checks that each exits 0.  Each example checks its own result
+# (the optimum reached within its stated tolerance, or for flaky the failure
+# counts adding up) and exits non-zero otherwise; --help must work too.
+#
+#   bash examples/run_examples.sh BUILD_DIR
+set -u
+
+build=${1:?usage: run_examples.sh BUILD_DIR}
+dir=$build/examples
+failed=0
+
+run() {
+    local name=$1
+    shift
+    local exe=$dir/$name
+    if [ ! -x "$exe" ]; then
+        echo "=== $name: $exe not found (was the project built?)"
+        failed=$((failed + 1))
+        return
+    fi
+    echo "=== $name $*"
+    local start end rc
+    start=$(date +%s%N)
+    timeout 60 "$exe" "$@"
+    rc=$?
+    end=$(date +%s%N)
+    if [ "$rc" -eq 0 ]; then
+        echo "=== $name: ok ($(( (end - start) / 1000000 )) ms)"
+        echo
+    else
+        echo "=== $name: FAILED with status $rc"
+        echo
+        failed=$((failed + 1))
+    fi
+}
+
+for name in quickstart cmaes async_de flaky event_loop; do
+    if ! "$dir/$name" --help >/dev/null; then
+        echo "=== $name --help: FAILED"
+        failed=$((failed + 1))
+    fi
+done
+
+run quickstart --evals 9
+run cmaes --cost-ms 0.1
+run async_de --cost-ms 0.1
+run async_de --cost-ms 0.1 --sync
+run flaky --cost-ms 0.1
+run flaky --cost-ms 0.1 --retries 0 --seed 7
+run event_loop --cost-ms 0.1
+
+if [ "$failed" -ne 0 ]; then
+    echo "$failed example run(s) failed"
+    exit 1
+fi
+echo "all examples passed"
