@@ -1,0 +1,447 @@
+/*
+ * invoker on the benchmark workloads, through its public API only.
+ *
+ * Usage: bench_invoker WORKLOAD [IMPL] [options]   (options: common.h)
+ * Workloads: trivial cpu payload hang crash restart.
+ * IMPL: "invoker" (the default): submit every task, then invoker_wait;
+ *       "invoker-window": keep --depth tasks per worker submitted, topping
+ *       the window up from on_result (trivial, cpu, payload).
+ * The payload workload always uses a window (2 per worker unless --depth
+ * says otherwise): queueing hundreds of 1 MiB copies up front measures
+ * malloc, not invoker.
+ */
+#include "common.h"
+
+#include <invoker.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MODE_TRIVIAL = 1, MODE_PAYLOAD, MODE_MIXED };
+
+static bench_opts opt;
+static const char *g_workload;
+static const char *g_impl = "invoker";
+
+/* Inherited by the workers at their fork. */
+static int g_mode;
+static task_rec *g_recs;
+static size_t g_nrecs;
+static int g_slot = -1;
+static spawn_log *g_spawn; /* hang, restart: worker start-ups */
+
+/* Parent-side state, reached through the callbacks' user pointer. */
+typedef struct bench {
+    invoker       *inv;
+    size_t         n;          /* tasks of the current batch */
+    size_t         next;       /* window mode: next task index to submit */
+    size_t         window;     /* 0: everything was submitted up front */
+    size_t         ok, failed, bad;
+    size_t         by_fail[16];
+    int64_t       *report_ns;  /* per task, when its callback came (or NULL) */
+    const task_hdr *hdrs;      /* mixed workloads: per task */
+    unsigned char *payload;    /* payload workload: the argument */
+    int            submit_err;
+} bench;
+
+static void die_err(const char *what, int err)
+{
+    fprintf(stderr, "bench_invoker: %s: %s (%d)\n", what, invoker_strerror(err), err);
+    exit(1);
+}
+
+static int worker_init(unsigned worker, void *ctx)
+{
+    g_slot = (int)worker;
+    if (g_spawn)
+        spawn_note(g_spawn, g_slot);
+    return 0;
+}
+
+static int objective(const void *arg, size_t arg_len, invoker_result *out, void *ctx)
+{
+    double s;
+    switch (g_mode) {
+    case MODE_TRIVIAL: {
+        double v[8];
+        if (arg_len != sizeof v)
+            return 1;
+        memcpy(v, arg, sizeof v);
+        s = trivial_sum(v);
+        break;
+    }
+    case MODE_PAYLOAD:
+        return invoker_result_write(out, arg, arg_len) ? 2 : 0;
+    default: {
+        task_hdr h;
+        if (arg_len != sizeof h)
+            return 1;
+        memcpy(&h, arg, sizeof h);
+        s = run_mixed(&h, g_recs, g_nrecs, g_slot);
+        break;
+    }
+    }
+    return invoker_result_write(out, &s, sizeof s) ? 2 : 0;
+}
+
+static size_t tag_index(const invoker_task *t)
+{
+    return (size_t)(uintptr_t)t->tag - 1;
+}
+
+/* Submits task i of the current batch. */
+static void submit_one(bench *b, size_t i)
+{
+    void *tag = (void *)(uintptr_t)(i + 1);
+    int rc;
+    if (g_mode == MODE_TRIVIAL) {
+        double v[8];
+        trivial_arg(i, v);
+        rc = invoker_submit(b->inv, v, sizeof v, tag, NULL);
+    } else if (g_mode == MODE_PAYLOAD) {
+        b->payload[0] = (unsigned char)i;
+        rc = invoker_submit(b->inv, b->payload, opt.bytes, tag, NULL);
+    } else {
+        const task_hdr *h = &b->hdrs[i];
+        if (h->kind == KIND_HANG)
+            rc = invoker_submit_timeout(b->inv, h, sizeof *h, tag, opt.timeout, NULL);
+        else
+            rc = invoker_submit(b->inv, h, sizeof *h, tag, NULL);
+    }
+    if (rc < 0) {
+        if (!b->submit_err)
+            b->submit_err = rc;
+        return;
+    }
+}
+
+static void refill(bench *b)
+{
+    if (b->window)
+        while (b->next < b->n && b->next - (b->ok + b->failed) < b->window)
+            submit_one(b, b->next++);
+}
+
+static void on_result(const invoker_task *task, const void *result, size_t result_len,
+                      void *user)
+{
+    bench *b = user;
+    size_t i = tag_index(task);
+    if (b->report_ns)
+        b->report_ns[i] = now_ns();
+    if (g_mode == MODE_TRIVIAL) {
+        double s;
+        if (result_len != sizeof s)
+            b->bad++;
+        else if (memcpy(&s, result, sizeof s), s != trivial_expect(i))
+            b->bad++;
+    } else if (g_mode == MODE_PAYLOAD) {
+        const unsigned char *r = result;
+        if (result_len != opt.bytes || memcmp(r + 1, b->payload + 1, result_len - 1) ||
+            r[0] != (unsigned char)i)
+            b->bad++;
+    } else if (result_len != sizeof(double)) {
+        b->bad++;
+    }
+    b->ok++;
+    refill(b);
+}
+
+static void on_error(const invoker_task *task, invoker_failure failure, int code, void *user)
+{
+    bench *b = user;
+    size_t i = tag_index(task);
+    if (b->report_ns)
+        b->report_ns[i] = now_ns();
+    b->failed++;
+    if ((unsigned)failure < 16)
+        b->by_fail[failure]++;
+    refill(b);
+}
+
+static void make(bench *b)
+{
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = opt.workers;
+    cfg.objective = objective;
+    cfg.worker_init = worker_init;
+    cfg.on_result = on_result;
+    cfg.on_error = on_error;
+    cfg.user = b;
+    int rc = invoker_create(&b->inv, &cfg);
+    if (rc < 0)
+        die_err("invoker_create", rc);
+}
+
+/* Runs tasks 0..n-1 of the current mode to completion; seconds taken. */
+static double run_batch(bench *b, size_t n, size_t window)
+{
+    b->n = n;
+    b->next = 0;
+    b->ok = b->failed = b->bad = 0;
+    memset(b->by_fail, 0, sizeof b->by_fail);
+    b->window = window;
+    int64_t t0 = now_ns();
+    if (window)
+        refill(b);
+    else
+        for (size_t i = 0; i < n; i++)
+            submit_one(b, i);
+    int rc = invoker_wait(b->inv);
+    double s = ns_to_s(now_ns() - t0);
+    if (rc < 0)
+        die_err("invoker_wait", rc);
+    if (b->submit_err)
+        die_err("invoker_submit", b->submit_err);
+    if (b->ok + b->failed != n) {
+        fprintf(stderr, "bench_invoker: %zu callbacks for %zu tasks\n", b->ok + b->failed, n);
+        exit(1);
+    }
+    return s;
+}
+
+/* A few tasks first, so that every worker is up and warm.  The workers
+ * were forked in the current mode, so the warm-up tasks are of that mode. */
+static void warm_up(bench *b)
+{
+    size_t n = 4 * (size_t)opt.workers;
+    const task_hdr *saved = b->hdrs;
+    int64_t *saved_ns = b->report_ns;
+    task_hdr warm[256];
+    if (n > 256)
+        n = 256;
+    /* Like the workload's own tasks, so that what invoker learns from the
+     * warm-up (its batching follows the tasks' average run time) holds for
+     * the measured run; --warm-iters overrides. */
+    uint64_t wi = opt.warm_iters >= 0 ? (uint64_t)opt.warm_iters : opt.iters;
+    for (size_t i = 0; i < n; i++)
+        warm[i] = (task_hdr){KIND_PROBE, UINT32_MAX, wi};
+    b->hdrs = warm;
+    b->report_ns = NULL;
+    run_batch(b, n, g_mode == MODE_PAYLOAD ? 2 * (size_t)opt.workers : 0);
+    b->hdrs = saved;
+    b->report_ns = saved_ns;
+}
+
+static task_hdr *hdrs_new(size_t n)
+{
+    task_hdr *h = calloc(n ? n : 1, sizeof *h);
+    if (!h) {
+        perror("calloc");
+        exit(1);
+    }
+    return h;
+}
+
+static const char *impl_name(void)
+{
+    return g_impl;
+}
+
+static int throughput_main(void)
+{
+    bench b = {0};
+    size_t n = opt.tasks, window = 0;
+    int windowed = !strcmp(g_impl, "invoker-window");
+    if (!strcmp(g_workload, "trivial")) {
+        g_mode = MODE_TRIVIAL;
+        if (windowed)
+            window = (size_t)opt.depth * opt.workers;
+    } else if (!strcmp(g_workload, "cpu")) {
+        g_mode = MODE_MIXED;
+        task_hdr *h = hdrs_new(n);
+        for (size_t i = 0; i < n; i++)
+            h[i] = (task_hdr){KIND_CPU, (uint32_t)i, opt.iters};
+        b.hdrs = h;
+        g_recs = recs_map(n);
+        g_nrecs = n;
+        if (windowed)
+            window = (size_t)opt.depth * opt.workers;
+    } else {
+        g_mode = MODE_PAYLOAD;
+        b.payload = malloc(opt.bytes);
+        if (!b.payload) {
+            perror("malloc");
+            return 1;
+        }
+        for (size_t i = 0; i < opt.bytes; i++)
+            b.payload[i] = (unsigned char)(i * 131u + 7u);
+        window = (size_t)(windowed ? opt.depth : 2) * opt.workers;
+    }
+    make(&b);
+    warm_up(&b);
+    double s = run_batch(&b, n, window);
+    invoker_stats st;
+    invoker_get_stats(b.inv, &st);
+    invoker_destroy(b.inv);
+    size_t bad = b.bad + b.failed;
+    if (g_mode == MODE_TRIVIAL)
+        result_line(g_workload, impl_name(), &opt,
+                    "tasks=%zu seconds=%.6f tasks_per_s=%.1f us_per_task=%.4f window=%zu bad=%zu",
+                    n, s, (double)n / s, s * 1e6 / (double)n, window, bad);
+    else if (g_mode == MODE_MIXED)
+        result_line(g_workload, impl_name(), &opt,
+                    "tasks=%zu iters=%llu seconds=%.6f busy=%.4f window=%zu bad=%zu", n,
+                    (unsigned long long)opt.iters, s,
+                    busy_fraction(g_recs, n, opt.workers, s), window, bad);
+    else
+        result_line(g_workload, impl_name(), &opt,
+                    "tasks=%zu bytes=%zu seconds=%.6f mib_per_s=%.1f window=%zu bad=%zu", n,
+                    opt.bytes, s, (double)n * (double)opt.bytes / (double)MIB / s, window, bad);
+    free((void *)b.hdrs);
+    free(b.payload);
+    return 0;
+}
+
+static int hang_main(void)
+{
+    bench b = {0};
+    size_t nhang = opt.tasks, n = nhang + opt.workers;
+    task_hdr *h = hdrs_new(n);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (task_hdr){i < nhang ? KIND_HANG : KIND_PROBE, (uint32_t)i, 0};
+    b.hdrs = h;
+    g_recs = recs_map(n);
+    g_nrecs = n;
+    g_spawn = spawn_map();
+    int64_t *report_ns = calloc(n, sizeof *report_ns);
+    if (!report_ns)
+        return 1;
+    g_mode = MODE_MIXED;
+    make(&b);
+    warm_up(&b);
+    b.report_ns = report_ns;
+    int64_t t0 = now_ns();
+    run_batch(&b, n, 0);
+    int64_t t1 = now_ns();
+    invoker_stats st;
+    invoker_get_stats(b.inv, &st);
+    int whole = st.workers == opt.workers && b.ok == opt.workers &&
+                b.by_fail[INVOKER_FAIL_TIMEOUT] == nhang;
+    if (!whole)
+        fprintf(stderr, "bench_invoker hang: workers=%u ok=%zu timeouts=%zu failed=%zu\n",
+                st.workers, b.ok, b.by_fail[INVOKER_FAIL_TIMEOUT], b.failed);
+    report_hang(impl_name(), &opt, g_recs, g_spawn, report_ns, nhang, t0, t1, whole);
+    invoker_destroy(b.inv);
+    free(report_ns), free(h);
+    return 0;
+}
+
+static int crash_main(void)
+{
+    bench b = {0};
+    g_mode = MODE_MIXED;
+    size_t total = opt.tasks + opt.crashes;
+    task_hdr *clean = hdrs_new(opt.tasks), *mixed = hdrs_new(total);
+    for (size_t i = 0; i < opt.tasks; i++)
+        clean[i] = (task_hdr){KIND_CPU, UINT32_MAX, opt.iters};
+    for (size_t i = 0; i < total; i++)
+        mixed[i] = (task_hdr){crash_kind(i, total, opt.crashes), UINT32_MAX, opt.iters};
+    make(&b);
+    warm_up(&b);
+    b.hdrs = clean;
+    double s_clean = run_batch(&b, opt.tasks, 0);
+    size_t clean_bad = b.failed + b.bad;
+    b.hdrs = mixed;
+    double s = run_batch(&b, total, 0);
+    size_t crashed = b.by_fail[INVOKER_FAIL_CRASH], exited = b.by_fail[INVOKER_FAIL_EXIT];
+    invoker_stats st;
+    invoker_get_stats(b.inv, &st);
+    int right = b.ok == opt.tasks && crashed + exited == opt.crashes && !clean_bad && !b.bad;
+    result_line("crash", impl_name(), &opt,
+                "outcome=%s tasks=%zu crashes=%zu reported=%zu crashes_reported=%zu "
+                "crash_signal=%zu crash_exit=%zu clean_seconds=%.6f seconds=%.6f "
+                "extra_ms_per_crash=%.4f workers_started=%llu live_workers=%u",
+                right ? "reports" : "wrong", opt.tasks, opt.crashes, b.ok + b.failed,
+                crashed + exited, crashed, exited, s_clean, s,
+                (s - s_clean) * 1e3 / (double)(opt.crashes ? opt.crashes : 1),
+                (unsigned long long)st.workers_started, st.workers);
+    invoker_destroy(b.inv);
+    free(clean), free(mixed);
+    return 0;
+}
+
+static int restart_main(void)
+{
+    bench b = {0};
+    g_mode = MODE_MIXED;
+    size_t k = opt.crashes ? opt.crashes : 10, per = 20, warmn = 4 * (size_t)opt.workers;
+    size_t n = warmn + k * (per + 1);
+    task_hdr *h = hdrs_new(n);
+    uint8_t *is_crash = calloc(n, 1);
+    double *lat = calloc(n, sizeof *lat);
+    if (!is_crash || !lat)
+        return 1;
+    size_t m = 0;
+    for (size_t i = 0; i < warmn; i++, m++)
+        h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters / 5};
+    for (size_t c = 0; c < k; c++) {
+        is_crash[m] = 1;
+        h[m] = (task_hdr){KIND_KILL, (uint32_t)m, 0};
+        m++;
+        for (size_t i = 0; i < per; i++, m++)
+            h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters / 5};
+    }
+    g_recs = recs_map(n);
+    g_nrecs = n;
+    g_spawn = spawn_map();
+    make(&b);
+    warm_up(&b);
+    b.hdrs = h;
+    run_batch(&b, warmn, 0);
+    /* The parent grows after the invoker exists, as an optimizer does. */
+    void *mem = touch_memory(opt.mem_mib);
+    if (opt.mem_mib && !mem) {
+        fprintf(stderr, "bench_invoker restart: cannot map %zu MiB\n", opt.mem_mib);
+        return 1;
+    }
+    b.hdrs = h + warmn;
+    /* Tags index h + warmn; the records carry absolute indices. */
+    double s = run_batch(&b, n - warmn, 0);
+    size_t got = restart_latencies(g_recs, n, is_crash, 0.0, g_spawn, lat);
+    double mx = max_of(lat, got), md = median(lat, got);
+    invoker_stats st;
+    invoker_get_stats(b.inv, &st);
+    result_line("restart", impl_name(), &opt,
+                "mem_mib=%zu restarts=%zu restart_ms_med=%.3f restart_ms_max=%.3f seconds=%.6f "
+                "crashes_reported=%zu workers_started=%llu",
+                opt.mem_mib, got, md * 1e3, mx * 1e3, s,
+                b.by_fail[INVOKER_FAIL_CRASH] + b.by_fail[INVOKER_FAIL_EXIT],
+                (unsigned long long)st.workers_started);
+    invoker_destroy(b.inv);
+    free(h), free(is_crash), free(lat);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s WORKLOAD [invoker|invoker-window] [options]\n", argv[0]);
+        return 2;
+    }
+    g_workload = argv[1];
+    int first = 2;
+    if (argc > 2 && strncmp(argv[2], "--", 2) != 0) {
+        g_impl = argv[2];
+        first = 3;
+    }
+    if (strcmp(g_impl, "invoker") && strcmp(g_impl, "invoker-window")) {
+        fprintf(stderr, "unknown implementation %s\n", g_impl);
+        return 2;
+    }
+    parse_opts(argc, argv, first, &opt);
+    if (!strcmp(g_workload, "trivial") || !strcmp(g_workload, "cpu") ||
+        !strcmp(g_workload, "payload"))
+        return throughput_main();
+    if (!strcmp(g_workload, "hang"))
+        return hang_main();
+    if (!strcmp(g_workload, "crash"))
+        return crash_main();
+    if (!strcmp(g_workload, "restart"))
+        return restart_main();
+    fprintf(stderr, "unknown workload %s\n", g_workload);
+    return 2;
+}
