@@ -351,6 +351,19 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         return;
     }
     invoker__task *t = current(inv, f->id, f->gen);
+    if (w->garbage) {
+        /* The bytes before this frame were written while its task ran: that
+         * task fails, the worker goes, and its other tasks are innocent. */
+        w->garbage = false;
+        w->blame = INVOKER__BLAME_NONE;
+        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+        if (t) {
+            note_start(t, k, t->start_ns);
+            t->run_seconds = (double)f->run_ns / 1e9;
+            call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
+        }
+        return;
+    }
     if (!t)
         return;   /* cancelled or timed out meanwhile: its callback is made */
     note_start(t, k, t->start_ns);
@@ -369,10 +382,13 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         break;
     default: /* INVOKER__FRAME_PROTOCOL: it exits after this frame */
         w->kill_reason = INVOKER_FAIL_PROTOCOL;
+        w->blame = INVOKER__BLAME_NONE;
         call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         break;
     }
 }
+
+#define GARBAGE_MAX (1u << 20)   /* bytes of garbage before a flood is declared */
 
 static void protocol_violation(invoker *inv, unsigned k)
 {
@@ -381,6 +397,27 @@ static void protocol_violation(invoker *inv, unsigned k)
     free(w->rx.big);
     w->rx.big = NULL;
     invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+}
+
+/* Bytes at off are not a frame.  Rather than drop the whole buffer (and
+ * with it results of innocent tasks already behind the garbage), find the
+ * next valid header: a random match of magic and check word is 2^-64. */
+static size_t resync(invoker *inv, unsigned k, size_t off)
+{
+    invoker__worker *w = &inv->workers[k];
+    invoker__rx *rx = &w->rx;
+    size_t at = off + 1;
+    for (; rx->len - at >= INVOKER__FRAME_HDR; at++) {
+        invoker__frame f;
+        memcpy(&f, rx->buf + at, sizeof f);
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) == 0)
+            break;
+    }
+    if (rx->len - at < INVOKER__FRAME_HDR && rx->len - off >= INVOKER__FRAME_HDR)
+        at = rx->len - (INVOKER__FRAME_HDR - 1);   /* keep a possible partial header */
+    w->garbage = true;
+    w->garbage_bytes += at - off;
+    return at;
 }
 
 /* Parses whole frames out of the worker's buffer.  Returns false when the
@@ -393,8 +430,16 @@ static bool parse_frames(invoker *inv, unsigned k)
         invoker__frame f;
         memcpy(&f, rx->buf + off, sizeof f);
         if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0) {
-            protocol_violation(inv, k);
-            return false;
+            off = resync(inv, k, off);
+            if (inv->workers[k].garbage_bytes > GARBAGE_MAX) {
+                protocol_violation(inv, k);   /* a flood: its running task pays */
+                return false;
+            }
+            /* Realign, so that payloads stay 16-byte aligned. */
+            memmove(rx->buf, rx->buf + off, rx->len - off);
+            rx->len -= off;
+            off = 0;
+            continue;
         }
         size_t size = invoker__proto_frame_size(f.len);
         if (size <= rx->len - off) {
@@ -565,7 +610,15 @@ static void worker_gone(invoker *inv, unsigned k, int grace_ms)
         invoker__task *t = current(inv, tk.id, tk.gen);
         if (!t)
             continue;
-        if (running == tk.id && start && start <= now) {
+        bool casualty = w->kill_reason == INVOKER_FAIL_PROTOCOL
+                            ? (w->blame == INVOKER__BLAME_FIRST ||
+                               (w->blame == INVOKER__BLAME_RUNNING && running == tk.id))
+                            : running == tk.id;
+        if (w->blame == INVOKER__BLAME_FIRST)
+            w->blame = INVOKER__BLAME_NONE;   /* only the first one pays */
+        if (casualty && (!start || start > now))
+            start = now;
+        if (casualty) {
             note_start(t, k, start);
             t->run_seconds = (double)(now - start) / 1e9;
             invoker_failure fail;
@@ -579,8 +632,11 @@ static void worker_gone(invoker *inv, unsigned k, int grace_ms)
             requeue(inv, t);   /* taken but never started: not its fault */
         }
     }
-    if (i == 0 && slot->ticket[0] | slot->ticket[1] | slot->ticket[2] | slot->ticket[3])
-        inv->sweep_at = now;   /* a scribbled slot: find its tasks by accounting */
+    /* A scribbled slot, or results lost with a worker that broke the
+     * protocol: find its tasks by accounting. */
+    if ((i == 0 && slot->ticket[0] | slot->ticket[1] | slot->ticket[2] | slot->ticket[3]) ||
+        w->kill_reason == INVOKER_FAIL_PROTOCOL)
+        inv->sweep_at = now;
 
     bool startup = !w->took_task && !w->kill_reason;
     int cause = w->init_code;
@@ -653,6 +709,7 @@ static uint64_t check_running(invoker *inv, uint64_t now)
         /* now was read before this load: a task may have started since. */
         if (id == 0 || start == 0 || (start > now && start > invoker__now_ns())) {
             invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+            w->blame = INVOKER__BLAME_FIRST;
             continue;
         }
         invoker__task *t = invoker__tasks_find(&inv->tasks, id);
@@ -723,14 +780,19 @@ static void sweep(invoker *inv, uint64_t now)
         else
             t->suspect = 1, suspects = true;
     }
-    /* Report after the scan: a callback may reorder the list. */
+    /* Act after the scan: a callback may reorder the list.  A lost task may
+     * be innocent (its result went down with a garbled pipe): it runs
+     * again once; lost twice, it is the one breaking things. */
     for (;;) {
         invoker__task *t = inv->inflight.head;
         while (t && t->suspect != 2)
             t = t->next;
         if (!t)
             break;
-        call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
+        if (t->orphaned++ == 0)
+            requeue(inv, t);
+        else
+            call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
     }
     if (suspects)
         inv->sweep_at = now + SWEEP_AGAIN_NS;
@@ -860,10 +922,13 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms)
         int n = epoll_wait(inv->epfd, evs, 64, wait_ms);
         if (n < 0 && errno != EINTR)
             return -errno;
-        if (n > 0)
-            inv->last_event_ns = invoker__now_ns();
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            /* Only workers' own events count as progress for the audit. */
+            unsigned type = (unsigned)(evs[i].data.u64 >> 32);
+            if (type == INVOKER__EV_RESULT || type == INVOKER__EV_PIDFD)
+                inv->last_event_ns = invoker__now_ns();
             handle_event(inv, &evs[i]);
+        }
         service_time(inv);
         inv->queue_full = false;
         int rc = invoker__dispatch_refill(inv);

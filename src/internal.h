@@ -157,6 +157,7 @@ typedef struct invoker__task {
     int             worker;
     int             state;
     uint8_t         suspect;        /* orphan sweep: 1 missing once, 2 lost */
+    uint8_t         orphaned;       /* times the sweep found it lost */
     double          run_seconds;
     invoker_failure fail;           /* for DONE tasks reported by on_error */
     int             code;
@@ -212,6 +213,9 @@ typedef struct invoker__worker {
                                      so a write can never raise SIGPIPE */
     int          pidfd;           /* -1 where pidfd_open is missing */
     invoker_failure kill_reason;  /* why we killed it; 0: we did not */
+    uint8_t      blame;           /* whose fault a protocol kill was: INVOKER__BLAME_* */
+    bool         garbage;         /* skipped bytes since its last valid frame */
+    size_t       garbage_bytes;
     bool         took_task;       /* since its spawn */
     unsigned     fail_streak;     /* start-up failures in a row in this slot */
     uint64_t     respawn_at;      /* ns; when EMPTY */
@@ -233,6 +237,11 @@ struct invoker_result {
     bool           too_large;
 };
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
+
+/* A worker killed for breaking the protocol: which of its tasks pays. */
+enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) */
+       INVOKER__BLAME_FIRST,         /* its earliest unreported (the running word lied) */
+       INVOKER__BLAME_NONE };        /* already reported: the rest are innocent */
 
 struct invoker;
 int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno */
