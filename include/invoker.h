@@ -109,9 +109,11 @@ typedef enum invoker_failure {
     INVOKER_FAIL_PROTOCOL,      /* the worker sent or wrote something malformed */
     INVOKER_FAIL_NO_WORKER,     /* no worker could be started (worker_init failed,
                                    fork failed or workers died before taking a
-                                   task, past the respawn limit): code = the
-                                   last such cause as a negative errno, or the
-                                   worker_init return value */
+                                   task, past the respawn limit) and none is
+                                   left: code = the worker_init return value,
+                                   the exit status, or a negative errno or
+                                   signal number.  Respawning rests 1 s, then
+                                   tries again. */
     INVOKER_FAIL_MEMORY,        /* the worker passed memory_limit: code = the
                                    signal that ended it, or 0 */
     INVOKER_FAIL_CPU            /* the task passed cpu_limit (SIGXCPU) */
@@ -217,6 +219,9 @@ INVOKER_API int invoker_wait(invoker *inv);
 INVOKER_API int invoker_fd(const invoker *inv);
 
 typedef struct invoker_stats {
+    /* succeeded: on_result calls; failed: on_error calls, of which timed_out
+     * (TIMEOUT), crashed (CRASH or EXIT) and cancelled (CANCELLED); retried:
+     * re-runs after a crash, exit or timeout. */
     uint64_t submitted, succeeded, failed, timed_out, crashed, cancelled, retried;
     uint64_t workers_started;        /* every fork of a worker, restarts included */
     unsigned workers, busy, queued;  /* right now: live workers, workers running

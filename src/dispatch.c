@@ -25,6 +25,7 @@
 
 #define RX_CAP          (64u << 10)
 #define FAIL_WINDOW_NS  (5ull * 1000000000ull)   /* start-up failures counted over */
+#define COOLDOWN_NS     (1000000000ull)          /* a tripped guard rests this long */
 #define BACKOFF_MAX_NS  (1000000000ull)
 #define STALL_AUDIT_NS  (1000000000ull)          /* idle time before an orphan sweep */
 #define SWEEP_AGAIN_NS  (10000000ull)
@@ -517,8 +518,12 @@ static void startup_failed(invoker *inv, int cause)
     for (unsigned i = 0; i < n; i++)
         if (now - inv->fail_times[i] <= FAIL_WINDOW_NS)
             recent++;
-    if (recent >= inv->fail_limit)
+    if (recent >= inv->fail_limit && !inv->spawn_tripped) {
+        /* Stop trying for a while: a crash loop costs nothing meanwhile,
+         * and a shortage that passes (EAGAIN from fork) heals. */
         inv->spawn_tripped = true;
+        inv->untrip_at = now + COOLDOWN_NS;
+    }
 }
 
 /* With no worker left and none to come, nothing queued can ever run. */
@@ -803,6 +808,12 @@ static void service_time(invoker *inv)
     uint64_t now = invoker__now_ns();
     uint64_t next = UINT64_MAX;
 
+    if (inv->spawn_tripped && now >= inv->untrip_at && !inv->destroying) {
+        inv->spawn_tripped = false;
+        inv->fail_count = 0;
+    }
+    if (inv->spawn_tripped && inv->outstanding > 0)
+        next = inv->untrip_at;
     for (unsigned k = 0; k < inv->nworkers; k++) {
         invoker__worker *w = &inv->workers[k];
         if (w->state != INVOKER__WORKER_EMPTY || inv->spawn_tripped || inv->destroying)

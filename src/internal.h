@@ -287,6 +287,7 @@ struct invoker {
     unsigned        fail_count;     /* in fail_times, ring */
     unsigned        fail_limit;
     bool            spawn_tripped;
+    uint64_t        untrip_at;      /* ns; when a tripped guard tries again */
     int             last_spawn_error;
 
     uint64_t        sweep_at;       /* ns; 0: no orphan sweep due */

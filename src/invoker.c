@@ -223,7 +223,7 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
 
     if (inv->cfg.inline_mode)
         invoker__dispatch_kick(inv);
-    else if (inv->spawn_tripped && inv->live == 0)
+    else if (inv->spawn_tripped && inv->live == 0 && invoker__now_ns() < inv->untrip_at)
         invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
     else if (t == inv->pending.head)
         (void)invoker__dispatch_refill(inv);   /* on error it waits in pending */
