@@ -226,6 +226,26 @@ static void warm_up(bench *b)
     b->report_ns = saved_ns;
 }
 
+/* For looking into a run: BENCH_DUMP_RECS=FILE writes the task records
+ * ("index pid slot start_ns end_ns") there. */
+static void dump_recs(void)
+{
+    const char *path = getenv("BENCH_DUMP_RECS");
+    if (!path || !g_recs)
+        return;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    for (size_t i = 0; i < g_nrecs; i++)
+        fprintf(f, "%zu %d %d %lld %lld\n", i, (int)g_recs[i].pid, (int)g_recs[i].slot,
+                (long long)g_recs[i].start_ns, (long long)g_recs[i].end_ns);
+    /* then the worker start-ups, as "spawn pid slot time_ns" */
+    for (int64_t i = 0; g_spawn && i < g_spawn->count && i < SPAWN_MAX; i++)
+        fprintf(f, "spawn %d %d %lld\n", (int)g_spawn->e[i].pid, (int)g_spawn->e[i].slot,
+                (long long)g_spawn->e[i].start_ns);
+    fclose(f);
+}
+
 static task_hdr *hdrs_new(size_t n)
 {
     task_hdr *h = calloc(n ? n : 1, sizeof *h);
@@ -277,6 +297,7 @@ static int throughput_main(void)
     invoker_stats st;
     invoker_get_stats(b.inv, &st);
     invoker_destroy(b.inv);
+    dump_recs();
     size_t bad = b.bad + b.failed;
     if (g_mode == MODE_TRIVIAL)
         result_line(g_workload, impl_name(), &opt,
@@ -342,23 +363,42 @@ static int crash_main(void)
         mixed[i] = (task_hdr){crash_kind(i, total, opt.crashes), UINT32_MAX, opt.iters};
     make(&b);
     warm_up(&b);
-    b.hdrs = clean;
-    double s_clean = run_batch(&b, opt.tasks, 0);
-    size_t clean_bad = b.failed + b.bad;
-    b.hdrs = mixed;
-    double s = run_batch(&b, total, 0);
-    size_t crashed = b.by_fail[INVOKER_FAIL_CRASH], exited = b.by_fail[INVOKER_FAIL_EXIT];
+    /* (normal, crashing) pairs of runs on the same invoker; medians of
+     * each and of the per-pair differences. */
+    unsigned np = opt.passes;
+    double *s_clean = calloc(np, sizeof(double)), *s_dirty = calloc(np, sizeof(double));
+    double *extra = calloc(np, sizeof(double));
+    if (!s_clean || !s_dirty || !extra)
+        return 1;
+    size_t clean_bad = 0, crashed = 0, exited = 0, bad = 0, reported = 0;
+    int right = 1;
+    for (unsigned p = 0; p < np; p++) {
+        b.hdrs = clean;
+        s_clean[p] = run_batch(&b, opt.tasks, 0);
+        clean_bad += b.failed + b.bad;
+        b.hdrs = mixed;
+        s_dirty[p] = run_batch(&b, total, 0);
+        extra[p] = (s_dirty[p] - s_clean[p]) * 1e3 / (double)(opt.crashes ? opt.crashes : 1);
+        crashed = b.by_fail[INVOKER_FAIL_CRASH];
+        exited = b.by_fail[INVOKER_FAIL_EXIT];
+        bad += b.bad;
+        reported = b.ok + b.failed;
+        if (b.ok != opt.tasks || crashed + exited != opt.crashes)
+            right = 0;
+    }
     invoker_stats st;
     invoker_get_stats(b.inv, &st);
-    int right = b.ok == opt.tasks && crashed + exited == opt.crashes && !clean_bad && !b.bad;
+    if (clean_bad || bad)
+        right = 0;
     result_line("crash", impl_name(), &opt,
                 "outcome=%s tasks=%zu crashes=%zu reported=%zu crashes_reported=%zu "
-                "crash_signal=%zu crash_exit=%zu clean_seconds=%.6f seconds=%.6f "
+                "crash_signal=%zu crash_exit=%zu passes=%u clean_seconds=%.6f seconds=%.6f "
                 "extra_ms_per_crash=%.4f workers_started=%llu live_workers=%u",
-                right ? "reports" : "wrong", opt.tasks, opt.crashes, b.ok + b.failed,
-                crashed + exited, crashed, exited, s_clean, s,
-                (s - s_clean) * 1e3 / (double)(opt.crashes ? opt.crashes : 1),
+                right ? "reports" : "wrong", opt.tasks, opt.crashes, reported,
+                crashed + exited, crashed, exited, np, median(s_clean, np),
+                median(s_dirty, np), median(extra, np),
                 (unsigned long long)st.workers_started, st.workers);
+    free(s_clean), free(s_dirty), free(extra);
     invoker_destroy(b.inv);
     free(clean), free(mixed);
     return 0;
@@ -368,22 +408,31 @@ static int restart_main(void)
 {
     bench b = {0};
     g_mode = MODE_MIXED;
-    size_t k = opt.crashes ? opt.crashes : 10, per = 20, warmn = 4 * (size_t)opt.workers;
-    size_t n = warmn + k * (per + 1);
+    /* per: ~1 ms probes between two crashes, ~50 ms of work for each
+     * worker: more than a fork of a 4 GiB parent takes here, so that one
+     * replacement is timed at a time, not queued behind another. */
+    size_t k = opt.crashes ? opt.crashes : 10, per = 50 * (size_t)opt.workers;
+    size_t warmn = 4 * (size_t)opt.workers;
+    size_t n = warmn + k * (per + 1) + per;
     task_hdr *h = hdrs_new(n);
     uint8_t *is_crash = calloc(n, 1);
     double *lat = calloc(n, sizeof *lat);
     if (!is_crash || !lat)
         return 1;
+    /* Each crash comes after `per` probes, so that it happens once
+     * every task has been submitted, and `per` more close the run: the
+     * replacement of the last crash finds a task to take. */
     size_t m = 0;
     for (size_t i = 0; i < warmn; i++, m++)
-        h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters / 5};
-    for (size_t c = 0; c < k; c++) {
+        h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters};
+    for (size_t c = 0; c <= k; c++) {
+        for (size_t i = 0; i < per; i++, m++)
+            h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters};
+        if (c == k)
+            break;
         is_crash[m] = 1;
         h[m] = (task_hdr){KIND_KILL, (uint32_t)m, 0};
         m++;
-        for (size_t i = 0; i < per; i++, m++)
-            h[m] = (task_hdr){KIND_PROBE, (uint32_t)m, opt.iters / 5};
     }
     g_recs = recs_map(n);
     g_nrecs = n;
@@ -412,6 +461,7 @@ static int restart_main(void)
                 b.by_fail[INVOKER_FAIL_CRASH] + b.by_fail[INVOKER_FAIL_EXIT],
                 (unsigned long long)st.workers_started);
     invoker_destroy(b.inv);
+    dump_recs();
     free(h), free(is_crash), free(lat);
     return 0;
 }

@@ -56,6 +56,8 @@ typedef struct bench_opts {
     int      rep;       /* --rep: repetition number, echoed in RESULT */
     double   bound;     /* --bound: seconds an alternative may take before it
                            is declared hanging (hang, crash) */
+    unsigned passes;    /* --passes: crash workload, (normal, crashing) pairs
+                           of runs; the extra time is their median */
     long long warm_iters; /* --warm-iters: busy-loop iterations of the
                            warm-up tasks (bench_invoker); -1: as --iters */
 } bench_opts;

@@ -324,7 +324,9 @@ def main():
     md.append("## 5. Tasks that kill their worker (raise(SIGKILL) / _exit(3)) among "
               "normal 1 ms tasks\n")
     md.append("Extra = (wall with the crashing tasks − wall of the normal tasks alone) "
-              "/ crashes.  reports: every task gets its own outcome; breaks: the pool "
+              "/ crashes, the median over several (normal, crashing) pairs of runs in "
+              "one process (one pair for the pools a crash breaks); a negative value "
+              "is noise.  reports: every task gets its own outcome; breaks: the pool "
               "or the whole call fails; hangs: lost tasks are never reported (bounded "
               "wait); killed: the whole process dies.\n")
     t = []

@@ -44,12 +44,12 @@ if [ $QUICK = 1 ]; then
     : "${REPS:=1}"
     TRIV=10000 TRIV_PT=2000 TRIV_FORK=300 CPU=200 PAY=50 PAY_PY=30
     HANG=4 CRASH=50 NCRASH=5 RESTART_MIB="0 256 1024" NRESTART=5
-    BOUND=0.5 TMO=60 MODE=quick
+    BOUND=0.5 TMO=30 MODE=quick
 else
     : "${REPS:=3}"
     TRIV=100000 TRIV_PT=20000 TRIV_FORK=2000 CPU=2000 PAY=500 PAY_PY=200
     HANG=20 CRASH=200 NCRASH=20 RESTART_MIB="0 1024 4096" NRESTART=10
-    BOUND=1.0 TMO=180 MODE=full
+    BOUND=1.0 TMO=60 MODE=full
 fi
 case $REPS in '' | *[!0-9]* | 0) usage ;; esac
 
@@ -71,8 +71,9 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     echo "run.sh: $BUILD is not a cmake build directory" >&2
     exit 1
 fi
-if ! cmake --build "$BUILD" --target bench_baselines bench_invoker -j "$(nproc)" >"$BUILD/bench-build.log" 2>&1; then
-    cat "$BUILD/bench-build.log" >&2
+TMP=$(mktemp -d /tmp/invoker-bench.XXXXXX)
+if ! cmake --build "$BUILD" --target bench_baselines bench_invoker -j "$(nproc)" >"$TMP/build.log" 2>&1; then
+    cat "$TMP/build.log" >&2
     echo "run.sh: building bench_baselines and bench_invoker in $BUILD failed" >&2
     exit 1
 fi
@@ -83,7 +84,6 @@ Release | RelWithDebInfo | MinSizeRel) ;;
 *) echo "run.sh: warning: $BUILD is a '${BT:-no type}' build; the library is not optimized" >&2 ;;
 esac
 
-TMP=$(mktemp -d /tmp/invoker-bench.XXXXXX)
 RAW=$TMP/results.txt
 LOG=$TMP/stderr.log
 : >"$RAW"
