@@ -491,10 +491,15 @@ static bool read_worker(invoker *inv, unsigned k)
                 free(big);
             }
         } else {
-            n = invoker__fd_read(w->result_rd, rx->buf + rx->len, rx->cap - rx->len);
+            size_t room = rx->cap - rx->len;
+            n = invoker__fd_read(w->result_rd, rx->buf + rx->len, room);
             if (n > 0) {
                 rx->len += (size_t)n;
                 if (!parse_frames(inv, k))
+                    return true;
+                /* A short read emptied the pipe: epoll (level-triggered)
+                 * says when there is more, so spare the EAGAIN read. */
+                if ((size_t)n < room)
                     return true;
             }
         }
