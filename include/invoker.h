@@ -173,7 +173,7 @@ INVOKER_API void invoker_config_init(invoker_config *cfg);
 /* Creates an invoker and forks its workers.  The config is copied.
  * 0 and *out set, or -EINVAL (out or cfg NULL, a required callback NULL,
  * a timeout or cpu_limit negative or not finite, size unknown), -ENOMEM,
- * -EMFILE/-ENFILE, -EAGAIN (fork failed for every worker), or another
+ * -EMFILE/-ENFILE, -EAGAIN (a worker could not be forked), or another
  * negative errno from the system.  On failure *out is untouched and no
  * process or descriptor is left behind. */
 INVOKER_API int invoker_create(invoker **out, const invoker_config *cfg);
@@ -204,8 +204,11 @@ INVOKER_API int invoker_cancel(invoker *inv, invoker_id id);
 /* Runs what is due: reads results, enforces deadlines, replaces dead
  * workers and calls the callbacks.  Waits up to timeout_ms for at least one
  * callback (-1: without limit; 0: not at all).  Returns the number of
- * callbacks dispatched (>= 0); 0 at once when no task is outstanding; or
- * -EINVAL, -EBUSY (called inside a callback). */
+ * callbacks dispatched (>= 0); 0 at once when no task is outstanding (after
+ * reaping and replacing workers that died meanwhile, without waiting); or
+ * -EINVAL, -EBUSY (called inside a callback).  Workers are only reaped
+ * inside this library's calls: an idle invoker keeps a dead worker a
+ * zombie until the next invoker_poll, invoker_wait or invoker_destroy. */
 INVOKER_API int invoker_poll(invoker *inv, int timeout_ms);
 
 /* Polls until every submitted task, including those submitted by callbacks

@@ -381,8 +381,8 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
     case INVOKER__FRAME_TOO_LARGE:
         call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
         break;
-    default: /* INVOKER__FRAME_PROTOCOL: it exits after this frame */
-        w->kill_reason = INVOKER_FAIL_PROTOCOL;
+    default: /* INVOKER__FRAME_PROTOCOL: it found its slot scribbled */
+        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);   /* no longer one of the pool */
         w->blame = INVOKER__BLAME_NONE;
         call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         break;
@@ -870,6 +870,8 @@ static void service_time(invoker *inv)
     }
 }
 
+/* Workers running a task still in flight: one whose result is already
+ * reported, while the worker finishes writing it, does not count. */
 unsigned invoker__dispatch_busy(const invoker *inv)
 {
     unsigned busy = 0;
@@ -877,7 +879,9 @@ unsigned invoker__dispatch_busy(const invoker *inv)
         if (inv->workers[k].state != INVOKER__WORKER_LIVE)
             continue;
         uint64_t tag = atomic_load(&invoker__table_slot(&inv->table, k)->running);
-        busy += tag != 0 && invoker__proto_running_id(tag, inv->key) != 0;
+        uint64_t id = tag ? invoker__proto_running_id(tag, inv->key) : 0;
+        const invoker__task *t = id ? invoker__tasks_find(&inv->tasks, id) : NULL;
+        busy += t && t->state == INVOKER__TASK_INFLIGHT;
     }
     return busy;
 }
@@ -924,8 +928,16 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms)
 
     for (;;) {
         deliver_done(inv);
-        if (inv->outstanding == 0)
+        if (inv->outstanding == 0) {
+            /* Nothing to wait for, but reap and replace workers that died
+             * while idle, so the pool is whole before the next submit. */
+            int n = epoll_wait(inv->epfd, evs, 64, 0);
+            for (int i = 0; i < n; i++)
+                handle_event(inv, &evs[i]);
+            service_time(inv);
+            deliver_done(inv);
             break;
+        }
         int wait_ms = 0;
         if (inv->calls == calls0 && timeout_ms != 0) {
             if (timeout_ms < 0) {

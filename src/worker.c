@@ -235,12 +235,12 @@ static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket 
     memset(out->buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
     if (f.len > 65536)
         invoker__fd_grow_pipe(result_wr, f.len < (1u << 20) ? f.len : (1u << 20));
-    /* Idle before the frame leaves: by the time the parent reports the
-     * task, no slot says it runs.  A death between the two leaves a task
-     * that never reported and no longer runs: the parent requeues it. */
-    atomic_store(&slot->running, 0);
+    /* Running until the whole frame is out: a death mid-write is this
+     * task's failure (it ran), never a silent requeue that would run it
+     * again without counting the attempt. */
     if (invoker__fd_write_all(result_wr, out->buf, total) != 0)
         _exit(0);
+    atomic_store(&slot->running, 0);
 }
 
 static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)

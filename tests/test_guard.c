@@ -4,6 +4,7 @@
  * workers that die before or after taking a task.
  *
  * alarm() is the hang guard: its default action ends the test process.
+ * INVOKER_TEST_FILTER=<glob> runs only the matching tests.
  */
 #include "helpers.h"
 #include "internal.h"   /* the teardown mutes a leftover invoker's callbacks */

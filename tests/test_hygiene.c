@@ -5,6 +5,7 @@
  * and each worker's process group goes with it.
  *
  * alarm() is the hang guard: its default action ends the test process.
+ * INVOKER_TEST_FILTER=<glob> runs only the matching tests.
  */
 #include "helpers.h"
 #include "internal.h"   /* the teardown mutes a leftover invoker's callbacks */
