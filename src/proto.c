@@ -50,7 +50,7 @@ bool invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t 
         return false;
     if (t->flags & ~(uint32_t)INVOKER__TICKET_BIG)
         return false;
-    if (t->arg_len > max_arg)
+    if (t->arg_len > max_arg || t->arg_len > SIZE_MAX / 2)
         return false;
     return (t->flags & INVOKER__TICKET_BIG) || t->arg_len <= INVOKER__INLINE_MAX;
 }
@@ -117,7 +117,10 @@ int invoker__proto_frame_check(const invoker__frame *f, uint64_t key, size_t max
         return -EPROTO;
     if (f->kind == 0 || f->kind >= INVOKER__FRAME_KIND_MAX)
         return -EPROTO;
-    if (f->kind == INVOKER__FRAME_RESULT ? f->len > max_len : f->len != 0)
+    /* Past SIZE_MAX / 2 the padded frame size would wrap, whatever
+     * max_result_bytes the caller allows. */
+    if (f->kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
+                                         : f->len != 0)
         return -EPROTO;
     if (f->id == 0 && f->kind != INVOKER__FRAME_INIT_FAILED)
         return -EPROTO;

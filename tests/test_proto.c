@@ -113,6 +113,12 @@ static void test_frame_kinds_other_than_result_carry_no_payload(void **state)
     f.len = 0;
     invoker__proto_frame_seal(&f, KEY);
     assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+    /* A length whose padded frame size would wrap is refused, even when the
+     * caller allows any size. */
+    f.kind = INVOKER__FRAME_RESULT;
+    f.len = UINT64_MAX - 40;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, SIZE_MAX), -EPROTO);
     assert_int_equal(invoker__proto_frame_size(1), INVOKER__FRAME_HDR + 16);
     assert_int_equal(invoker__proto_frame_size(0), INVOKER__FRAME_HDR);
 }
