@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang: fuzz/build.sh [OUTDIR] [--seeds]
+# (OUTDIR defaults to build-fuzz).  --seeds also rebuilds fuzz/corpus/ with
+# make_seeds.  Installs clang and libclang-rt-14-dev with apt-get if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-build-fuzz}
+seeds=${2:-}
+export DEBIAN_FRONTEND=noninteractive
+have_rt() { ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; }
+if ! command -v clang >/dev/null || ! have_rt; then
+    apt-get update -qq && apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
+fi
+mkdir -p "$out"
+common=(-std=c11 -D_GNU_SOURCE -I include -I src -I fuzz -g -O1
+        -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror)
+san=("-fsanitize=fuzzer,address,undefined" -fno-sanitize-recover=all -fno-omit-frame-pointer)
+for t in frame slot; do
+    clang "${common[@]}" "${san[@]}" fuzz/fuzz_$t.c src/proto.c -o "$out/fuzz_$t"
+done
+if [ "$seeds" = --seeds ]; then
+    clang "${common[@]}" fuzz/make_seeds.c src/proto.c -o "$out/make_seeds"
+    rm -rf fuzz/corpus/frame fuzz/corpus/slot
+    mkdir -p fuzz/corpus/frame fuzz/corpus/slot
+    "$out/make_seeds" fuzz/corpus
+fi
+echo "fuzz targets in $out"
