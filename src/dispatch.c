@@ -29,7 +29,7 @@
 #define BACKOFF_MAX_NS  (1000000000ull)
 #define STALL_AUDIT_NS  (1000000000ull)          /* idle time before an orphan sweep */
 #define SWEEP_AGAIN_NS  (10000000ull)
-#define REAP_GRACE_MS   1000   /* a worker that closed its pipe gets this long to exit */
+#define EOF_GRACE_NS    (100000000ull)   /* a worker whose pipe closed gets this long to exit */
 
 static uint64_t to_ns(double seconds)
 {
@@ -672,17 +672,14 @@ static void worker_gone(invoker *inv, unsigned k, int grace_ms)
 static void on_result_eof(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
-    if (w->pidfd < 0) {
-        worker_gone(inv, k, REAP_GRACE_MS);
-        return;
-    }
-    /* The pidfd tells when it is gone; stop this descriptor's endless
-     * hang-up events meanwhile, and make sure it does go. */
+    /* The pidfd (or, without one, service_time looking every millisecond)
+     * tells when it is gone; stop this descriptor's endless hang-up events
+     * meanwhile.  A worker exiting is gone within microseconds; one still
+     * alive after EOF_GRACE_NS closed its pipe itself and is killed from
+     * service_time, without the parent waiting for it. */
     (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->result_rd, NULL);
     invoker__fd_close(&w->result_rd);
-    struct pollfd p = { w->pidfd, POLLIN, 0 };
-    if (poll(&p, 1, REAP_GRACE_MS) <= 0)
-        invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
+    w->eof_at = invoker__now_ns();
 }
 
 /* ---- time: deadlines, respawns, audits ------------------------------------ */
@@ -839,6 +836,29 @@ static void service_time(invoker *inv)
         }
     }
     fail_unrunnable(inv);
+
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (w->state == INVOKER__WORKER_EMPTY || !w->eof_at)
+            continue;
+        if (w->pidfd < 0) {
+            /* WNOWAIT: only look; worker_gone reaps it. */
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == w->pid) {
+                worker_gone(inv, k, 0);
+                continue;
+            }
+            next = now + 1000000ull < next ? now + 1000000ull : next;
+        }
+        if (w->state != INVOKER__WORKER_LIVE)
+            continue;
+        if (now - w->eof_at >= EOF_GRACE_NS)
+            invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+        else if (w->eof_at + EOF_GRACE_NS < next)
+            next = w->eof_at + EOF_GRACE_NS;
+    }
 
     if (inv->inflight_timeouts > 0) {
         uint64_t due = check_running(inv, now);

@@ -219,6 +219,7 @@ typedef struct invoker__worker {
     bool         took_task;       /* since its spawn */
     unsigned     fail_streak;     /* start-up failures in a row in this slot */
     uint64_t     respawn_at;      /* ns; when EMPTY */
+    uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
     invoker__rx  rx;
     /* argument transfer in progress for a BIG ticket */

@@ -390,6 +390,7 @@ int invoker__worker_spawn(invoker *inv, unsigned k)
     w->garbage = false;
     w->garbage_bytes = 0;
     w->took_task = false;
+    w->eof_at = 0;
     w->init_code = 0;
     w->tx_id = 0;
     w->tx_armed = false;

@@ -13,7 +13,7 @@
 
 /* The argument says what to do. */
 enum act { ACT_OK, ACT_FAIL, ACT_SEGV, ACT_ABORT, ACT_EXIT7, ACT_HANG, ACT_BIG,
-           ACT_SLEEP, ACT_CRASH_ONCE, ACT_PID, ACT_SLOT };
+           ACT_SLEEP, ACT_CRASH_ONCE, ACT_PID, ACT_SLOT, ACT_CLOSE_AND_HANG };
 typedef struct { int act; int value; } order;
 
 static _Atomic int *shared;   /* MAP_SHARED counters, seen by every worker */
@@ -68,6 +68,11 @@ static int obj(const void *arg, size_t len, invoker_result *out, void *ctx)
     }
     case ACT_SLOT:
         return invoker_result_write(out, &my_slot, sizeof my_slot);
+    case ACT_CLOSE_AND_HANG:
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        for (;;)
+            pause();
     }
     return invoker_result_write(out, &o.value, sizeof o.value);
 }
@@ -369,6 +374,29 @@ static void test_worker_init_runs_once_per_worker_with_its_slot(void **state)
     finish(&r, fds);
 }
 
+static void test_worker_closing_its_pipes_fails_protocol_without_stalling(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 8);
+    int fds = count_open_fds();
+    invoker *inv = make(&r, 1, NULL);
+    double t0 = now_seconds();
+    invoker_id bad = submit(inv, ACT_CLOSE_AND_HANG, 0);
+    invoker_id after = submit(inv, ACT_OK, 3);
+    /* The parent must not sit in a call while it waits to see whether the
+     * worker goes by itself: every poll returns promptly. */
+    while (r.results + r.errors < 2) {
+        double p0 = now_seconds();
+        assert_true(invoker_poll(inv, 10) >= 0);
+        assert_true(now_seconds() - p0 < 0.05 * slack());
+        assert_true(now_seconds() - t0 < 3 * slack());
+    }
+    assert_int_equal(rec_get(&r, bad)->failure, INVOKER_FAIL_PROTOCOL);
+    assert_int_equal(rec_get(&r, after)->results, 1);   /* on the replacement */
+    finish(&r, fds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +410,7 @@ int main(void)
         cmocka_unit_test(test_retries_rerun_then_report_with_attempts),
         cmocka_unit_test(test_max_tasks_per_worker_replaces_worker),
         cmocka_unit_test(test_worker_init_runs_once_per_worker_with_its_slot),
+        cmocka_unit_test(test_worker_closing_its_pipes_fails_protocol_without_stalling),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
