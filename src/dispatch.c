@@ -11,7 +11,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,30 +542,17 @@ static void fail_unrunnable(invoker *inv)
         call_error(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
 }
 
-/* Waits for worker k's exit, killing it if it will not go by itself. */
-static int reap(invoker *inv, unsigned k, int grace_ms)
+/* Reaps worker k, which is gone or going: one that is somehow still alive
+ * is killed first.  Returns its wait status. */
+static int reap(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     int status = 0;
     pid_t r;
-    if (w->pidfd >= 0 && grace_ms > 0) {
-        struct pollfd p = { w->pidfd, POLLIN, 0 };
-        (void)poll(&p, 1, grace_ms);
-    }
-    /* Without a pidfd, a worker that closed its pipe is usually exiting:
-     * give it the grace period to become a zombie, in short naps. */
-    uint64_t give_up = invoker__now_ns() + (w->pidfd < 0 ? (uint64_t)grace_ms * 1000000ull : 0);
-    for (long nap_us = 20;; nap_us = nap_us < 5000 ? nap_us * 2 : nap_us) {
-        do
-            r = waitpid(w->pid, &status, WNOHANG);
-        while (r < 0 && errno == EINTR);
-        if (r != 0 || invoker__now_ns() >= give_up)
-            break;
-        struct timespec ts = { 0, nap_us * 1000 };
-        nanosleep(&ts, NULL);
-    }
+    do
+        r = waitpid(w->pid, &status, WNOHANG);
+    while (r < 0 && errno == EINTR);
     if (r == 0) {
-        /* Alive with its pipe closed: it can no longer report a result. */
         invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
         (void)kill(-w->pid, SIGKILL);
         do
@@ -595,14 +581,14 @@ static void classify(invoker *inv, int status, invoker_failure *fail, int *code)
         *fail = INVOKER_FAIL_MEMORY;
 }
 
-static void worker_gone(invoker *inv, unsigned k, int grace_ms)
+static void worker_gone(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     if (w->state == INVOKER__WORKER_EMPTY)
         return;
     if (w->result_rd >= 0)
         (void)read_worker(inv, k);   /* what it finished before is delivered */
-    int status = reap(inv, k, grace_ms);
+    int status = reap(inv, k);
     uint64_t now = invoker__now_ns();
 
     /* Post-mortem: the slot can no longer change.  Of the tickets in the
@@ -847,7 +833,7 @@ static void service_time(invoker *inv)
             memset(&si, 0, sizeof si);
             if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
                 si.si_pid == w->pid) {
-                worker_gone(inv, k, 0);
+                worker_gone(inv, k);
                 continue;
             }
             next = now + 1000000ull < next ? now + 1000000ull : next;
@@ -921,7 +907,7 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
         break;
     case INVOKER__EV_PIDFD:
         if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY)
-            worker_gone(inv, k, 0);
+            worker_gone(inv, k);
         break;
     case INVOKER__EV_ARGOUT:
         if (k < inv->nworkers)
@@ -1000,7 +986,7 @@ void invoker__dispatch_shutdown(invoker *inv)
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
     for (unsigned k = 0; k < inv->nworkers; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
-            worker_gone(inv, k, 0);
+            worker_gone(inv, k);
     deliver_done(inv);
     invoker__task *t;
     while ((t = inv->inflight.head) != NULL)

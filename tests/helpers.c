@@ -1,4 +1,8 @@
 #include "helpers.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <sys/mman.h>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -165,4 +169,70 @@ void fill_pattern(void *p, size_t len, uint64_t seed)
 double slack(void)
 {
     return getenv("INVOKER_UNDER_VALGRIND") ? 20.0 : 1.0;
+}
+
+/* Invokers alive in the running test: a failed assertion jumps out of the
+ * test, and destroy_leftovers() destroys what it left, so the next test starts
+ * clean. */
+static invoker *g_track[4];
+
+invoker *track(invoker *inv)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (!g_track[i]) {
+            g_track[i] = inv;
+            break;
+        }
+    return inv;
+}
+
+int destroy_tracked(invoker *inv)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (g_track[i] == inv)
+            g_track[i] = NULL;
+    return invoker_destroy(inv);
+}
+
+void mute_result(const invoker_task *t, const void *r, size_t l, void *u)
+{
+    (void)t, (void)r, (void)l, (void)u;
+}
+
+void mute_error(const invoker_task *t, invoker_failure f, int c, void *u)
+{
+    (void)t, (void)f, (void)c, (void)u;
+}
+
+void destroy_leftovers(void)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (g_track[i]) {
+            /* Its recorder lived in the failed test's frame: no callbacks. */
+            g_track[i]->cfg.on_result = mute_result;
+            g_track[i]->cfg.on_error = mute_error;
+            (void)invoker_destroy(g_track[i]);
+            g_track[i] = NULL;
+        }
+}
+
+void set_filter(void)
+{
+    const char *f = getenv("INVOKER_TEST_FILTER");
+    if (f && *f)
+        cmocka_set_test_filter(f);
+}
+
+void sleep_us(long us)
+{
+    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void *shared_map(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    return p;
 }

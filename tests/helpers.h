@@ -57,4 +57,19 @@ void     fill_pattern(void *p, size_t len, uint64_t seed);
 /* Multiplier for latency bounds: 1 normally, larger under valgrind
  * (INVOKER_UNDER_VALGRIND set), where everything runs ~20x slower. */
 double slack(void);
+/* Invokers alive in the running test: a failed assertion jumps out of the
+ * test, and a teardown calling destroy_leftovers() destroys what it left
+ * (with its callbacks muted), so the next test starts clean. */
+invoker *track(invoker *inv);
+int      destroy_tracked(invoker *inv);
+void     destroy_leftovers(void);
+/* Callbacks that record nothing. */
+void     mute_result(const invoker_task *t, const void *r, size_t l, void *u);
+void     mute_error(const invoker_task *t, invoker_failure f, int c, void *u);
+/* INVOKER_TEST_FILTER=<glob> runs only the matching tests. */
+void     set_filter(void);
+void     sleep_us(long us);
+/* A MAP_SHARED anonymous mapping: counters every worker sees. */
+void    *shared_map(size_t len);
+
 #endif

@@ -52,71 +52,8 @@ static void fork_reset(void)
 
 /* ---- small tools ---------------------------------------------------------- */
 
-/* Invokers alive in the running test: a failed assertion jumps out of the
- * test, and the teardown destroys what it left, so the next test starts
- * clean. */
-static invoker *g_track[4];
 
-static invoker *track(invoker *inv)
-{
-    for (unsigned i = 0; i < 4; i++)
-        if (!g_track[i]) {
-            g_track[i] = inv;
-            break;
-        }
-    return inv;
-}
 
-static int destroy_tracked(invoker *inv)
-{
-    for (unsigned i = 0; i < 4; i++)
-        if (g_track[i] == inv)
-            g_track[i] = NULL;
-    return invoker_destroy(inv);
-}
-
-static void mute_result(const invoker_task *t, const void *r, size_t l, void *u)
-{
-    (void)t, (void)r, (void)l, (void)u;
-}
-
-static void mute_error(const invoker_task *t, invoker_failure f, int c, void *u)
-{
-    (void)t, (void)f, (void)c, (void)u;
-}
-
-static void destroy_leftovers(void)
-{
-    for (unsigned i = 0; i < 4; i++)
-        if (g_track[i]) {
-            /* Its recorder lived in the failed test's frame: no callbacks. */
-            g_track[i]->cfg.on_result = mute_result;
-            g_track[i]->cfg.on_error = mute_error;
-            (void)invoker_destroy(g_track[i]);
-            g_track[i] = NULL;
-        }
-}
-
-static void set_filter(void)
-{
-    const char *f = getenv("INVOKER_TEST_FILTER");
-    if (f && *f)
-        cmocka_set_test_filter(f);
-}
-
-static void sleep_us(long us)
-{
-    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void *shared_map(size_t len)
-{
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(p != MAP_FAILED);
-    return p;
-}
 
 static int setup(void **state)
 {
