@@ -116,6 +116,27 @@ int all_fds_cloexec(void)
     return ok;
 }
 
+char proc_state(pid_t pid, pid_t *ppid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    /* The name may hold spaces and parentheses: fields follow the last ')'. */
+    char *cp = strrchr(buf, ')');
+    char st = 0;
+    int pp = 0;
+    if (!cp || sscanf(cp + 1, " %c %d", &st, &pp) != 2)
+        return 0;
+    if (ppid)
+        *ppid = pp;
+    return st;
+}
+
 int count_children(void)
 {
     /* Scan /proc for processes whose parent is us: zombies included. */
@@ -127,18 +148,8 @@ int count_children(void)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] < '1' || e->d_name[0] > '9')
             continue;
-        char path[300], buf[512];
-        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = 0;
-        char *close_paren = strrchr(buf, ')');
-        int ppid = 0;
-        char state;
-        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == me)
+        pid_t ppid = 0;
+        if (proc_state((pid_t)atoi(e->d_name), &ppid) && ppid == me)
             n++;
     }
     closedir(d);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <cmocka.h>
 
 #include "invoker.h"
@@ -45,6 +46,9 @@ double   now_seconds(void);
 int      count_open_fds(void);
 /* Every descriptor >= 3 of this process has FD_CLOEXEC. */
 int      all_fds_cloexec(void);
+/* State letter (R, S, Z, ...) and parent of pid from /proc/PID/stat;
+ * 0 when there is no such process. */
+char     proc_state(pid_t pid, pid_t *ppid);
 /* Children of this process, alive or zombie. */
 int      count_children(void);
 /* 64-bit sum of bytes: a cheap content check. */

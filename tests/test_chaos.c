@@ -29,7 +29,6 @@
 
 /* ---- small tools ---------------------------------------------------------- */
 
-
 static uint64_t mix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ull;
@@ -48,29 +47,6 @@ static unsigned test_seed(void)
 {
     const char *s = getenv("INVOKER_SEED");
     return s && *s ? (unsigned)strtoul(s, NULL, 0) : 20240611u;
-}
-
-
-
-/* State letter and parent of pid from /proc; 0 when there is no such process. */
-static char proc_state(pid_t pid, pid_t *ppid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *cp = strrchr(buf, ')');
-    char st = 0;
-    int pp = 0;
-    if (!cp || sscanf(cp + 1, " %c %d", &st, &pp) != 2)
-        return 0;
-    if (ppid)
-        *ppid = pp;
-    return st;
 }
 
 /* Gone, and not left as a zombie of ours: killed and reaped. */

@@ -27,29 +27,6 @@
 
 /* ---- small tools ---------------------------------------------------------- */
 
-
-
-
-static char proc_state(pid_t pid, pid_t *ppid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t len = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[len] = 0;
-    char *cp = strrchr(buf, ')');
-    char st = 0;
-    int pp = 0;
-    if (!cp || sscanf(cp + 1, " %c %d", &st, &pp) != 2)
-        return 0;
-    if (ppid)
-        *ppid = pp;
-    return st;
-}
-
 /* Dead: no such process, or a zombie (a re-parented one may linger when
  * pid 1 does not reap, as in some containers). */
 static int dead(pid_t pid)
