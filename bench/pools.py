@@ -23,6 +23,7 @@ Timings exclude starting the pool: each pool runs a few tasks first.
 """
 import argparse
 import concurrent.futures as cf
+import faulthandler
 from concurrent.futures.process import BrokenProcessPool
 import math
 import multiprocessing as mp
@@ -565,7 +566,7 @@ def restart(o, impl):
                                       error_callback=c.on_error)
             else:
                 pool.pool.apply_async(mixed, (t,))
-    done = c.wait(60)
+    done = c.wait(o.bound)
     s = time.monotonic() - t0
     rst = restart_latencies([t[0] == KIND_KILL for t in tasks], 0.0)
     emit(o, "restart", "py-" + impl, mem_mib=o.mem_mib, restarts=len(rst),
@@ -597,6 +598,8 @@ def main():
     ap.add_argument("--bound", type=float, default=5.0)
     ap.add_argument("--passes", type=int, default=3)
     o = ap.parse_args()
+    # run.sh's timeout sends SIGTERM: leave a traceback of the hang in its log.
+    faulthandler.register(signal.SIGTERM, chain=True)
     if not o.iters:
         o.iters = calibrate()
     if o.workload in ("trivial", "cpu", "payload"):

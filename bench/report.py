@@ -365,8 +365,11 @@ def main():
             if x is None:
                 row.append("–")
             else:
-                row.append("%s (%s)" % (fmt(x.med("restart_ms_med"), 2),
-                                        fmt(x.med("restart_ms_max"), 2)))
+                cell = "%s (%s)" % (fmt(x.med("restart_ms_med"), 2),
+                                    fmt(x.med("restart_ms_max"), 2))
+                if any(r.get("complete") == "0" for r in x.rows):
+                    cell += ", did not finish"
+                row.append(cell)
         t.append(row)
     md.append(table(["implementation"] + ["%s MiB: ms" % m for m in mems], t))
     md.append("")

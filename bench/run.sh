@@ -9,8 +9,10 @@
 # are built there if needed.  A full run takes a few minutes on 2 cores and
 # rewrites bench/RESULTS.md; --quick takes well under a minute and writes
 # its table to a temporary file only.  A missed target never fails the
-# run; a workload that does not complete is listed in the table and makes
-# the script exit non-zero.
+# run.  A run that does not complete is listed in the table; it makes the
+# script exit non-zero when it is invoker's or a C baseline's (our code),
+# not when it is a Python pool's (third-party code, whose rare hangs are
+# its own finding, not a broken suite).
 set -u
 
 usage() {
@@ -115,7 +117,7 @@ run() {
         "$([ $rc = 0 ] || echo "  FAILED rc=$rc")" >&2
     if [ $rc != 0 ]; then
         echo "FAILED workload=$wl impl=$label rep=$REP rc=$rc" >>"$RAW"
-        FAILS=$((FAILS + 1))
+        [ "$prog" = P ] || FAILS=$((FAILS + 1))
     fi
 }
 
@@ -125,6 +127,7 @@ run() {
 HANG_BOUND=$(awk -v n=$HANG -v w=$WORKERS -v b=$BOUND 'BEGIN { print int((n + w - 1) / w) * 0.1 + b }')
 HANG_BOUND_PEBBLE=$(awk -v n=$HANG -v w=$WORKERS -v b=$BOUND 'BEGIN { print int((n + w - 1) / w) * 0.3 + b }')
 CRASH_BOUND=$(awk -v n=$CRASH -v w=$WORKERS -v b=$BOUND 'BEGIN { print n * 0.003 / w + 1 + b }')
+RESTART_BOUND=$((TMO / 3))
 CRASH_BOUND_PEBBLE=$(awk -v c=$NCRASH -v x="$CRASH_BOUND" 'BEGIN { print x + c * 0.2 }')
 
 for REP in $(seq 1 "$REPS"); do
@@ -202,8 +205,8 @@ for MIB in $RESTART_MIB; do
     fi
     run restart invoker         I restart --mem-mib "$MIB" --crashes $NRESTART
     run restart fork            C restart fork --mem-mib "$MIB" --crashes $NRESTART
-    run restart py-pool-apply   P restart pool-apply --mem-mib "$MIB" --crashes $NRESTART
-    run restart py-pebble       P restart pebble --mem-mib "$MIB" --crashes $NRESTART
+    run restart py-pool-apply   P restart pool-apply --mem-mib "$MIB" --crashes $NRESTART --bound $RESTART_BOUND
+    run restart py-pebble       P restart pebble --mem-mib "$MIB" --crashes $NRESTART --bound $RESTART_BOUND
 done
 
 # ---- the table ----------------------------------------------------------------
