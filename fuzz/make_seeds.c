@@ -84,7 +84,6 @@ int main(int argc, char **argv)
     frame("objective", INVOKER__FRAME_OBJECTIVE, 10, -5, 0, 0, 0);
     frame("too-large", INVOKER__FRAME_TOO_LARGE, 11, 0, 0, 0, 0);
     frame("protocol", INVOKER__FRAME_PROTOCOL, 12, 0, 0, 0, 0);
-    frame("arg-request", INVOKER__FRAME_ARG_REQUEST, 13, 0, 0, 0, 0);
     frame("init-failed", INVOKER__FRAME_INIT_FAILED, 0, 3, 0, 0, 0);
     frame("bad-check", INVOKER__FRAME_RESULT, 14, 0, 16, 1, 0);
     frame("bad-kind", INVOKER__FRAME_KIND_MAX, 15, 0, 0, 0, 0);

@@ -67,7 +67,9 @@ INVOKER_API int invoker_result_write(invoker_result *out, const void *data, size
 
 /* The objective, called in a worker with the task's argument bytes (arg is
  * valid, and 16-byte aligned, during the call; NULL only when arg_len is
- * 0).  Returns 0 on success, the result being what it wrote to out; or a
+ * 0).  The bytes are read-only: an argument larger than 4048 bytes is
+ * mapped read-only from shared memory, and writing to it kills the worker
+ * (INVOKER_FAIL_CRASH, SIGSEGV).  Returns 0 on success, the result being what it wrote to out; or a
  * non-zero code, which reaches on_error as INVOKER_FAIL_OBJECTIVE with that
  * code, and whatever it wrote is dropped.
  *
@@ -158,7 +160,8 @@ typedef struct invoker_config {
                                            timeouts and limits do not apply and a
                                            crash in the objective is the caller's */
     size_t               memory_limit;  /* bytes of address space per worker
-                                           (RLIMIT_AS); 0: no limit */
+                                           (RLIMIT_AS), the task's own argument
+                                           included; 0: no limit */
     double               cpu_limit;     /* CPU seconds per task (RLIMIT_CPU, whole
                                            seconds, rounded up); 0: no limit */
     size_t               size;          /* sizeof(invoker_config), set by

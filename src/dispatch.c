@@ -38,11 +38,27 @@ static uint64_t to_ns(double seconds)
 
 /* ---- reporting ---------------------------------------------------------- */
 
-static void fill_view(const invoker__task *t, invoker_task *v)
+static const void *task_arg(const invoker *inv, const invoker__task *t)
+{
+    if (!t->arg_len)
+        return NULL;
+    return t->arg ? t->arg : inv->arena.base + t->arg_off;
+}
+
+void invoker__dispatch_release(invoker *inv, invoker__task *t)
+{
+    if (!t->arg && t->arg_len)
+        invoker__arena_free(&inv->arena, t->arg_off, t->arg_len);
+    invoker__tasks_release(&inv->tasks, t);
+    if (inv->depth == 0)
+        invoker__arena_settle(&inv->arena);
+}
+
+static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *v)
 {
     v->id = t->id;
     v->tag = t->tag;
-    v->arg = t->arg_len ? t->arg : NULL;
+    v->arg = task_arg(inv, t);
     v->arg_len = t->arg_len;
     v->attempts = t->attempts;
     v->worker = t->worker;
@@ -76,21 +92,21 @@ static void call_result(invoker *inv, invoker__task *t, const void *data, size_t
 {
     invoker_task v;
     detach(inv, t);
-    fill_view(t, &v);
+    fill_view(inv, t, &v);
     inv->stats.succeeded++;
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
     inv->depth--;
     inv->calls++;
-    invoker__tasks_release(&inv->tasks, t);
+    invoker__dispatch_release(inv, t);
 }
 
 static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
     invoker_task v;
     detach(inv, t);
-    fill_view(t, &v);
+    fill_view(inv, t, &v);
     inv->stats.failed++;
     if (fail == INVOKER_FAIL_TIMEOUT)
         inv->stats.timed_out++;
@@ -103,7 +119,7 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
     inv->cfg.on_error(&v, fail, code, inv->cfg.user);
     inv->depth--;
     inv->calls++;
-    invoker__tasks_release(&inv->tasks, t);
+    invoker__dispatch_release(inv, t);
 }
 
 /* Decides t's fate now but leaves the callback to the next poll: for calls
@@ -230,6 +246,7 @@ int invoker__dispatch_refill(invoker *inv)
             tk->gen = t->gen;
             tk->arg_len = t->arg_len;
             tk->flags = big ? INVOKER__TICKET_BIG : 0;
+            tk->arg_off = big ? t->arg_off : 0;
             invoker__proto_ticket_seal(tk, inv->key);   /* resealed below for the first */
             iov[niov++] = (struct iovec){ tk, sizeof *tk };
             if (inline_len) {
@@ -285,57 +302,6 @@ static void disarm_timer(invoker *inv)
         inv->timer_armed_ns = 0;
 }
 
-/* ---- arguments too large for a ticket ------------------------------------ */
-
-static void tx_stop(invoker *inv, invoker__worker *w)
-{
-    if (w->tx_armed)
-        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->arg_wr, NULL);
-    w->tx_armed = false;
-    w->tx_id = 0;
-}
-
-static void tx_continue(invoker *inv, unsigned k)
-{
-    invoker__worker *w = &inv->workers[k];
-    if (w->state != INVOKER__WORKER_LIVE || !w->tx_id)
-        return;
-    invoker__task *t = current(inv, w->tx_id, w->tx_gen);
-    if (!t) {
-        tx_stop(inv, w);
-        return;
-    }
-    while (w->tx_off < t->arg_len) {
-        ssize_t n = invoker__fd_write(w->arg_wr, t->arg + w->tx_off, t->arg_len - w->tx_off);
-        if (n < 0)
-            break;
-        w->tx_off += (size_t)n;
-    }
-    if (w->tx_off >= t->arg_len) {
-        tx_stop(inv, w);
-    } else if (!w->tx_armed) {
-        struct epoll_event ev = { .events = EPOLLOUT };
-        ev.data.u64 = (uint64_t)INVOKER__EV_ARGOUT << 32 | k;
-        w->tx_armed = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->arg_wr, &ev) == 0;
-    }
-}
-
-static void tx_start(invoker *inv, unsigned k, uint64_t id, uint32_t gen)
-{
-    invoker__worker *w = &inv->workers[k];
-    invoker__task *t = current(inv, id, gen);
-    if (!t || t->arg_len <= INVOKER__INLINE_MAX || w->tx_id) {
-        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
-        return;
-    }
-    if (t->arg_len > 65536)
-        invoker__fd_grow_pipe(w->arg_wr, t->arg_len < (1u << 20) ? t->arg_len : (1u << 20));
-    w->tx_id = id;
-    w->tx_gen = gen;
-    w->tx_off = 0;
-    tx_continue(inv, k);
-}
-
 /* ---- frames from a worker ------------------------------------------------- */
 
 static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, const void *payload)
@@ -346,10 +312,6 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         return;
     }
     w->took_task = true;
-    if (f->kind == INVOKER__FRAME_ARG_REQUEST) {
-        tx_start(inv, k, f->id, f->gen);
-        return;
-    }
     invoker__task *t = current(inv, f->id, f->gen);
     if (w->garbage) {
         /* The bytes before this frame were written while its task ran: that
@@ -909,10 +871,6 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
         if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
         break;
-    case INVOKER__EV_ARGOUT:
-        if (k < inv->nworkers)
-            tx_continue(inv, k);
-        break;
     case INVOKER__EV_TIMER:
         (void)invoker__fd_read(inv->timerfd, &scratch, sizeof scratch);
         inv->timer_armed_ns = 0;
@@ -1037,7 +995,7 @@ int invoker__dispatch_inline(invoker *inv)
         int rc = invoker__result_reserve(out, 0);
         if (rc == 0) {
             inv->depth++;   /* the objective is no place for invoker_poll either */
-            rc = inv->cfg.objective(t->arg_len ? t->arg : NULL, t->arg_len, out,
+            rc = inv->cfg.objective(task_arg(inv, t), t->arg_len, out,
                                     inv->cfg.objective_ctx);
             inv->depth--;
         }

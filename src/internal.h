@@ -15,6 +15,9 @@
  * kernel copies the ticket there and removes it from the pipe as one step,
  * so there is no instant at which a task is off the queue but nowhere to
  * be seen.  That is what makes "exactly once" hold under SIGKILL.
+ *
+ * An argument too large for a ticket waits in the arena (arena.c), a
+ * memfd the workers map read-only; its ticket carries the offset.
  */
 #ifndef INVOKER_INTERNAL_H
 #define INVOKER_INTERNAL_H
@@ -42,7 +45,7 @@
 
 /* ---- proto.c: what crosses between parent and worker ----------------- */
 
-enum { INVOKER__TICKET_BIG = 1u };   /* argument follows on the worker's own pipe */
+enum { INVOKER__TICKET_BIG = 1u };   /* argument in the arena at arg_off */
 
 typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argument bytes */
     uint32_t magic;
@@ -52,7 +55,7 @@ typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argumen
     uint32_t gen;                     /* which dispatch of the task this is */
     uint32_t batch;                   /* first ticket of a packet: tickets in it */
     uint64_t check;
-    uint64_t pad;
+    uint64_t arg_off;                 /* BIG: where in the arena; else 0 */
 } invoker__ticket;
 
 enum invoker__frame_kind {
@@ -60,7 +63,6 @@ enum invoker__frame_kind {
     INVOKER__FRAME_OBJECTIVE,         /* objective returned code */
     INVOKER__FRAME_TOO_LARGE,         /* result passed max_result_bytes */
     INVOKER__FRAME_PROTOCOL,          /* the worker found its slot scribbled */
-    INVOKER__FRAME_ARG_REQUEST,       /* send me the argument of (id, gen) */
     INVOKER__FRAME_INIT_FAILED,       /* worker_init returned code */
     INVOKER__FRAME_KIND_MAX
 };
@@ -121,6 +123,34 @@ invoker__slot *invoker__table_slot(const invoker__table *t, unsigned k);
 void           invoker__table_reset_slot(invoker__table *t, unsigned k);
 int            invoker__table_protect_for_worker(const invoker__table *t, unsigned k);
 
+/* ---- arena.c: arguments too large for a ticket, shared read-only ------ */
+
+#define INVOKER__ARENA_CLASSES  48
+#define INVOKER__ARENA_RETIRED  16
+#define INVOKER__ARENA_KEEP     ((size_t)16 << 20)  /* kept when empty; larger is truncated */
+
+typedef struct invoker__arena {
+    int            fd;            /* memfd, read-write: the parent's */
+    int            ro_fd;         /* the same file, read-only: the workers' */
+    size_t         unit;          /* page size: the smallest block */
+    unsigned char *base;          /* the parent's mapping of [0, size) */
+    size_t         size;          /* of the file and of that mapping */
+    size_t         top;           /* blocks carved so far end here */
+    size_t         live;          /* blocks handed out */
+    uint64_t       free_head[INVOKER__ARENA_CLASSES];   /* offset + 1; 0: empty */
+    struct invoker__arena_map { void *base; size_t size; } retired[INVOKER__ARENA_RETIRED];
+    unsigned       nretired;      /* old mappings a callback may still read */
+} invoker__arena;
+
+int      invoker__arena_init(invoker__arena *a);
+void     invoker__arena_destroy(invoker__arena *a);
+unsigned invoker__arena_class(const invoker__arena *a, size_t len);
+/* A block of at least len bytes at *off; in_callback keeps old mappings. */
+int      invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off);
+void     invoker__arena_free(invoker__arena *a, uint64_t off, size_t len);
+/* Outside callbacks: unmaps retired mappings; truncates a large empty arena. */
+void     invoker__arena_settle(invoker__arena *a);
+
 /* ---- fdutil.c ---------------------------------------------------------- */
 
 int      invoker__fd_pipe(int fds[2], bool packet);   /* O_CLOEXEC|O_NONBLOCK both ends */
@@ -146,8 +176,9 @@ enum invoker__task_state {
 typedef struct invoker__task {
     invoker_id      id;
     void           *tag;
-    unsigned char  *arg;            /* inline_arg or a malloc'd copy */
+    unsigned char  *arg;            /* inline_arg or a malloc'd copy; NULL: in the arena */
     size_t          arg_len;
+    uint64_t        arg_off;        /* in the arena, when arg_len > INVOKER__INLINE_MAX */
     double          timeout;        /* seconds; 0: none */
     uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
     uint64_t        queue_end;      /* end offset of its ticket in the queue stream */
@@ -179,8 +210,10 @@ typedef struct invoker__tasks {
 
 int            invoker__tasks_init(invoker__tasks *ts);
 void           invoker__tasks_free(invoker__tasks *ts);
+/* Not yet findable.  An argument over INVOKER__INLINE_MAX is not copied:
+ * the caller puts it in the arena (arg NULL, arg_off set). */
 invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void *arg,
-                                  size_t arg_len);   /* not yet findable */
+                                  size_t arg_len);
 int            invoker__tasks_insert(invoker__tasks *ts, invoker__task *t);
 invoker__task *invoker__tasks_find(const invoker__tasks *ts, invoker_id id);
 void           invoker__tasks_remove(invoker__tasks *ts, invoker__task *t);
@@ -209,8 +242,6 @@ typedef struct invoker__worker {
     int          state;
     pid_t        pid;
     int          result_rd;       /* parent's end of the result pipe */
-    int          arg_rd, arg_wr;  /* its argument pipe: the parent keeps both ends
-                                     so a write can never raise SIGPIPE */
     int          pidfd;           /* -1 where pidfd_open is missing */
     invoker_failure kill_reason;  /* why we killed it; 0: we did not */
     uint8_t      blame;           /* whose fault a protocol kill was: INVOKER__BLAME_* */
@@ -222,11 +253,6 @@ typedef struct invoker__worker {
     uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
     invoker__rx  rx;
-    /* argument transfer in progress for a BIG ticket */
-    invoker_id   tx_id;
-    uint32_t     tx_gen;
-    size_t       tx_off;
-    bool         tx_armed;        /* EPOLLOUT registered */
 } invoker__worker;
 
 /* The worker side of invoker_result_write: the result accumulates behind
@@ -253,8 +279,7 @@ void invoker__worker_main(struct invoker *inv, unsigned k) __attribute__((noretu
 
 /* ---- the invoker ------------------------------------------------------- */
 
-enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_ARGOUT,
-       INVOKER__EV_TIMER, INVOKER__EV_KICK };
+enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK };
 
 struct invoker {
     uint64_t        magic;
@@ -273,6 +298,7 @@ struct invoker {
     uint64_t        timer_armed_ns; /* 0: disarmed */
 
     invoker__table  table;
+    invoker__arena  arena;
     invoker__worker *workers;
     unsigned        nworkers;       /* slots */
     unsigned        live;           /* LIVE workers */
@@ -305,6 +331,7 @@ int  invoker__dispatch_refill(invoker *inv);
 int  invoker__dispatch_run(invoker *inv, int timeout_ms);  /* callbacks made, or -errno */
 void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code);
 void invoker__dispatch_finish(invoker *inv, invoker__task *t);
+void invoker__dispatch_release(invoker *inv, invoker__task *t);   /* its record and argument */
 void invoker__dispatch_kick(invoker *inv);
 void invoker__dispatch_arm_timer(invoker *inv, uint64_t at_ns);
 unsigned invoker__dispatch_busy(const invoker *inv);

@@ -104,6 +104,7 @@ static void release(invoker *inv)
     free(inv->inline_out.buf);
     invoker__table_destroy(&inv->table);
     invoker__tasks_free(&inv->tasks);
+    invoker__arena_destroy(&inv->arena);
     inv->magic = 0;
     free(inv);
 }
@@ -136,6 +137,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     if (!inv)
         return -ENOMEM;
     inv->epfd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
+    inv->arena.fd = inv->arena.ro_fd = -1;
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
         free(inv);
@@ -147,7 +149,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->nworkers = inv->cfg.inline_mode ? 0 : inv->cfg.workers;
     inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
 
-    if ((rc = invoker__tasks_init(&inv->tasks)) != 0)
+    if ((rc = invoker__tasks_init(&inv->tasks)) != 0 ||
+        (rc = invoker__arena_init(&inv->arena)) != 0)
         goto fail;
     if ((inv->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
         (inv->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
@@ -172,7 +175,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     }
     for (unsigned k = 0; k < inv->nworkers; k++) {
         invoker__worker *w = &inv->workers[k];
-        w->result_rd = w->arg_rd = w->arg_wr = w->pidfd = -1;
+        w->result_rd = w->pidfd = -1;
     }
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {
@@ -207,8 +210,16 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
     if (!t)
         return -ENOMEM;
+    if (arg_len > INVOKER__INLINE_MAX) {   /* tasks_new left it to us */
+        int rc = invoker__arena_alloc(&inv->arena, arg_len, inv->depth > 0, &t->arg_off);
+        if (rc) {
+            invoker__tasks_release(&inv->tasks, t);
+            return rc;
+        }
+        memcpy(inv->arena.base + t->arg_off, arg, arg_len);
+    }
     if (invoker__tasks_insert(&inv->tasks, t) != 0) {
-        invoker__tasks_release(&inv->tasks, t);
+        invoker__dispatch_release(inv, t);
         return -ENOMEM;
     }
     inv->next_id++;

@@ -34,25 +34,27 @@ static uint64_t ticket_check(const invoker__ticket *t, uint64_t key)
     h = invoker__proto_mix(h ^ t->arg_len);
     h = invoker__proto_mix(h ^ ((uint64_t)t->gen << 32 | t->flags));
     h = invoker__proto_mix(h ^ t->batch);
+    h = invoker__proto_mix(h ^ t->arg_off);
     return h ^ t->magic;
 }
 
 void invoker__proto_ticket_seal(invoker__ticket *t, uint64_t key)
 {
     t->magic = TICKET_MAGIC;
-    t->pad = 0;
     t->check = ticket_check(t, key);
 }
 
 bool invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t max_arg)
 {
-    if (t->magic != TICKET_MAGIC || t->id == 0 || t->pad != 0 || t->check != ticket_check(t, key))
+    if (t->magic != TICKET_MAGIC || t->id == 0 || t->check != ticket_check(t, key))
         return false;
     if (t->flags & ~(uint32_t)INVOKER__TICKET_BIG)
         return false;
     if (t->arg_len > max_arg || t->arg_len > SIZE_MAX / 2)
         return false;
-    return (t->flags & INVOKER__TICKET_BIG) || t->arg_len <= INVOKER__INLINE_MAX;
+    if (t->flags & INVOKER__TICKET_BIG)
+        return t->arg_len > INVOKER__INLINE_MAX && t->arg_off <= UINT64_MAX - t->arg_len;
+    return t->arg_len <= INVOKER__INLINE_MAX && t->arg_off == 0;
 }
 
 size_t invoker__proto_ticket_size(const invoker__ticket *t)

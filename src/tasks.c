@@ -54,7 +54,9 @@ invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void 
         return NULL;
     }
     memset(t, 0, offsetof(invoker__task, inline_arg));
-    if (arg_len <= INVOKER__TASK_INLINE) {
+    if (arg_len > INVOKER__INLINE_MAX) {
+        t->arg = NULL;   /* the caller puts it in the arena */
+    } else if (arg_len <= INVOKER__TASK_INLINE) {
         t->arg = t->inline_arg;
     } else if (!(t->arg = malloc(arg_len))) {
         t->next = ts->free;
@@ -62,7 +64,7 @@ invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void 
         ts->nfree++;
         return NULL;
     }
-    if (arg_len)
+    if (arg_len && t->arg)
         memcpy(t->arg, arg, arg_len);
     t->id = id;
     t->arg_len = arg_len;
@@ -73,7 +75,7 @@ invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void 
 void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
 {
     if (t->arg != t->inline_arg)
-        free(t->arg);
+        free(t->arg);   /* NULL for an arena argument: the caller frees that */
     t->arg = NULL;
     t->state = INVOKER__TASK_FREE;
     if (ts->nfree < FREE_KEEP) {

@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #ifdef __linux__
@@ -163,15 +165,73 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
     (void)setrlimit(RLIMIT_CPU, &rl);
 }
 
-/* Runs one ticket of the packet in our slot, and sends its frame. */
-static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket *tkp,
-                       size_t tk_off, const unsigned char *inline_arg,
-                       struct invoker_result *out, unsigned char **big, size_t *big_cap,
-                       int result_wr, int arg_rd)
+/* What a worker keeps between tasks. */
+typedef struct child {
+    invoker             *inv;
+    invoker__slot       *slot;
+    int                  result_wr;
+    size_t               result_pipe;   /* bytes we made its pipe hold */
+    struct invoker_result out;
+    const unsigned char *view;          /* read-only map of the arena's [view_off, +view_len) */
+    uint64_t             view_off, view_len;
+} child;
+
+/* The parent's read-write mapping of the arena came with the fork: drop
+ * it, so that a stray write cannot reach other tasks' arguments.  Its
+ * descriptor went with the other close-on-exec ones. */
+static void child_drop_arena(invoker__arena *a)
 {
+    for (unsigned i = 0; i < a->nretired; i++)
+        munmap(a->retired[i].base, a->retired[i].size);
+    if (a->base)
+        munmap(a->base, a->size);
+    a->nretired = 0;
+    a->base = NULL;
+    a->size = 0;
+    a->fd = -1;
+}
+
+/* The argument of a BIG ticket, through our read-only view of the arena.
+ * Without a memory limit the view covers the whole file, so the pages of
+ * recycled blocks stay mapped from task to task; under RLIMIT_AS it covers
+ * this argument only, which is all the limit should be charged. */
+static const void *child_view(child *c, uint64_t off, uint64_t len)
+{
+    if (c->view && off >= c->view_off && off - c->view_off <= c->view_len &&
+        len <= c->view_len - (off - c->view_off))
+        return c->view + (off - c->view_off);
+    if (c->view)
+        munmap((void *)c->view, c->view_len);
+    c->view = NULL;
+    const invoker__arena *a = &c->inv->arena;
+    struct stat st;
+    if (fstat(a->ro_fd, &st) != 0 || st.st_size < 0 || (uint64_t)st.st_size < off + len)
+        _exit(INVOKER__EXIT_PROTOCOL);   /* a ticket past the arena's end */
+    uint64_t lo = 0, hi = (uint64_t)st.st_size;
+    int flags = MAP_SHARED;
+    if (c->inv->cfg.memory_limit) {
+        lo = off / a->unit * a->unit;
+        hi = (off + len + a->unit - 1) / a->unit * a->unit;
+        flags |= MAP_POPULATE;
+    }
+    void *p = mmap(NULL, (size_t)(hi - lo), PROT_READ, flags, a->ro_fd, (off_t)lo);
+    if (p == MAP_FAILED)
+        _exit(1);   /* as a failed allocation would */
+    c->view = p;
+    c->view_off = lo;
+    c->view_len = hi - lo;
+    return c->view + (off - lo);
+}
+
+/* Runs one ticket of the packet in our slot, and sends its frame. */
+static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
+                       const unsigned char *inline_arg)
+{
+    invoker *inv = c->inv;
+    invoker__slot *slot = c->slot;
+    struct invoker_result *out = &c->out;
     const invoker_config *cfg = &inv->cfg;
     invoker__ticket tk = *tkp;
-    bool is_big = tk.flags & INVOKER__TICKET_BIG;
     _Atomic uint64_t *cancel = &inv->table.cancelled[tk.id % INVOKER__CANCEL_RING];
     if (atomic_load(cancel) == tk.id)
         return;
@@ -188,18 +248,8 @@ static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket 
     }
 
     const void *arg = tk.arg_len ? inline_arg : NULL;
-    if (is_big) {
-        if (tk.arg_len > *big_cap) {
-            free(*big);
-            *big_cap = tk.arg_len;
-            if (!(*big = malloc(*big_cap)))
-                _exit(1);
-        }
-        send_frame(inv, result_wr, INVOKER__FRAME_ARG_REQUEST, tk.id, tk.gen, 0);
-        if (invoker__fd_read_all(arg_rd, *big, tk.arg_len) != 0)
-            _exit(0);
-        arg = *big;
-    }
+    if (tk.flags & INVOKER__TICKET_BIG)
+        arg = child_view(c, tk.arg_off, tk.arg_len);
 
     child_arm_cpu_limit(cfg);
     out->len = 0;
@@ -211,7 +261,7 @@ static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket 
      * trust what it would read there, so say so and make way. */
     if (atomic_load(&slot->running) != tag || atomic_load(&slot->start_ns) != start ||
         memcmp(slot->ticket + tk_off, &tk, sizeof tk) != 0) {
-        send_frame(inv, result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
+        send_frame(inv, c->result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
         _exit(INVOKER__EXIT_PROTOCOL);
     }
 
@@ -233,32 +283,39 @@ static void run_ticket(invoker *inv, invoker__slot *slot, const invoker__ticket 
     size_t total = invoker__proto_frame_size(f.len);
     memcpy(out->buf, &f, sizeof f);
     memset(out->buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
-    if (f.len > 65536)
-        invoker__fd_grow_pipe(result_wr, f.len < (1u << 20) ? f.len : (1u << 20));
+    /* A large result leaves in fewer, larger writes through a larger pipe;
+     * asked once per size, not once per task. */
+    size_t want = total < ((size_t)1 << 20) ? total : ((size_t)1 << 20);
+    if (want > 65536 && want > c->result_pipe) {
+        invoker__fd_grow_pipe(c->result_wr, want);
+        c->result_pipe = want;
+    }
     /* Running until the whole frame is out: a death mid-write is this
      * task's failure (it ran), never a silent requeue that would run it
      * again without counting the attempt. */
-    if (invoker__fd_write_all(result_wr, out->buf, total) != 0)
+    if (invoker__fd_write_all(c->result_wr, out->buf, total) != 0)
         _exit(0);
     atomic_store(&slot->running, 0);
 }
 
-static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
+static void child_loop(invoker *inv, unsigned k, int result_wr)
 {
     const invoker_config *cfg = &inv->cfg;
-    invoker__slot *slot = invoker__table_slot(&inv->table, k);
-    struct invoker_result out = { NULL, 0, 0, cfg->max_result_bytes, false };
-    unsigned char *big = NULL;
-    size_t big_cap = 0;
+    child c;
+    memset(&c, 0, sizeof c);
+    c.inv = inv;
+    c.slot = invoker__table_slot(&inv->table, k);
+    c.result_wr = result_wr;
+    c.out = (struct invoker_result){ NULL, 0, 0, cfg->max_result_bytes, false };
     unsigned long done = 0;
 
-    if (invoker__result_reserve(&out, 0) != 0)
+    if (invoker__result_reserve(&c.out, 0) != 0)
         _exit(1);
     for (;;) {
         /* The read that takes a packet of tickets is also the one that
          * records them: the kernel copies it into our slot as it leaves
          * the queue. */
-        ssize_t n = invoker__fd_read(inv->queue_rd, slot->ticket, INVOKER__PACKET);
+        ssize_t n = invoker__fd_read(inv->queue_rd, c.slot->ticket, INVOKER__PACKET);
         if (n <= 0)
             _exit(0);   /* queue closed: the invoker is going away */
         size_t off = 0;
@@ -267,18 +324,17 @@ static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
             invoker__ticket tk;
             if ((size_t)n - off < sizeof tk)
                 _exit(INVOKER__EXIT_PROTOCOL);
-            memcpy(&tk, slot->ticket + off, sizeof tk);
+            memcpy(&tk, c.slot->ticket + off, sizeof tk);
             if (!invoker__proto_ticket_valid(&tk, inv->key, cfg->max_arg_bytes) ||
                 invoker__proto_ticket_size(&tk) > (size_t)n - off ||
                 (i == 0 ? tk.batch == 0 : tk.batch != 0))
                 _exit(INVOKER__EXIT_PROTOCOL);
             if (i == 0)
                 count = tk.batch;
-            const unsigned char *inline_arg = slot->ticket + off + INVOKER__TICKET_HDR;
+            const unsigned char *inline_arg = c.slot->ticket + off + INVOKER__TICKET_HDR;
             size_t tk_off = off;
             off += invoker__proto_ticket_size(&tk);
-            run_ticket(inv, slot, &tk, tk_off, inline_arg, &out, &big, &big_cap,
-                       result_wr, arg_rd);
+            run_ticket(&c, &tk, tk_off, inline_arg);
             if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker)
                 _exit(0);   /* the rest of the packet is requeued by the parent */
         }
@@ -290,7 +346,7 @@ static void child_loop(invoker *inv, unsigned k, int result_wr, int arg_rd)
 void invoker__worker_main(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
-    int keep[3] = { inv->queue_rd, w->result_rd, w->arg_rd };
+    int keep[3] = { inv->queue_rd, w->result_rd, inv->arena.ro_fd };
     /* In the child, result_rd holds the write end (see spawn).  This
      * invoker's own descriptors go by name, then any other close-on-exec
      * one by scanning, which also covers systems without /proc. */
@@ -302,11 +358,10 @@ void invoker__worker_main(invoker *inv, unsigned k)
         if (j == k || inv->workers[j].state == INVOKER__WORKER_EMPTY)
             continue;
         invoker__fd_close(&inv->workers[j].result_rd);
-        invoker__fd_close(&inv->workers[j].arg_rd);
-        invoker__fd_close(&inv->workers[j].arg_wr);
         invoker__fd_close(&inv->workers[j].pidfd);
     }
     child_close_fds(keep, 3);
+    child_drop_arena(&inv->arena);
     child_apply_limits(&inv->cfg);
     if (invoker__table_protect_for_worker(&inv->table, k) != 0)
         _exit(1);
@@ -317,7 +372,7 @@ void invoker__worker_main(invoker *inv, unsigned k)
             _exit(INVOKER__EXIT_INIT);
         }
     }
-    child_loop(inv, k, w->result_rd, w->arg_rd);
+    child_loop(inv, k, w->result_rd);
     _exit(0);
 }
 
@@ -338,7 +393,6 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_wr)
     invoker__fd_close(&w->result_rd);
     w->result_rd = result_wr;
     (void)invoker__fd_set_blocking(result_wr, true);
-    invoker__fd_close(&w->arg_wr);
     w->pidfd = -1;
     invoker__worker_main(inv, k);
 }
@@ -346,20 +400,12 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_wr)
 int invoker__worker_spawn(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
-    int res[2], arg[2];
+    int res[2];
     int rc = invoker__fd_pipe(res, false);
     if (rc)
         return rc;
-    if ((rc = invoker__fd_pipe(arg, false)) != 0) {
-        close(res[0]);
-        close(res[1]);
-        return rc;
-    }
-    (void)invoker__fd_set_blocking(arg[0], true);
     invoker__table_reset_slot(&inv->table, k);
     w->result_rd = res[0];
-    w->arg_rd = arg[0];
-    w->arg_wr = arg[1];
 
     /* No signal may run a handler in the child before it has reset them,
      * nor be lost in the parent: block all around the fork. */
@@ -375,8 +421,6 @@ int invoker__worker_spawn(invoker *inv, unsigned k)
     close(res[1]);
     if (pid < 0) {
         invoker__fd_close(&w->result_rd);
-        invoker__fd_close(&w->arg_rd);
-        invoker__fd_close(&w->arg_wr);
         return -err;
     }
     /* Also here, so that killing the group cannot miss a worker that has
@@ -392,8 +436,6 @@ int invoker__worker_spawn(invoker *inv, unsigned k)
     w->took_task = false;
     w->eof_at = 0;
     w->init_code = 0;
-    w->tx_id = 0;
-    w->tx_armed = false;
     w->rx.len = 0;
     int pfd = invoker__fd_pidfd_open(pid);
     w->pidfd = pfd >= 0 ? pfd : -1;
@@ -435,17 +477,11 @@ void invoker__worker_close(invoker *inv, unsigned k)
         (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->result_rd, NULL);
     if (w->pidfd >= 0)
         (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
-    if (w->tx_armed)
-        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->arg_wr, NULL);
     invoker__fd_close(&w->result_rd);
     invoker__fd_close(&w->pidfd);
-    invoker__fd_close(&w->arg_rd);
-    invoker__fd_close(&w->arg_wr);
     free(w->rx.big);
     w->rx.big = NULL;
     w->rx.len = 0;
-    w->tx_id = 0;
-    w->tx_armed = false;
     w->pid = 0;
     w->state = INVOKER__WORKER_EMPTY;
 }

@@ -11,6 +11,19 @@
 
 #include "invoker.h"
 
+/* 1 in an AddressSanitizer build: its allocator and its address-space
+ * reservations make some tests meaningless there. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 /* What the callbacks saw, indexed by task id. */
 typedef struct rec_task {
     int      results, errors;   /* callbacks made for this id */

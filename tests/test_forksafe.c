@@ -141,17 +141,8 @@ static void on_error(const invoker_task *t, invoker_failure f, int code, void *u
 /* AddressSanitizer's allocator, unlike glibc's, is not made safe for a
  * fork() while other threads allocate: a worker forked at the wrong
  * instant deadlocks inside ASan's malloc.  That is the sanitizer's limit,
- * not the library's; the plain and valgrind runs cover this test. */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+ * not the library's; the plain and valgrind runs cover this test
+ * (UNDER_ASAN: helpers.h). */
 
 static void test_workers_forked_while_threads_malloc_print_and_lock(void **state)
 {

@@ -11,17 +11,7 @@
 #include <unistd.h>
 
 /* AddressSanitizer reserves terabytes of address space for its shadow, so
- * RLIMIT_AS cannot be tested under it. */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-#ifndef UNDER_ASAN
-#define UNDER_ASAN 0
-#endif
+ * RLIMIT_AS cannot be tested under it (UNDER_ASAN: helpers.h). */
 
 enum act { ACT_PID, ACT_HOG, ACT_ALLOC, ACT_SPIN };
 typedef struct { int act; long value; } order;   /* value: bytes or CPU ms */

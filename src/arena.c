@@ -1,0 +1,161 @@
+/*
+ * The argument arena: arguments too large for a ticket, in one memfd that
+ * the parent maps read-write and every worker maps read-only.
+ *
+ * invoker_submit copies such an argument here once; its ticket carries the
+ * offset, and the worker hands the objective a pointer into its own
+ * read-only view.  No round trip to ask for the bytes, no pipe to push
+ * them through, no second and third copy.  Workers receive a descriptor
+ * opened read-only where /proc allows it, so no worker can map the arena
+ * writable: an objective cannot touch another task's argument.
+ *
+ * Blocks come in power-of-two multiples of the page size, carved from the
+ * top and recycled through one free list per size: O(1) both ways, and an
+ * optimizer's steady stream of same-sized arguments reuses the same pages
+ * without faulting them in again.  The links live in the free blocks
+ * themselves (workers cannot write there).  When the last block is freed
+ * and the arena is larger than INVOKER__ARENA_KEEP, the file is truncated
+ * to nothing, so a burst does not pin its memory for the invoker's life.
+ *
+ * The parent's mapping must not move under a callback that reads
+ * task->arg: when it has to grow elsewhere during one, the old mapping is
+ * kept (same pages) and unmapped once no callback runs.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define GROW_MIN ((size_t)1 << 20)
+
+int invoker__arena_init(invoker__arena *a)
+{
+    memset(a, 0, sizeof *a);
+    a->ro_fd = -1;
+    long page = sysconf(_SC_PAGESIZE);
+    a->unit = page > 0 ? (size_t)page : 4096u;
+    if ((a->fd = memfd_create("invoker-args", MFD_CLOEXEC)) < 0)
+        return -errno;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", a->fd);
+    a->ro_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (a->ro_fd < 0)
+        a->ro_fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 0);  /* no /proc: workers still map it read-only */
+    if (a->ro_fd < 0) {
+        int rc = -errno;
+        invoker__fd_close(&a->fd);
+        return rc;
+    }
+    return 0;
+}
+
+static void unmap_retired(invoker__arena *a)
+{
+    for (unsigned i = 0; i < a->nretired; i++)
+        munmap(a->retired[i].base, a->retired[i].size);
+    a->nretired = 0;
+}
+
+void invoker__arena_destroy(invoker__arena *a)
+{
+    unmap_retired(a);
+    if (a->base)
+        munmap(a->base, a->size);
+    invoker__fd_close(&a->fd);
+    invoker__fd_close(&a->ro_fd);
+    a->base = NULL;
+    a->size = a->top = 0;
+}
+
+unsigned invoker__arena_class(const invoker__arena *a, size_t len)
+{
+    unsigned c = 0;
+    while (c + 1 < INVOKER__ARENA_CLASSES && (a->unit << c) < len)
+        c++;
+    return c;
+}
+
+static int grow(invoker__arena *a, size_t need, bool in_callback)
+{
+    size_t size = a->size * 2 > need ? a->size * 2 : need;
+    if (size < GROW_MIN)
+        size = GROW_MIN;
+    size = (size + a->unit - 1) / a->unit * a->unit;
+    if (size < need)
+        return -ENOMEM;   /* wrapped */
+    if (a->base && in_callback && a->nretired == INVOKER__ARENA_RETIRED)
+        return -ENOMEM;   /* cannot keep one more mapping alive */
+    if (ftruncate(a->fd, (off_t)size) != 0)
+        return errno == EFBIG || errno == EINVAL ? -ENOMEM : -errno;
+    void *p = MAP_FAILED;
+    if (a->base)
+        p = mremap(a->base, a->size, size, 0);   /* in place: nobody's pointer moves */
+    if (p == MAP_FAILED)
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
+    if (p == MAP_FAILED) {
+        int rc = -errno;
+        (void)ftruncate(a->fd, (off_t)a->size);
+        return rc;
+    }
+    if (a->base && p != a->base) {
+        if (in_callback)
+            a->retired[a->nretired++] = (struct invoker__arena_map){ a->base, a->size };
+        else
+            munmap(a->base, a->size);
+    }
+    a->base = p;
+    a->size = size;
+    return 0;
+}
+
+int invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off)
+{
+    unsigned c = invoker__arena_class(a, len);
+    size_t block = a->unit << c;
+    if (block < len)
+        return -ENOMEM;
+    if (a->free_head[c]) {
+        uint64_t at = a->free_head[c] - 1;
+        memcpy(&a->free_head[c], a->base + at, sizeof a->free_head[c]);
+        a->live++;
+        *off = at;
+        return 0;
+    }
+    if (a->top > SIZE_MAX - block)
+        return -ENOMEM;
+    if (a->top + block > a->size) {
+        int rc = grow(a, a->top + block, in_callback);
+        if (rc)
+            return rc;
+    }
+    *off = a->top;
+    a->top += block;
+    a->live++;
+    return 0;
+}
+
+void invoker__arena_free(invoker__arena *a, uint64_t off, size_t len)
+{
+    unsigned c = invoker__arena_class(a, len);
+    memcpy(a->base + off, &a->free_head[c], sizeof a->free_head[c]);
+    a->free_head[c] = off + 1;
+    a->live--;
+}
+
+void invoker__arena_settle(invoker__arena *a)
+{
+    unmap_retired(a);
+    if (a->live || a->size <= INVOKER__ARENA_KEEP)
+        return;
+    /* Empty and large: give the pages back.  A worker killed a moment ago
+     * may still touch its view; it would fault, and its task is decided. */
+    munmap(a->base, a->size);
+    (void)ftruncate(a->fd, 0);
+    a->base = NULL;
+    a->size = a->top = 0;
+    memset(a->free_head, 0, sizeof a->free_head);
+}
