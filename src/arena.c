@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define GROW_MIN ((size_t)1 << 20)
@@ -89,6 +90,15 @@ static int grow(invoker__arena *a, size_t need, bool in_callback)
         return -ENOMEM;   /* wrapped */
     if (a->base && in_callback && a->nretired == INVOKER__ARENA_RETIRED)
         return -ENOMEM;   /* cannot keep one more mapping alive */
+    /* Past RLIMIT_FSIZE ftruncate would raise SIGXFSZ, whose default
+     * kills the process: stay under it, or refuse. */
+    struct rlimit fsize;
+    if (getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+        size > fsize.rlim_cur) {
+        size = (size_t)fsize.rlim_cur / a->unit * a->unit;
+        if (size < need)
+            return -ENOMEM;
+    }
     if (ftruncate(a->fd, (off_t)size) != 0)
         return errno == EFBIG || errno == EINVAL ? -ENOMEM : -errno;
     void *p = MAP_FAILED;

@@ -369,13 +369,14 @@ static void test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes(v
     rec_config(&r, &cfg, obj, 1);
     invoker *inv;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
-    /* A file size limit stops the memfd from growing (and would raise
-     * SIGXFSZ, which this test, not the library, ignores). */
+    /* A file size limit stops the memfd from growing.  SIGXFSZ keeps its
+     * default, which kills: the library must stay under the limit rather
+     * than let ftruncate raise it. */
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     lim = old;
     lim.rlim_cur = 4u << 20;   /* the soft limit only: it can be raised back */
-    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    void (*was)(int) = signal(SIGXFSZ, SIG_DFL);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
     size_t huge = 32u << 20;
     unsigned char *a = make_arg(huge, M_SUM, 3);
@@ -388,6 +389,7 @@ static void test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes(v
     signal(SIGXFSZ, was);
     assert_int_equal(rc, -ENOMEM);
     assert_int_equal(id, 12345);
+    assert_true(inv->arena.size <= lim.rlim_cur);
     assert_int_equal(after.submitted, before.submitted);
     assert_int_equal(inv->arena.live, 0);
     /* With the limit gone the same submit goes through. */
