@@ -812,6 +812,14 @@ static void service_time(invoker *inv)
         uint64_t due = check_running(inv, now);
         next = due < next ? due : next;
     }
+    /* A worker we killed is replaced at once (it is no start-up failure):
+     * fork the replacement now, while it dies, rather than after (see
+     * invoker__worker_spawn_standby). */
+    for (unsigned k = 0; k < inv->nworkers && !inv->spawn_tripped && !inv->destroying; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (w->state == INVOKER__WORKER_DYING && w->kill_reason && !w->standby.pid)
+            (void)invoker__worker_spawn_standby(inv, k);   /* failing, it respawns as usual */
+    }
     /* The audit clock moves in whole periods, so the timer is not re-armed
      * on every event. */
     if (inv->inflight.count == 0) {
@@ -940,8 +948,10 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms)
 void invoker__dispatch_shutdown(invoker *inv)
 {
     inv->destroying = true;
-    for (unsigned k = 0; k < inv->nworkers; k++)
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker_drop_standby(inv, k);
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
+    }
     for (unsigned k = 0; k < inv->nworkers; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);

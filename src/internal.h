@@ -238,6 +238,14 @@ typedef struct invoker__rx {      /* frames read from one worker */
     size_t         big_have;
 } invoker__rx;
 
+/* A replacement forked while the worker it replaces is still dying: it
+ * sets itself up meanwhile and waits on go before it touches the slot. */
+typedef struct invoker__standby {
+    pid_t        pid;             /* 0: none */
+    int          result_rd;
+    int          go;              /* eventfd: the word to start */
+} invoker__standby;
+
 typedef struct invoker__worker {
     int          state;
     pid_t        pid;
@@ -253,6 +261,7 @@ typedef struct invoker__worker {
     uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
     invoker__rx  rx;
+    invoker__standby standby;
 } invoker__worker;
 
 /* The worker side of invoker_result_write: the result accumulates behind
@@ -271,11 +280,16 @@ enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) *
        INVOKER__BLAME_NONE };        /* already reported: the rest are innocent */
 
 struct invoker;
-int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno */
+int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno; adopts a standby */
+/* For a slot whose worker was killed: its replacement, forked now, so that
+ * fork and set-up overlap the death.  0 or -errno. */
+int  invoker__worker_spawn_standby(struct invoker *inv, unsigned k);
+void invoker__worker_adopt(struct invoker *inv, unsigned k);       /* slot EMPTY, read */
+void invoker__worker_drop_standby(struct invoker *inv, unsigned k);  /* kills and reaps it */
 void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
-/* Runs the worker loop; never returns.  Exported for the tests only. */
-void invoker__worker_main(struct invoker *inv, unsigned k) __attribute__((noreturn));
+/* Runs the worker loop (after go ticks, for a standby: go >= 0); never returns. */
+void invoker__worker_main(struct invoker *inv, unsigned k, int go) __attribute__((noreturn));
 
 /* ---- the invoker ------------------------------------------------------- */
 

@@ -176,6 +176,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     for (unsigned k = 0; k < inv->nworkers; k++) {
         invoker__worker *w = &inv->workers[k];
         w->result_rd = w->pidfd = -1;
+        w->standby = (invoker__standby){ 0, -1, -1 };
     }
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {

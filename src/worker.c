@@ -13,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -343,10 +345,10 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
     }
 }
 
-void invoker__worker_main(invoker *inv, unsigned k)
+void invoker__worker_main(invoker *inv, unsigned k, int go)
 {
     invoker__worker *w = &inv->workers[k];
-    int keep[3] = { inv->queue_rd, w->result_rd, inv->arena.ro_fd };
+    int keep[4] = { inv->queue_rd, w->result_rd, inv->arena.ro_fd, go };
     /* In the child, result_rd holds the write end (see spawn).  This
      * invoker's own descriptors go by name, then any other close-on-exec
      * one by scanning, which also covers systems without /proc. */
@@ -360,7 +362,7 @@ void invoker__worker_main(invoker *inv, unsigned k)
         invoker__fd_close(&inv->workers[j].result_rd);
         invoker__fd_close(&inv->workers[j].pidfd);
     }
-    child_close_fds(keep, 3);
+    child_close_fds(keep, go >= 0 ? 4 : 3);
     child_drop_arena(&inv->arena);
     child_apply_limits(&inv->cfg);
     if (invoker__table_protect_for_worker(&inv->table, k) != 0)
@@ -372,11 +374,22 @@ void invoker__worker_main(invoker *inv, unsigned k)
             _exit(INVOKER__EXIT_INIT);
         }
     }
+    if (go >= 0) {
+        /* A standby: ready, but the slot is still the dead worker's until
+         * the parent has read it.  Wait for the word. */
+        uint64_t tick;
+        if (invoker__fd_read(go, &tick, sizeof tick) != (ssize_t)sizeof tick)
+            _exit(0);
+        close(go);
+    }
     child_loop(inv, k, w->result_rd);
     _exit(0);
 }
 
-static void child_start(invoker *inv, unsigned k, pid_t parent, int result_wr)
+static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
+                        int go) __attribute__((noreturn));
+static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
+                        int go)
 {
     invoker__worker *w = &inv->workers[k];
     (void)setpgid(0, 0);
@@ -388,25 +401,25 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_wr)
     if (getppid() != parent)
         _exit(0);
     child_reset_signals();
-    /* Our ends, made blocking: the parent's ends stay non-blocking, and
-     * each end is its own open file description, so this changes only ours. */
-    invoker__fd_close(&w->result_rd);
+    /* Our end, made blocking: the parent's end stays non-blocking, and
+     * each end is its own open file description, so this changes only ours.
+     * (A standby's copy of the slot still names the worker it replaces:
+     * those descriptors go with the close-on-exec scan.) */
+    close(result_rd);
     w->result_rd = result_wr;
     (void)invoker__fd_set_blocking(result_wr, true);
     w->pidfd = -1;
-    invoker__worker_main(inv, k);
+    invoker__worker_main(inv, k, go);
 }
 
-int invoker__worker_spawn(invoker *inv, unsigned k)
+/* Forks a process for slot k; *rd gets the parent's end of its result
+ * pipe.  go >= 0 makes it a standby (see invoker__worker_spawn_standby). */
+static int fork_worker(invoker *inv, unsigned k, int go, pid_t *pid_out, int *rd)
 {
-    invoker__worker *w = &inv->workers[k];
     int res[2];
     int rc = invoker__fd_pipe(res, false);
     if (rc)
         return rc;
-    invoker__table_reset_slot(&inv->table, k);
-    w->result_rd = res[0];
-
     /* No signal may run a handler in the child before it has reset them,
      * nor be lost in the parent: block all around the fork. */
     sigset_t all, old;
@@ -415,18 +428,28 @@ int invoker__worker_spawn(invoker *inv, unsigned k)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_start(inv, k, parent, res[1]);
+        child_start(inv, k, parent, res[0], res[1], go);
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(res[1]);
     if (pid < 0) {
-        invoker__fd_close(&w->result_rd);
+        close(res[0]);
         return -err;
     }
     /* Also here, so that killing the group cannot miss a worker that has
      * not yet run its own setpgid. */
     (void)setpgid(pid, pid);
+    inv->stats.workers_started++;
+    *pid_out = pid;
+    *rd = res[0];
+    return 0;
+}
 
+/* Makes the process (pid, rd) the live worker of the empty slot k. */
+static void install(invoker *inv, unsigned k, pid_t pid, int rd)
+{
+    invoker__worker *w = &inv->workers[k];
+    w->result_rd = rd;
     w->pid = pid;
     w->state = INVOKER__WORKER_LIVE;
     w->kill_reason = 0;
@@ -442,19 +465,78 @@ int invoker__worker_spawn(invoker *inv, unsigned k)
 
     struct epoll_event ev = { .events = EPOLLIN };
     ev.data.u64 = (uint64_t)INVOKER__EV_RESULT << 32 | k;
-    rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
+    int rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
     if (rc == 0 && w->pidfd >= 0) {
         ev.data.u64 = (uint64_t)INVOKER__EV_PIDFD << 32 | k;
         rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->pidfd, &ev);
     }
     inv->live++;
-    inv->stats.workers_started++;
-    if (rc != 0) {
-        /* Without its events the parent could not see it: do not keep it. */
+    if (rc != 0)   /* without its events the parent could not see it: do not keep it */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+}
+
+int invoker__worker_spawn(invoker *inv, unsigned k)
+{
+    if (inv->workers[k].standby.pid) {
+        invoker__worker_adopt(inv, k);
         return 0;
     }
+    invoker__table_reset_slot(&inv->table, k);
+    pid_t pid = 0;
+    int rd = -1;
+    int rc = fork_worker(inv, k, -1, &pid, &rd);
+    if (rc)
+        return rc;
+    install(inv, k, pid, rd);
     return 0;
+}
+
+int invoker__worker_spawn_standby(invoker *inv, unsigned k)
+{
+    invoker__standby *sb = &inv->workers[k].standby;
+    if (sb->pid)
+        return 0;
+    /* An eventfd, not a pipe: writing the word can never raise SIGPIPE. */
+    int go = eventfd(0, EFD_CLOEXEC);
+    if (go < 0)
+        return -errno;
+    pid_t pid = 0;
+    int rd = -1;
+    int rc = fork_worker(inv, k, go, &pid, &rd);
+    if (rc) {
+        close(go);
+        return rc;
+    }
+    sb->pid = pid;
+    sb->result_rd = rd;
+    sb->go = go;
+    return 0;
+}
+
+void invoker__worker_adopt(invoker *inv, unsigned k)
+{
+    invoker__standby sb = inv->workers[k].standby;
+    inv->workers[k].standby = (invoker__standby){ 0, -1, -1 };
+    invoker__table_reset_slot(&inv->table, k);
+    install(inv, k, sb.pid, sb.result_rd);
+    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
+    uint64_t one = 1;
+    (void)invoker__fd_write(sb.go, &one, sizeof one);
+    close(sb.go);
+}
+
+void invoker__worker_drop_standby(invoker *inv, unsigned k)
+{
+    invoker__standby *sb = &inv->workers[k].standby;
+    if (!sb->pid)
+        return;
+    (void)kill(-sb->pid, SIGKILL);
+    (void)kill(sb->pid, SIGKILL);
+    while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    invoker__fd_close(&sb->result_rd);
+    invoker__fd_close(&sb->go);
+    sb->pid = 0;
 }
 
 void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)

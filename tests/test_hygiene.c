@@ -494,6 +494,89 @@ static void test_destroy_reports_running_queued_hung_once_and_cleans_up(void **s
     g_sh = NULL;
 }
 
+/* A timed-out worker's replacement is forked while it dies (a standby);
+ * destroy before the standby took over leaves neither behind. */
+static void test_standby_replacement_forked_at_the_kill_and_gone_after_destroy(void **state)
+{
+    (void)state;
+    begin_test(30);
+    g_sh = shared_map(sizeof *g_sh);
+    int fds0 = count_open_fds();
+    recorder rec;
+    rec_init(&rec, 8);
+    invoker_config cfg;
+    rec_config(&rec, &cfg, hy_objective, 1);
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    hy_arg hang = mk(M_HANG, -1, 0);
+    invoker_id id;
+    assert_int_equal(invoker_submit_timeout(inv, &hang, sizeof hang, NULL, 0.05, &id), 0);
+    while (rec.errors == 0)
+        assert_true(invoker_poll(inv, -1) >= 0);
+    assert_int_equal(rec_get(&rec, id)->failure, INVOKER_FAIL_TIMEOUT);
+    /* The poll that reported the timeout killed the worker and forked its
+     * replacement; the dead one is not reaped yet. */
+    pid_t old = atomic_load(&g_sh->pids[0]);
+    pid_t standby = inv->workers[0].standby.pid;
+    assert_true(standby > 0);
+    assert_int_not_equal(standby, old);
+    assert_int_equal(inv->workers[0].state, INVOKER__WORKER_DYING);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.workers_started, 2);
+    assert_int_equal(st.workers, 0);   /* neither serves */
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_true(dead(old));
+    assert_true(dead(standby));
+    end_test(fds0);
+    rec_free(&rec);
+    munmap(g_sh, sizeof *g_sh);
+    g_sh = NULL;
+}
+
+/* The standby takes over once its predecessor is read: the next task runs
+ * in it, and nothing is forked twice. */
+static void test_standby_takes_the_slot_after_the_post_mortem(void **state)
+{
+    (void)state;
+    begin_test(30);
+    g_sh = shared_map(sizeof *g_sh);
+    int fds0 = count_open_fds();
+    recorder rec;
+    rec_init(&rec, 16);
+    invoker_config cfg;
+    rec_config(&rec, &cfg, hy_objective, 1);
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    for (int round = 0; round < 3; round++) {
+        hy_arg hang = mk(M_HANG, -1, 0);
+        assert_int_equal(invoker_submit_timeout(inv, &hang, sizeof hang, NULL, 0.02, NULL), 0);
+        size_t errors = rec.errors;
+        while (rec.errors == errors)
+            assert_true(invoker_poll(inv, -1) >= 0);
+        pid_t standby = inv->workers[0].standby.pid;
+        assert_true(standby > 0);
+        hy_arg pl = mk(M_PLAIN, -1, 0);
+        invoker_id id;
+        assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, &id), 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(rec_get(&rec, id)->results, 1);
+        assert_int_equal(inv->workers[0].pid, standby);   /* it ran there */
+        assert_int_equal(inv->workers[0].standby.pid, 0);
+    }
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.workers_started, 4);   /* the first and three replacements */
+    assert_int_equal(st.timed_out, 3);
+    assert_int_equal(destroy_tracked(inv), 0);
+    end_test(fds0);
+    rec_free(&rec);
+    munmap(g_sh, sizeof *g_sh);
+    g_sh = NULL;
+}
+
 static void test_destroy_unpolled_invoker_reports_every_task_once(void **state)
 {
     (void)state;
@@ -769,6 +852,8 @@ int main(void)
         cmocka_unit_test_teardown(test_two_invokers_workers_hold_none_of_each_others_fds, teardown),
         cmocka_unit_test_teardown(test_destroy_reports_running_queued_hung_once_and_cleans_up, teardown),
         cmocka_unit_test_teardown(test_destroy_unpolled_invoker_reports_every_task_once, teardown),
+        cmocka_unit_test_teardown(test_standby_replacement_forked_at_the_kill_and_gone_after_destroy, teardown),
+        cmocka_unit_test_teardown(test_standby_takes_the_slot_after_the_post_mortem, teardown),
         cmocka_unit_test_teardown(test_parent_sigkilled_mid_objective_workers_exit, teardown),
         cmocka_unit_test_teardown(test_timeout_kills_worker_process_group_grandchild_gone, teardown),
         cmocka_unit_test_teardown(test_cancel_kills_worker_process_group_grandchild_gone, teardown),
