@@ -201,8 +201,13 @@ typedef struct invoker__list {
     size_t         count;
 } invoker__list;
 
+typedef struct invoker__task_slot {
+    invoker_id     id;
+    invoker__task *task;            /* NULL: empty */
+} invoker__task_slot;
+
 typedef struct invoker__tasks {
-    invoker__task **slots;          /* open addressing by id, linear probing */
+    invoker__task_slot *slots;      /* open addressing by id, linear probing */
     size_t          cap, count;
     invoker__task  *free;           /* recycled records, linked through next */
     size_t          nfree;

@@ -12,7 +12,8 @@
 #define FREE_KEEP 4096   /* recycled records kept for reuse */
 
 /* Ids are handed out in sequence and mostly finish in sequence.  Eight
- * consecutive ids share one cache line of the table, so neighbours in time
+ * consecutive ids share 128 bytes of the table (an adjacent-line pair), so
+ * neighbours in time
  * are neighbours in memory; the groups themselves are scattered, so the
  * probe runs stay short (a plain id hash would make one run of every task
  * alive, and deleting from it would cost its whole length). */
@@ -25,15 +26,15 @@ int invoker__tasks_init(invoker__tasks *ts)
 {
     memset(ts, 0, sizeof *ts);
     ts->cap = 64;
-    ts->slots = calloc(ts->cap, sizeof(invoker__task *));
+    ts->slots = calloc(ts->cap, sizeof *ts->slots);
     return ts->slots ? 0 : -ENOMEM;
 }
 
 void invoker__tasks_free(invoker__tasks *ts)
 {
     for (size_t i = 0; i < ts->cap; i++)
-        if (ts->slots[i])
-            invoker__tasks_release(ts, ts->slots[i]);
+        if (ts->slots[i].task)
+            invoker__tasks_release(ts, ts->slots[i].task);
     while (ts->free) {
         invoker__task *t = ts->free;
         ts->free = t->next;
@@ -90,17 +91,16 @@ void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
 static int grow(invoker__tasks *ts)
 {
     size_t cap = ts->cap * 2;
-    invoker__task **slots = calloc(cap, sizeof(invoker__task *));
+    invoker__task_slot *slots = calloc(cap, sizeof *slots);
     if (!slots)
         return -ENOMEM;
     for (size_t i = 0; i < ts->cap; i++) {
-        invoker__task *t = ts->slots[i];
-        if (!t)
+        if (!ts->slots[i].task)
             continue;
-        size_t j = slot_of(t->id, cap);
-        while (slots[j])
+        size_t j = slot_of(ts->slots[i].id, cap);
+        while (slots[j].task)
             j = (j + 1) & (cap - 1);
-        slots[j] = t;
+        slots[j] = ts->slots[i];
     }
     free(ts->slots);
     ts->slots = slots;
@@ -113,9 +113,9 @@ int invoker__tasks_insert(invoker__tasks *ts, invoker__task *t)
     if ((ts->count + 1) * 2 > ts->cap && grow(ts) != 0)
         return -ENOMEM;
     size_t j = slot_of(t->id, ts->cap);
-    while (ts->slots[j])
+    while (ts->slots[j].task)
         j = (j + 1) & (ts->cap - 1);
-    ts->slots[j] = t;
+    ts->slots[j] = (invoker__task_slot){ t->id, t };
     ts->count++;
     return 0;
 }
@@ -123,32 +123,33 @@ int invoker__tasks_insert(invoker__tasks *ts, invoker__task *t)
 invoker__task *invoker__tasks_find(const invoker__tasks *ts, invoker_id id)
 {
     size_t j = slot_of(id, ts->cap);
-    for (invoker__task *t; (t = ts->slots[j]) != NULL; j = (j + 1) & (ts->cap - 1))
-        if (t->id == id)
-            return t;
+    for (; ts->slots[j].task; j = (j + 1) & (ts->cap - 1))
+        if (ts->slots[j].id == id)
+            return ts->slots[j].task;
     return NULL;
 }
 
 /* Backward-shift deletion: no tombstones, so lookups stay short however
- * many tasks have come and gone. */
+ * many tasks have come and gone.  Ids live in the table beside their
+ * records, so neither the shift nor a rehash reads a record. */
 void invoker__tasks_remove(invoker__tasks *ts, invoker__task *t)
 {
     size_t mask = ts->cap - 1;
     size_t i = slot_of(t->id, ts->cap);
-    while (ts->slots[i] != t) {
-        if (!ts->slots[i])
+    while (ts->slots[i].task != t) {
+        if (!ts->slots[i].task)
             return;
         i = (i + 1) & mask;
     }
-    ts->slots[i] = NULL;
+    ts->slots[i].task = NULL;
     ts->count--;
-    for (size_t j = (i + 1) & mask; ts->slots[j]; j = (j + 1) & mask) {
-        size_t home = slot_of(ts->slots[j]->id, ts->cap);
+    for (size_t j = (i + 1) & mask; ts->slots[j].task; j = (j + 1) & mask) {
+        size_t home = slot_of(ts->slots[j].id, ts->cap);
         /* Move j back into the hole at i unless its home lies in (i, j]. */
         bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
         if (!stays) {
             ts->slots[i] = ts->slots[j];
-            ts->slots[j] = NULL;
+            ts->slots[j].task = NULL;
             i = j;
         }
     }
