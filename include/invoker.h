@@ -7,7 +7,7 @@
  * invoker_wait() or invoker_destroy().  A worker that crashes, hangs, exits
  * or misbehaves costs the task it was running, never the caller.
  *
- * Platform: Linux (epoll, timerfd, eventfd, packet-mode pipes, prctl).
+ * Platform: Linux 3.17+ (epoll, timerfd, eventfd, packet-mode pipes, memfd, prctl).
  *
  * Conventions for every function below:
  *   - Functions that can fail return 0 (or a count) on success and a
