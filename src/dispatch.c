@@ -762,29 +762,8 @@ static void service_time(invoker *inv)
         inv->spawn_tripped = false;
         inv->fail_count = 0;
     }
-    if (inv->spawn_tripped && inv->outstanding > 0)
-        next = inv->untrip_at;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
-        invoker__worker *w = &inv->workers[k];
-        if (w->state != INVOKER__WORKER_EMPTY || inv->spawn_tripped || inv->destroying)
-            continue;
-        if (w->respawn_at > now) {
-            next = w->respawn_at < next ? w->respawn_at : next;
-            continue;
-        }
-        int rc = invoker__worker_spawn(inv, k);
-        if (rc != 0) {
-            w->fail_streak++;
-            w->respawn_at = now + (1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10));
-            startup_failed(inv, rc);
-            if (w->respawn_at < next)
-                next = w->respawn_at;
-        } else {
-            inv->queue_full = false;
-        }
-    }
-    fail_unrunnable(inv);
-
+    /* Deaths seen by looking first, so that a slot they empty is refilled
+     * (or timed) below in this same pass: nothing else would wake us. */
     for (unsigned k = 0; k < inv->nworkers; k++) {
         invoker__worker *w = &inv->workers[k];
         if (w->state == INVOKER__WORKER_EMPTY || !w->eof_at)
@@ -807,6 +786,29 @@ static void service_time(invoker *inv)
         else if (w->eof_at + EOF_GRACE_NS < next)
             next = w->eof_at + EOF_GRACE_NS;
     }
+
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (w->state != INVOKER__WORKER_EMPTY || inv->spawn_tripped || inv->destroying)
+            continue;
+        if (w->respawn_at > now) {
+            next = w->respawn_at < next ? w->respawn_at : next;
+            continue;
+        }
+        int rc = invoker__worker_spawn(inv, k);
+        if (rc != 0) {
+            w->fail_streak++;
+            w->respawn_at = now + (1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10));
+            startup_failed(inv, rc);
+            if (w->respawn_at < next)
+                next = w->respawn_at;
+        } else {
+            inv->queue_full = false;
+        }
+    }
+    if (inv->spawn_tripped && inv->outstanding > 0 && inv->untrip_at < next)
+        next = inv->untrip_at;
+    fail_unrunnable(inv);
 
     if (inv->inflight_timeouts > 0) {
         uint64_t due = check_running(inv, now);

@@ -273,6 +273,36 @@ static void test_cancel_queued_task_never_runs(void **state)
     finish(&r, fds);
 }
 
+/* The killed worker may be reaped in the very poll that reports its task,
+ * before anything else is outstanding; a task submitted next must still
+ * find a worker (once it waited forever where no pidfd exists). */
+static void test_submit_right_after_a_cancel_kill_always_finds_a_worker(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 128);
+    int fds = count_open_fds();
+    invoker *inv = make(&r, 1, NULL);
+    alarm(120);
+    for (int round = 0; round < 40; round++) {
+        invoker_id hung = submit(inv, ACT_HANG, 0);
+        invoker_stats st;
+        do {
+            assert_true(invoker_poll(inv, 5) >= 0);
+            invoker_get_stats(inv, &st);
+        } while (st.busy == 0);
+        assert_int_equal(invoker_cancel(inv, hung), 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        if (round % 2)
+            sleep_us(3000);   /* let the death land before the next submit */
+        invoker_id ok = submit(inv, ACT_OK, round);
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(rec_get(&r, ok)->results, 1);
+    }
+    alarm(0);
+    finish(&r, fds);
+}
+
 static void test_cancel_running_task_kills_and_replaces_worker(void **state)
 {
     (void)state;
@@ -407,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_fd_alone_wakes_an_event_loop_at_the_deadline),
         cmocka_unit_test(test_cancel_queued_task_never_runs),
         cmocka_unit_test(test_cancel_running_task_kills_and_replaces_worker),
+        cmocka_unit_test(test_submit_right_after_a_cancel_kill_always_finds_a_worker),
         cmocka_unit_test(test_retries_rerun_then_report_with_attempts),
         cmocka_unit_test(test_max_tasks_per_worker_replaces_worker),
         cmocka_unit_test(test_worker_init_runs_once_per_worker_with_its_slot),
