@@ -229,9 +229,11 @@ typedef struct invoker_stats {
      * (TIMEOUT), crashed (CRASH or EXIT) and cancelled (CANCELLED); retried:
      * re-runs after a crash, exit or timeout. */
     uint64_t submitted, succeeded, failed, timed_out, crashed, cancelled, retried;
-    uint64_t workers_started;        /* every fork of a worker, restarts included */
-    unsigned workers, busy, queued;  /* right now: live workers, workers running
-                                        a task, tasks waiting to start */
+    uint64_t workers_started;        /* every fork of a worker, restarts (and a
+                                        replacement forked ahead) included */
+    unsigned workers, busy, queued;  /* right now: workers able to take a task
+                                        (not killed, not exiting), workers
+                                        running a task, tasks waiting to start */
 } invoker_stats;
 
 /* Fills *out (zeroes it when inv is NULL).  May be called inside a callback. */

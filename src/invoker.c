@@ -298,9 +298,10 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
     if (!valid(inv))
         return;
     *out = inv->stats;
-    /* Serving workers: one killed and not yet reaped no longer counts. */
+    /* Serving workers: one killed, or one whose result pipe has closed,
+     * and not yet reaped no longer counts. */
     for (unsigned k = 0; k < inv->nworkers; k++)
-        out->workers += inv->workers[k].state == INVOKER__WORKER_LIVE;
+        out->workers += inv->workers[k].state == INVOKER__WORKER_LIVE && !inv->workers[k].eof_at;
     out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);
