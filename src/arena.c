@@ -72,7 +72,7 @@ void invoker__arena_destroy(invoker__arena *a)
     a->size = a->top = 0;
 }
 
-unsigned invoker__arena_class(const invoker__arena *a, size_t len)
+static unsigned size_class(const invoker__arena *a, size_t len)
 {
     unsigned c = 0;
     while (c + 1 < INVOKER__ARENA_CLASSES && (a->unit << c) < len)
@@ -124,7 +124,7 @@ static int grow(invoker__arena *a, size_t need, bool in_callback)
 
 int invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off)
 {
-    unsigned c = invoker__arena_class(a, len);
+    unsigned c = size_class(a, len);
     size_t block = a->unit << c;
     if (block < len)
         return -ENOMEM;
@@ -150,7 +150,7 @@ int invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64
 
 void invoker__arena_free(invoker__arena *a, uint64_t off, size_t len)
 {
-    unsigned c = invoker__arena_class(a, len);
+    unsigned c = size_class(a, len);
     memcpy(a->base + off, &a->free_head[c], sizeof a->free_head[c]);
     a->free_head[c] = off + 1;
     a->live--;

@@ -47,10 +47,13 @@ static const void *task_arg(const invoker *inv, const invoker__task *t)
 
 void invoker__dispatch_release(invoker *inv, invoker__task *t)
 {
-    if (!t->arg && t->arg_len)
+    bool in_arena = !t->arg && t->arg_len;
+    if (in_arena)
         invoker__arena_free(&inv->arena, t->arg_off, t->arg_len);
     invoker__tasks_release(&inv->tasks, t);
-    if (inv->depth == 0)
+    /* Only a freed block or a mapping kept for a callback gives the arena
+     * anything to settle: most tasks skip the call. */
+    if (inv->depth == 0 && (in_arena || inv->arena.nretired))
         invoker__arena_settle(&inv->arena);
 }
 

@@ -144,7 +144,6 @@ typedef struct invoker__arena {
 
 int      invoker__arena_init(invoker__arena *a);
 void     invoker__arena_destroy(invoker__arena *a);
-unsigned invoker__arena_class(const invoker__arena *a, size_t len);
 /* A block of at least len bytes at *off; in_callback keeps old mappings. */
 int      invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off);
 void     invoker__arena_free(invoker__arena *a, uint64_t off, size_t len);
@@ -289,7 +288,6 @@ int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno; ad
 /* For a slot whose worker was killed: its replacement, forked now, so that
  * fork and set-up overlap the death.  0 or -errno. */
 int  invoker__worker_spawn_standby(struct invoker *inv, unsigned k);
-void invoker__worker_adopt(struct invoker *inv, unsigned k);       /* slot EMPTY, read */
 void invoker__worker_drop_standby(struct invoker *inv, unsigned k);  /* kills and reaps it */
 void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */

@@ -475,10 +475,23 @@ static void install(invoker *inv, unsigned k, pid_t pid, int rd)
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
 }
 
+/* Installs slot k's standby (the slot is empty and read) and lets it go. */
+static void adopt(invoker *inv, unsigned k)
+{
+    invoker__standby sb = inv->workers[k].standby;
+    inv->workers[k].standby = (invoker__standby){ 0, -1, -1 };
+    invoker__table_reset_slot(&inv->table, k);
+    install(inv, k, sb.pid, sb.result_rd);
+    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
+    uint64_t one = 1;
+    (void)invoker__fd_write(sb.go, &one, sizeof one);
+    close(sb.go);
+}
+
 int invoker__worker_spawn(invoker *inv, unsigned k)
 {
     if (inv->workers[k].standby.pid) {
-        invoker__worker_adopt(inv, k);
+        adopt(inv, k);
         return 0;
     }
     invoker__table_reset_slot(&inv->table, k);
@@ -511,18 +524,6 @@ int invoker__worker_spawn_standby(invoker *inv, unsigned k)
     sb->result_rd = rd;
     sb->go = go;
     return 0;
-}
-
-void invoker__worker_adopt(invoker *inv, unsigned k)
-{
-    invoker__standby sb = inv->workers[k].standby;
-    inv->workers[k].standby = (invoker__standby){ 0, -1, -1 };
-    invoker__table_reset_slot(&inv->table, k);
-    install(inv, k, sb.pid, sb.result_rd);
-    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
-    uint64_t one = 1;
-    (void)invoker__fd_write(sb.go, &one, sizeof one);
-    close(sb.go);
 }
 
 void invoker__worker_drop_standby(invoker *inv, unsigned k)
