@@ -201,12 +201,15 @@ static invoker__task *current(invoker *inv, uint64_t id, uint32_t gen)
 
 /* How many tickets the next packet may carry.  Batching saves a write and
  * a read per task, but binds the batch to one worker: worth it only for
- * short tasks with a backlog deep enough to keep every worker fed. */
+ * short tasks with a backlog deep enough to keep every worker fed.  The
+ * backlog counts what waits in the queue as well as what waits here: a
+ * window topped up from callbacks keeps the queue full and little pending. */
 static unsigned batch_limit(const invoker *inv)
 {
     if (inv->avg_run_ns == 0 || inv->avg_run_ns > INVOKER__BATCH_RUN_NS)
         return 1;
-    size_t per_worker = inv->pending.count / (2 * (size_t)inv->nworkers);
+    size_t backlog = inv->pending.count + inv->inflight.count;
+    size_t per_worker = backlog / (2 * (size_t)inv->nworkers);
     if (per_worker < 2)
         return 1;
     return per_worker > INVOKER__BATCH_MAX ? INVOKER__BATCH_MAX : (unsigned)per_worker;
@@ -944,6 +947,12 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms)
             break;
         if (timeout_ms > 0 && invoker__now_ns() >= until)
             break;
+    }
+    /* What the last callbacks submitted goes out before we return: the
+     * caller may block on invoker_fd next. */
+    if (inv->pending.head) {
+        inv->queue_full = false;
+        (void)invoker__dispatch_refill(inv);   /* on error it waits for the next poll */
     }
     return (int)(inv->calls - calls0);
 }

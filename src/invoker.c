@@ -237,8 +237,11 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
         invoker__dispatch_kick(inv);
     else if (inv->spawn_tripped && inv->live == 0 && invoker__now_ns() < inv->untrip_at)
         invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
-    else if (t == inv->pending.head)
+    else if (t == inv->pending.head && inv->depth == 0)
         (void)invoker__dispatch_refill(inv);   /* on error it waits in pending */
+    /* From a callback it waits for the end of the poll, which stocks the
+     * queue once for all the callbacks of its batch of results: tickets
+     * then travel several to a packet rather than one write each. */
     return 0;
 }
 
