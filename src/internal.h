@@ -205,9 +205,18 @@ typedef struct invoker__task_slot {
     invoker__task *task;            /* NULL: empty */
 } invoker__task_slot;
 
+/* Ids are handed out in sequence, so the live ones are nearly all recent:
+ * those in [base, base + ring_cap) sit at ring[id % ring_cap], found by
+ * indexing, and the few that outlive base (a slow task among many fast
+ * ones) move to a small hash table on the way out of the window. */
 typedef struct invoker__tasks {
-    invoker__task_slot *slots;      /* open addressing by id, linear probing */
-    size_t          cap, count;
+    invoker__task **ring;           /* NULL: no task with that id */
+    size_t          ring_cap;       /* a power of two */
+    size_t          ring_count;
+    invoker_id      base;           /* lowest id the ring can hold */
+    invoker__task_slot *slots;      /* ids below base: open addressing, linear probing */
+    size_t          cap, nslow;
+    size_t          count;          /* in ring and slots together */
     invoker__task  *free;           /* recycled records, linked through next */
     size_t          nfree;
 } invoker__tasks;
