@@ -280,6 +280,7 @@ int invoker__dispatch_refill(invoker *inv)
             return -errno;
         }
         inv->queue_written += (uint64_t)n;
+        inv->batch_out |= count > 1;
         for (unsigned i = 0; i < count; i++)
             dispatched(inv, inv->pending.head, inv->queue_written);
     }
@@ -310,6 +311,27 @@ static void disarm_timer(invoker *inv)
 
 /* ---- frames from a worker ------------------------------------------------- */
 
+/* The outcome a frame of worker k reports for t. */
+static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__frame *f,
+                    const void *payload)
+{
+    note_start(t, k, t->start_ns);
+    t->run_seconds = (double)f->run_ns / 1e9;
+    inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
+                                      : f->run_ns + 1;
+    switch (f->kind) {
+    case INVOKER__FRAME_RESULT:
+        call_result(inv, t, payload, (size_t)f->len);
+        break;
+    case INVOKER__FRAME_OBJECTIVE:
+        call_error(inv, t, INVOKER_FAIL_OBJECTIVE, f->code);
+        break;
+    default: /* INVOKER__FRAME_TOO_LARGE */
+        call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
+        break;
+    }
+}
+
 static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, const void *payload)
 {
     invoker__worker *w = &inv->workers[k];
@@ -334,26 +356,74 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
     }
     if (!t)
         return;   /* cancelled or timed out meanwhile: its callback is made */
-    note_start(t, k, t->start_ns);
-    t->run_seconds = (double)f->run_ns / 1e9;
-    inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
-                                      : f->run_ns + 1;
-    switch (f->kind) {
-    case INVOKER__FRAME_RESULT:
-        call_result(inv, t, payload, (size_t)f->len);
-        break;
-    case INVOKER__FRAME_OBJECTIVE:
-        call_error(inv, t, INVOKER_FAIL_OBJECTIVE, f->code);
-        break;
-    case INVOKER__FRAME_TOO_LARGE:
-        call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
-        break;
-    default: /* INVOKER__FRAME_PROTOCOL: it found its slot scribbled */
+    if (f->kind == INVOKER__FRAME_PROTOCOL) {   /* it found its slot scribbled */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);   /* no longer one of the pool */
         w->blame = INVOKER__BLAME_NONE;
+        note_start(t, k, t->start_ns);
+        t->run_seconds = (double)f->run_ns / 1e9;
         call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
-        break;
+        return;
     }
+    deliver(inv, k, t, f, payload);
+}
+
+/* The frames worker k holds and has not sent (see child_loop): after its
+ * death, or while it runs when they have waited too long.  A frame is
+ * delivered only when its hash holds, so a copy torn by the worker
+ * writing meanwhile, or bytes an objective scribbled, are never taken for
+ * a result; and one that the pipe brings too (before, or later) finds its
+ * task reported and is dropped, like any late frame. */
+static void deliver_held(invoker *inv, unsigned k)
+{
+    const invoker__slot *slot = invoker__table_slot(&inv->table, k);
+    uint64_t held = atomic_load(&slot->held);
+    if (held > INVOKER__HELD_MAX)
+        return;   /* scribbled: its tasks are found in its tickets instead */
+    _Alignas(16) unsigned char copy[INVOKER__HELD_MAX];
+    memcpy(copy, slot->held_frames, (size_t)held);
+    size_t off = 0;
+    while (held - off >= INVOKER__FRAME_HDR + INVOKER__HELD_TRAILER) {
+        invoker__frame f;
+        memcpy(&f, copy + off, sizeof f);
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0 ||
+            f.kind == INVOKER__FRAME_PROTOCOL || f.kind == INVOKER__FRAME_INIT_FAILED)
+            return;
+        size_t size = invoker__proto_frame_size(f.len);
+        if (size > held - off - INVOKER__HELD_TRAILER)
+            return;
+        uint64_t hash;
+        memcpy(&hash, copy + off + size, sizeof hash);
+        if (hash != invoker__proto_held_hash(copy + off, size, inv->key))
+            return;   /* this and what follows run again: none is trusted */
+        invoker__task *t = current(inv, f.id, f.gen);
+        if (t) {
+            inv->held_delivered++;
+            deliver(inv, k, t, &f, copy + off + INVOKER__FRAME_HDR);
+        }
+        off += size + INVOKER__HELD_TRAILER;
+    }
+}
+
+/* While packets of several tickets may be out, look every HOLD_WAKE_NS
+ * for results a worker has held that long: behind a task much longer than
+ * its packet-mates they would wait for it.  Returns when to look next. */
+static uint64_t look_at_held(invoker *inv, uint64_t now)
+{
+    if (inv->inflight.count == 0)
+        inv->batch_out = false;
+    if (!inv->batch_out)
+        return UINT64_MAX;
+    for (unsigned k = 0; k < inv->nworkers; k++) {
+        if (inv->workers[k].state != INVOKER__WORKER_LIVE)
+            continue;
+        const invoker__slot *slot = invoker__table_slot(&inv->table, k);
+        uint64_t since = atomic_load(&slot->held_since);
+        if (atomic_load(&slot->held) && since <= now && now - since >= INVOKER__HOLD_WAKE_NS)
+            deliver_held(inv, k);
+    }
+    /* On a grid, so that the timer is re-armed once a period, not once a
+     * pass. */
+    return (now / INVOKER__HOLD_WAKE_NS + 1) * INVOKER__HOLD_WAKE_NS;
 }
 
 #define GARBAGE_MAX (1u << 20)   /* bytes of garbage before a flood is declared */
@@ -557,7 +627,11 @@ static void worker_gone(invoker *inv, unsigned k)
     if (w->result_rd >= 0)
         (void)read_worker(inv, k);   /* what it finished before is delivered */
     int status = reap(inv, k);
+    /* Reaped: its pid may be anyone's now, so no callback below may have
+     * it killed (a cancel of the task it ran). */
+    w->state = INVOKER__WORKER_DYING;
     uint64_t now = invoker__now_ns();
+    deliver_held(inv, k);
 
     /* Post-mortem: the slot can no longer change.  Of the tickets in the
      * packet it took, the one named running is its casualty; the others
@@ -820,6 +894,8 @@ static void service_time(invoker *inv)
         uint64_t due = check_running(inv, now);
         next = due < next ? due : next;
     }
+    uint64_t look = look_at_held(inv, now);
+    next = look < next ? look : next;
     /* A worker we killed is replaced at once (it is no start-up failure):
      * fork the replacement now, while it dies, rather than after (see
      * invoker__worker_spawn_standby). */

@@ -40,6 +40,10 @@
 #define INVOKER__TASK_INLINE    64u     /* argument bytes kept inside the task record */
 #define INVOKER__BATCH_MAX      64u     /* tickets in one packet at most */
 #define INVOKER__BATCH_RUN_NS   20000u  /* batch only tasks shorter than this on average */
+#define INVOKER__HELD_MAX       (8192u - 64u - INVOKER__PACKET)  /* a slot's held frames */
+#define INVOKER__HELD_TRAILER   16u     /* after each held frame: its hash, then zeros */
+#define INVOKER__HOLD_NS        100000u /* a worker holds no result older than this */
+#define INVOKER__HOLD_WAKE_NS   1000000u /* the parent takes results held this long */
 #define INVOKER__EXIT_INIT      120     /* worker exit status: worker_init failed */
 #define INVOKER__EXIT_PROTOCOL  121     /* worker exit status: it found its slot scribbled */
 
@@ -93,6 +97,8 @@ size_t   invoker__proto_frame_size(uint64_t len);   /* header + padded payload *
 uint64_t invoker__proto_running_tag(uint64_t id, uint64_t key);
 uint64_t invoker__proto_running_id(uint64_t tag, uint64_t key); /* 0: not a valid tag */
 uint64_t invoker__proto_mix(uint64_t x);
+/* The keyed hash that follows a held frame of size bytes. */
+uint64_t invoker__proto_held_hash(const unsigned char *frame, size_t size, uint64_t key);
 
 /* ---- table.c: the shared-memory task-id table ------------------------- */
 
@@ -102,10 +108,18 @@ uint64_t invoker__proto_mix(uint64_t x);
 typedef struct invoker__slot {
     _Atomic uint64_t running;     /* running tag of the task it runs, 0 when idle */
     _Atomic uint64_t start_ns;    /* CLOCK_MONOTONIC start of that task */
-    uint64_t         reserved[6];
+    _Atomic uint64_t held;        /* bytes in held_frames */
+    _Atomic uint64_t held_since;  /* when the first of them ended */
+    uint64_t         reserved[4];
     /* The worker read()s tickets here; read by the parent only once the
      * worker is dead, when nothing can change it any more. */
     _Alignas(64) unsigned char ticket[INVOKER__PACKET];
+    /* Frames of a packet's finished tasks not yet sent, each followed by a
+     * keyed hash of its bytes (the objective can write here): the worker
+     * sends them together; the parent delivers them itself if the worker
+     * dies first, or keeps them waiting too long (see deliver_held).
+     * Two pages in all. */
+    unsigned char    held_frames[INVOKER__HELD_MAX];
 } invoker__slot;
 
 typedef struct invoker__table {
@@ -348,6 +362,8 @@ struct invoker {
     uint64_t        avg_run_ns;     /* moving average of tasks' run time; 0: none seen */
     uint64_t        audit_at;       /* ns; next look for a stall, 0: none */
     uint64_t        calls;          /* callbacks made, ever */
+    uint64_t        held_delivered; /* held frames the parent delivered itself (for tests) */
+    bool            batch_out;      /* a packet of several tickets may be in a worker */
     struct invoker_result inline_out; /* inline mode's reused result buffer */
     invoker_stats   stats;
 };

@@ -134,6 +134,20 @@ size_t invoker__proto_frame_size(uint64_t len)
     return INVOKER__FRAME_HDR + (size_t)((len + 15u) & ~(uint64_t)15u);
 }
 
+/* Word by word, each multiplied in before the next: a held frame whose
+ * bytes a scribble changed, or one of another invoker, does not pass. */
+uint64_t invoker__proto_held_hash(const unsigned char *frame, size_t size, uint64_t key)
+{
+    uint64_t h = invoker__proto_mix(key ^ size);
+    for (size_t i = 0; i + 8 <= size; i += 8) {
+        uint64_t w;
+        memcpy(&w, frame + i, sizeof w);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    return invoker__proto_mix(h);
+}
+
 /* The running word packs an id (44 bits: 10^13 tasks) and 20 check bits
  * into one atomic store, so the parent never sees half of an update and a
  * scribbled word is caught. */

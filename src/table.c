@@ -10,6 +10,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+_Static_assert(sizeof(invoker__slot) == 8192, "a slot is two pages of 4 KiB");
+
 static size_t round_up(size_t n, size_t to)
 {
     return (n + to - 1) / to * to;
@@ -50,6 +52,8 @@ void invoker__table_reset_slot(invoker__table *t, unsigned k)
     invoker__slot *s = invoker__table_slot(t, k);
     atomic_store(&s->running, 0);
     atomic_store(&s->start_ns, 0);
+    atomic_store(&s->held, 0);
+    atomic_store(&s->held_since, 0);
     /* A zero magic tells a post-mortem that this worker never took a ticket. */
     memset(s->ticket, 0, INVOKER__TICKET_HDR);
 }

@@ -167,6 +167,8 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
     (void)setrlimit(RLIMIT_CPU, &rl);
 }
 
+#define SEND_CAP (2u * INVOKER__HELD_MAX)
+
 /* What a worker keeps between tasks. */
 typedef struct child {
     invoker             *inv;
@@ -176,7 +178,56 @@ typedef struct child {
     struct invoker_result out;
     const unsigned char *view;          /* read-only map of the arena's [view_off, +view_len) */
     uint64_t             view_off, view_len;
+    /* The held frames, as they will be sent: our own copy, which no
+     * objective can reach through the slot. */
+    unsigned char        send[SEND_CAP];
+    size_t               send_len;
+    size_t               held_len;      /* bytes of slot->held_frames in use */
+    uint64_t             held_since;    /* when the oldest held task ended */
 } child;
+
+/* Sends the held frames and then frame (len bytes, may be 0) in as few
+ * writes as they fit, and only then forgets the held ones: a death before
+ * that leaves them to the post-mortem, which drops a frame delivered twice. */
+static void send_frames(child *c, const unsigned char *frame, size_t len)
+{
+    if (len && len <= SEND_CAP - c->send_len) {
+        memcpy(c->send + c->send_len, frame, len);
+        c->send_len += len;
+        len = 0;
+    }
+    if (c->send_len && invoker__fd_write_all(c->result_wr, c->send, c->send_len) != 0)
+        _exit(0);   /* the parent is gone */
+    if (len && invoker__fd_write_all(c->result_wr, frame, len) != 0)
+        _exit(0);
+    if (c->held_len)
+        atomic_store(&c->slot->held, 0);
+    c->send_len = 0;
+    c->held_len = 0;
+}
+
+/* Keeps a finished task's frame in the slot, where a post-mortem finds
+ * it, rather than sending it now; false when it does not fit. */
+static bool hold_frame(child *c, const unsigned char *frame, size_t len, uint64_t end_ns)
+{
+    size_t need = len + INVOKER__HELD_TRAILER;
+    if (need > INVOKER__HELD_MAX - c->held_len || len > SEND_CAP - c->send_len)
+        return false;
+    unsigned char *at = c->slot->held_frames + c->held_len;
+    uint64_t trailer[2] = { invoker__proto_held_hash(frame, len, c->inv->key), 0 };
+    memcpy(at, frame, len);
+    memcpy(at + len, trailer, sizeof trailer);
+    memcpy(c->send + c->send_len, frame, len);
+    if (!c->held_len) {
+        c->held_since = end_ns;
+        atomic_store(&c->slot->held_since, end_ns);
+    }
+    c->held_len += need;
+    c->send_len += len;
+    /* Published after the bytes: the parent reads no further. */
+    atomic_store(&c->slot->held, c->held_len);
+    return true;
+}
 
 /* The parent's read-write mapping of the arena came with the fork: drop
  * it, so that a stray write cannot reach other tasks' arguments.  Its
@@ -225,9 +276,10 @@ static const void *child_view(child *c, uint64_t off, uint64_t len)
     return c->view + (off - lo);
 }
 
-/* Runs one ticket of the packet in our slot, and sends its frame. */
+/* Runs one ticket of the packet in our slot, and sends its frame, or
+ * holds it when more of the packet follows (see child_loop). */
 static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
-                       const unsigned char *inline_arg)
+                       const unsigned char *inline_arg, bool more)
 {
     invoker *inv = c->inv;
     invoker__slot *slot = c->slot;
@@ -263,6 +315,7 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
      * trust what it would read there, so say so and make way. */
     if (atomic_load(&slot->running) != tag || atomic_load(&slot->start_ns) != start ||
         memcmp(slot->ticket + tk_off, &tk, sizeof tk) != 0) {
+        send_frames(c, NULL, 0);   /* the held results are good: ours, not the slot's */
         send_frame(inv, c->result_wr, INVOKER__FRAME_PROTOCOL, tk.id, tk.gen, 0);
         _exit(INVOKER__EXIT_PROTOCOL);
     }
@@ -292,14 +345,24 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
         invoker__fd_grow_pipe(c->result_wr, want);
         c->result_pipe = want;
     }
-    /* Running until the whole frame is out: a death mid-write is this
-     * task's failure (it ran), never a silent requeue that would run it
-     * again without counting the attempt. */
-    if (invoker__fd_write_all(c->result_wr, out->buf, total) != 0)
-        _exit(0);
+    /* Running until the whole frame is out or held: a death before is
+     * this task's failure (it ran), never a silent requeue that would run
+     * it again without counting the attempt. */
+    uint64_t end = start + run_ns;
+    bool hold = more && run_ns < INVOKER__BATCH_RUN_NS &&
+                (!c->held_len || end - c->held_since < INVOKER__HOLD_NS) &&
+                hold_frame(c, out->buf, total, end);
+    if (!hold)
+        send_frames(c, out->buf, total);
     atomic_store(&slot->running, 0);
 }
 
+/* A packet's tasks are short (the parent batches no others), so their
+ * frames are held in the slot and leave in one write with the last one's:
+ * one write per packet rather than per task, and a death loses none of
+ * them.  The cost is latency: a result waits for the rest of its packet,
+ * which holding stops for once a task took INVOKER__BATCH_RUN_NS or the
+ * oldest held result is INVOKER__HOLD_NS old. */
 static void child_loop(invoker *inv, unsigned k, int result_wr)
 {
     const invoker_config *cfg = &inv->cfg;
@@ -336,10 +399,13 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
             const unsigned char *inline_arg = c.slot->ticket + off + INVOKER__TICKET_HDR;
             size_t tk_off = off;
             off += invoker__proto_ticket_size(&tk);
-            run_ticket(&c, &tk, tk_off, inline_arg);
-            if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker)
+            run_ticket(&c, &tk, tk_off, inline_arg, i + 1 < count);
+            if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker) {
+                send_frames(&c, NULL, 0);
                 _exit(0);   /* the rest of the packet is requeued by the parent */
+            }
         }
+        send_frames(&c, NULL, 0);   /* when the last one was cancelled */
         if (off != (size_t)n)
             _exit(INVOKER__EXIT_PROTOCOL);
     }
