@@ -635,13 +635,21 @@ static void worker_gone(invoker *inv, unsigned k)
 
     /* Post-mortem: the slot can no longer change.  Of the tickets in the
      * packet it took, the one named running is its casualty; the others
-     * still in flight never started and go back to the queue. */
+     * still in flight go back to the queue: those after it never started,
+     * and those before it (run in order) ran, but their held results were
+     * spoiled, so they run again, the attempt counted. */
     invoker__slot *slot = invoker__table_slot(&inv->table, k);
     uint64_t running = invoker__proto_running_id(atomic_load(&slot->running), inv->key);
     uint64_t start = atomic_load(&slot->start_ns);
     invoker__ticket tk;
     size_t off;
-    unsigned i = 0;
+    unsigned i = 0, running_at = 0;
+    while (running && invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, running_at,
+                                                   inv->key, inv->cfg.max_arg_bytes, &tk, &off) &&
+           tk.id != running)
+        running_at++;
+    if (!running || tk.id != running)
+        running_at = 0;   /* not in the packet: which ran is not known */
     for (; invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, i, inv->key,
                                         inv->cfg.max_arg_bytes, &tk, &off); i++) {
         w->took_task = true;
@@ -667,7 +675,9 @@ static void worker_gone(invoker *inv, unsigned k)
                 fail = w->kill_reason, code = 0;
             fail_or_retry(inv, t, fail, code);
         } else {
-            requeue(inv, t);   /* taken but never started: not its fault */
+            if (i < running_at)
+                note_start(t, k, now);
+            requeue(inv, t);   /* not its fault */
         }
     }
     /* A scribbled slot, or results lost with a worker that broke the

@@ -135,6 +135,27 @@ static void test_running_tag_roundtrip_and_scribble_detected(void **state)
     assert_int_equal(invoker__proto_running_id(0, KEY), 0);
 }
 
+/* A held frame's hash changes with any byte of it, with its length and
+ * with the key: a scribble, a torn copy or another invoker's frame fails. */
+static void test_held_hash_covers_every_byte_length_and_key(void **state)
+{
+    (void)state;
+    unsigned char frame[128];
+    fill_pattern(frame, sizeof frame, 7);
+    const uint64_t key = 0x1234567890abcdefull;
+    uint64_t h = invoker__proto_held_hash(frame, sizeof frame, key);
+    for (size_t i = 0; i < sizeof frame; i++) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+            frame[i] ^= (unsigned char)(1u << bit);
+            assert_true(invoker__proto_held_hash(frame, sizeof frame, key) != h);
+            frame[i] ^= (unsigned char)(1u << bit);
+        }
+    }
+    assert_int_equal(invoker__proto_held_hash(frame, sizeof frame, key), h);
+    assert_true(invoker__proto_held_hash(frame, sizeof frame - 16, key) != h);
+    assert_true(invoker__proto_held_hash(frame, sizeof frame, key ^ 1) != h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +163,7 @@ int main(void)
         cmocka_unit_test(test_packet_walk_finds_each_ticket_and_stops_at_garbage),
         cmocka_unit_test(test_packet_with_bad_batch_count_rejected),
         cmocka_unit_test(test_frame_check_rejects_random_bytes),
+        cmocka_unit_test(test_held_hash_covers_every_byte_length_and_key),
         cmocka_unit_test(test_frame_kinds_other_than_result_carry_no_payload),
         cmocka_unit_test(test_running_tag_roundtrip_and_scribble_detected),
     };
