@@ -146,6 +146,15 @@ static bool batching_expected(void)
     return slack() == 1.0;
 }
 
+/* Tasks first..last-1, every 200th dying as death says, run to the end. */
+static void run_with_deaths(invoker *inv, uint32_t first, uint32_t last, uint32_t death)
+{
+    for (uint32_t i = first; i < last; i++)
+        submit(inv, i, i % 200 == 100 ? death : A_OK, 0);
+    go_on(inv);
+    assert_int_equal(invoker_wait(inv), 0);
+}
+
 static void test_a_death_mid_packet_loses_no_finished_result(void **state)
 {
     (void)state;
@@ -154,10 +163,7 @@ static void test_a_death_mid_packet_loses_no_finished_result(void **state)
     int fds = count_open_fds();
     invoker *inv = make(&r);
     uint32_t first = warm_up(inv, 50), last = first + 2000;
-    for (uint32_t i = first; i < last; i++)
-        submit(inv, i, i % 200 == 100 ? A_KILL : A_OK, 0);
-    go_on(inv);
-    assert_int_equal(invoker_wait(inv), 0);
+    run_with_deaths(inv, first, last, A_KILL);
     for (uint32_t i = first; i < last; i++) {
         rec_task *t = rec_get(&r, i);
         if (i % 200 == 100) {
@@ -184,10 +190,7 @@ static void test_a_scribbled_held_result_runs_again_never_delivered(void **state
     int fds = count_open_fds();
     invoker *inv = make(&r);
     uint32_t first = warm_up(inv, 50), last = first + 2000;
-    for (uint32_t i = first; i < last; i++)
-        submit(inv, i, i % 200 == 100 ? A_SCRIBBLE_KILL : A_OK, 0);
-    go_on(inv);
-    assert_int_equal(invoker_wait(inv), 0);
+    run_with_deaths(inv, first, last, A_SCRIBBLE_KILL);
     int reruns = 0;
     for (uint32_t i = first; i < last; i++) {
         if (i % 200 == 100) {
