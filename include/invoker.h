@@ -184,9 +184,17 @@ INVOKER_API int invoker_create(invoker **out, const invoker_config *cfg);
 /* Queues one task with the config's timeout.  Copies the arg_len bytes at
  * arg (reuse them at once; arg may be NULL when arg_len is 0); tag is never
  * dereferenced and comes back in the callback.  May be called inside a
- * callback.  0 and *id set (id may be NULL), or -EINVAL, -EMSGSIZE
- * (arg_len > max_arg_bytes), -EAGAIN (max_queued reached), -ENOMEM.
- * On failure nothing is queued and no callback will follow. */
+ * callback: tasks submitted there leave for the workers together, once
+ * the round of callbacks is over (before invoker_poll returns at the
+ * latest).  0 and *id set (id
+ * may be NULL), or -EINVAL, -EMSGSIZE (arg_len > max_arg_bytes), -EAGAIN
+ * (max_queued reached), -ENOMEM.  On failure nothing is queued and no
+ * callback will follow.
+ *
+ * Tasks that run in microseconds go to a worker several at a time, and
+ * their results come back together once the group is done; a result never
+ * waits for its group much more than a millisecond (behind a task of the
+ * group that runs long, say). */
 INVOKER_API int invoker_submit(invoker *inv, const void *arg, size_t arg_len,
                                void *tag, invoker_id *id);
 

@@ -231,12 +231,20 @@ static void dispatched(invoker *inv, invoker__task *t, uint64_t end)
     }
 }
 
+/* When to look next at results workers hold: on a grid, so that the
+ * timer is re-armed once a period, not once a pass. */
+static uint64_t held_look_at(uint64_t now)
+{
+    return (now / INVOKER__HOLD_WAKE_NS + 1) * INVOKER__HOLD_WAKE_NS;
+}
+
 int invoker__dispatch_refill(invoker *inv)
 {
     static const unsigned char zeros[16];
     invoker__ticket tks[INVOKER__BATCH_MAX];
     struct iovec iov[3 * INVOKER__BATCH_MAX];
 
+    bool batched = false;
     while (inv->pending.head && !inv->queue_full && inv->live > 0) {
         unsigned limit = batch_limit(inv), count = 0, niov = 0;
         size_t bytes = 0;
@@ -280,9 +288,15 @@ int invoker__dispatch_refill(invoker *inv)
             return -errno;
         }
         inv->queue_written += (uint64_t)n;
-        inv->batch_out |= count > 1;
+        batched |= count > 1;
         for (unsigned i = 0; i < count; i++)
             dispatched(inv, inv->pending.head, inv->queue_written);
+    }
+    if (batched) {
+        /* Its results may be held: make sure someone looks (see
+         * look_at_held), even if no other event ever wakes the loop. */
+        inv->batch_out = true;
+        invoker__dispatch_arm_timer(inv, held_look_at(invoker__now_ns()));
     }
     return 0;
 }
@@ -421,9 +435,7 @@ static uint64_t look_at_held(invoker *inv, uint64_t now)
         if (atomic_load(&slot->held) && since <= now && now - since >= INVOKER__HOLD_WAKE_NS)
             deliver_held(inv, k);
     }
-    /* On a grid, so that the timer is re-armed once a period, not once a
-     * pass. */
-    return (now / INVOKER__HOLD_WAKE_NS + 1) * INVOKER__HOLD_WAKE_NS;
+    return held_look_at(now);
 }
 
 #define GARBAGE_MAX (1u << 20)   /* bytes of garbage before a flood is declared */
