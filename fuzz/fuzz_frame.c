@@ -5,8 +5,9 @@
  * present, are a second max_len (max_result_bytes) to check against.
  * Properties:
  *   - check returns 0 or -EPROTO, nothing else;
- *   - an accepted frame has a kind in range, len <= max_len (and len 0 for
- *     every kind but RESULT), an id unless it is INIT_FAILED, and its size
+ *   - an accepted frame has a kind in range (HELD only on a task's
+ *     outcome), len <= max_len (and len 0 for every kind but RESULT), an
+ *     id unless it is INIT_FAILED, and its size
  *     (header + padded payload) covers the payload, padded to 16, without
  *     wrapping;
  *   - the check word is the only thing a forged header lacks: the same
@@ -25,12 +26,16 @@
 
 static int fields_ok(const invoker__frame *f, size_t max_len)
 {
-    if (f->kind == 0 || f->kind >= INVOKER__FRAME_KIND_MAX)
+    uint32_t kind = f->kind & ~INVOKER__FRAME_HELD;
+    if (kind == 0 || kind >= INVOKER__FRAME_KIND_MAX)
         return 0;
-    if (f->kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
-                                         : f->len != 0)
+    if ((f->kind & INVOKER__FRAME_HELD) && kind != INVOKER__FRAME_RESULT &&
+        kind != INVOKER__FRAME_OBJECTIVE && kind != INVOKER__FRAME_TOO_LARGE)
         return 0;
-    return f->id != 0 || f->kind == INVOKER__FRAME_INIT_FAILED;
+    if (kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
+                                      : f->len != 0)
+        return 0;
+    return f->id != 0 || kind == INVOKER__FRAME_INIT_FAILED;
 }
 
 /* What the parent does with an accepted header: reads frame_size(len)

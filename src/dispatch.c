@@ -333,7 +333,7 @@ static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__f
     t->run_seconds = (double)f->run_ns / 1e9;
     inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
                                       : f->run_ns + 1;
-    switch (f->kind) {
+    switch (f->kind & ~INVOKER__FRAME_HELD) {
     case INVOKER__FRAME_RESULT:
         call_result(inv, t, payload, (size_t)f->len);
         break;
@@ -357,11 +357,16 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
     invoker__task *t = current(inv, f->id, f->gen);
     if (w->garbage) {
         /* The bytes before this frame were written while its task ran: that
-         * task fails, the worker goes, and its other tasks are innocent. */
+         * task fails, the worker goes, and its other tasks are innocent.
+         * Before a held frame they were written by one of the tasks sent
+         * with it, which one is not known: the worker goes, and every one
+         * of those tasks, intact, is delivered. */
         w->garbage = false;
         w->blame = INVOKER__BLAME_NONE;
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
-        if (t) {
+        if (t && (f->kind & INVOKER__FRAME_HELD)) {
+            deliver(inv, k, t, f, payload);
+        } else if (t) {
             note_start(t, k, t->start_ns);
             t->run_seconds = (double)f->run_ns / 1e9;
             call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);

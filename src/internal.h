@@ -62,6 +62,11 @@ typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argumen
     uint64_t arg_off;                 /* BIG: where in the arena; else 0 */
 } invoker__ticket;
 
+/* A frame's kind, or'd with INVOKER__FRAME_HELD when the worker held it
+ * (see child_loop): it left some tasks after its own, so bytes that come
+ * before it in the pipe need not be its task's. */
+#define INVOKER__FRAME_HELD 0x80u
+
 enum invoker__frame_kind {
     INVOKER__FRAME_RESULT = 1,        /* len payload bytes follow */
     INVOKER__FRAME_OBJECTIVE,         /* objective returned code */

@@ -117,14 +117,18 @@ int invoker__proto_frame_check(const invoker__frame *f, uint64_t key, size_t max
 {
     if (f->magic != FRAME_MAGIC || f->check != frame_check(f, key))
         return -EPROTO;
-    if (f->kind == 0 || f->kind >= INVOKER__FRAME_KIND_MAX)
+    uint32_t kind = f->kind & ~INVOKER__FRAME_HELD;
+    if (kind == 0 || kind >= INVOKER__FRAME_KIND_MAX)
         return -EPROTO;
+    if ((f->kind & INVOKER__FRAME_HELD) && kind != INVOKER__FRAME_RESULT &&
+        kind != INVOKER__FRAME_OBJECTIVE && kind != INVOKER__FRAME_TOO_LARGE)
+        return -EPROTO;   /* only a task's outcome is ever held */
     /* Past SIZE_MAX / 2 the padded frame size would wrap, whatever
      * max_result_bytes the caller allows. */
-    if (f->kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
-                                         : f->len != 0)
+    if (kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
+                                      : f->len != 0)
         return -EPROTO;
-    if (f->id == 0 && f->kind != INVOKER__FRAME_INIT_FAILED)
+    if (f->id == 0 && kind != INVOKER__FRAME_INIT_FAILED)
         return -EPROTO;
     return 0;
 }

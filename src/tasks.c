@@ -98,11 +98,12 @@ static bool slow_remove(invoker__tasks *ts, const invoker__task *t)
  * pages would fault twice: read as the zero page, then written). */
 static invoker__task **ring_alloc(size_t cap)
 {
-    if (cap > SIZE_MAX / sizeof(invoker__task *))
+    const size_t entry = sizeof(invoker__task *);
+    if (cap > SIZE_MAX / entry)
         return NULL;
-    invoker__task **ring = malloc(cap * sizeof *ring);
+    invoker__task **ring = malloc(cap * entry);
     if (ring)
-        memset(ring, 0, cap * sizeof *ring);
+        memset(ring, 0, cap * entry);
     return ring;
 }
 

@@ -167,7 +167,7 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
     (void)setrlimit(RLIMIT_CPU, &rl);
 }
 
-#define SEND_CAP (2u * INVOKER__HELD_MAX)
+#define SEND_CAP ((size_t)2 * INVOKER__HELD_MAX)
 
 /* What a worker keeps between tasks. */
 typedef struct child {
@@ -206,13 +206,11 @@ static void send_frames(child *c, const unsigned char *frame, size_t len)
     c->held_len = 0;
 }
 
-/* Keeps a finished task's frame in the slot, where a post-mortem finds
- * it, rather than sending it now; false when it does not fit. */
-static bool hold_frame(child *c, const unsigned char *frame, size_t len, uint64_t end_ns)
+/* Keeps a finished task's frame (which fits) in the slot, where the
+ * parent finds it if need be, rather than sending it now. */
+static void hold_frame(child *c, const unsigned char *frame, size_t len, uint64_t end_ns)
 {
     size_t need = len + INVOKER__HELD_TRAILER;
-    if (need > INVOKER__HELD_MAX - c->held_len || len > SEND_CAP - c->send_len)
-        return false;
     unsigned char *at = c->slot->held_frames + c->held_len;
     uint64_t trailer[2] = { invoker__proto_held_hash(frame, len, c->inv->key), 0 };
     memcpy(at, frame, len);
@@ -226,7 +224,6 @@ static bool hold_frame(child *c, const unsigned char *frame, size_t len, uint64_
     c->send_len += len;
     /* Published after the bytes: the parent reads no further. */
     atomic_store(&c->slot->held, c->held_len);
-    return true;
 }
 
 /* The parent's read-write mapping of the arena came with the fork: drop
@@ -334,8 +331,15 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
         f.kind = INVOKER__FRAME_RESULT;
         f.len = out->len;
     }
-    invoker__proto_frame_seal(&f, inv->key);
     size_t total = invoker__proto_frame_size(f.len);
+    uint64_t end = start + run_ns;
+    bool hold = more && run_ns < INVOKER__BATCH_RUN_NS &&
+                (!c->held_len || end - c->held_since < INVOKER__HOLD_NS) &&
+                total + INVOKER__HELD_TRAILER <= INVOKER__HELD_MAX - c->held_len &&
+                total <= SEND_CAP - c->send_len;
+    if (hold)
+        f.kind |= INVOKER__FRAME_HELD;
+    invoker__proto_frame_seal(&f, inv->key);
     memcpy(out->buf, &f, sizeof f);
     memset(out->buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
     /* A large result leaves in fewer, larger writes through a larger pipe;
@@ -348,11 +352,9 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     /* Running until the whole frame is out or held: a death before is
      * this task's failure (it ran), never a silent requeue that would run
      * it again without counting the attempt. */
-    uint64_t end = start + run_ns;
-    bool hold = more && run_ns < INVOKER__BATCH_RUN_NS &&
-                (!c->held_len || end - c->held_since < INVOKER__HOLD_NS) &&
-                hold_frame(c, out->buf, total, end);
-    if (!hold)
+    if (hold)
+        hold_frame(c, out->buf, total, end);
+    else
         send_frames(c, out->buf, total);
     atomic_store(&slot->running, 0);
 }

@@ -123,6 +123,27 @@ static void test_frame_kinds_other_than_result_carry_no_payload(void **state)
     assert_int_equal(invoker__proto_frame_size(0), INVOKER__FRAME_HDR);
 }
 
+/* Only a task's outcome is ever held; the flag is under the check word. */
+static void test_held_flag_only_on_outcomes_and_sealed(void **state)
+{
+    (void)state;
+    const uint32_t kinds[] = { INVOKER__FRAME_RESULT, INVOKER__FRAME_OBJECTIVE,
+                               INVOKER__FRAME_TOO_LARGE, INVOKER__FRAME_PROTOCOL,
+                               INVOKER__FRAME_INIT_FAILED };
+    for (size_t i = 0; i < 5; i++) {
+        invoker__frame f;
+        memset(&f, 0, sizeof f);
+        f.kind = kinds[i] | INVOKER__FRAME_HELD;
+        f.id = 9;
+        invoker__proto_frame_seal(&f, KEY);
+        assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), i < 3 ? 0 : -EPROTO);
+        if (i < 3) {
+            f.kind &= ~INVOKER__FRAME_HELD;   /* flipped after sealing */
+            assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+        }
+    }
+}
+
 static void test_running_tag_roundtrip_and_scribble_detected(void **state)
 {
     (void)state;
@@ -164,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_packet_with_bad_batch_count_rejected),
         cmocka_unit_test(test_frame_check_rejects_random_bytes),
         cmocka_unit_test(test_held_hash_covers_every_byte_length_and_key),
+        cmocka_unit_test(test_held_flag_only_on_outcomes_and_sealed),
         cmocka_unit_test(test_frame_kinds_other_than_result_carry_no_payload),
         cmocka_unit_test(test_running_tag_roundtrip_and_scribble_detected),
     };
