@@ -68,6 +68,17 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
     v->run_seconds = t->run_seconds;
 }
 
+static void leave_flight(invoker *inv, invoker__task *t)
+{
+    invoker__list_unlink(&inv->inflight, t);
+    if (t->timeout > 0)
+        inv->inflight_timeouts--;
+    if (t->batched) {
+        t->batched = false;
+        inv->batched_out--;
+    }
+}
+
 /* Takes t out of every index, so that nothing (a cancel from inside the
  * callback, a late frame) can find it again. */
 static void detach(invoker *inv, invoker__task *t)
@@ -77,9 +88,7 @@ static void detach(invoker *inv, invoker__task *t)
         invoker__list_unlink(&inv->pending, t);
         break;
     case INVOKER__TASK_INFLIGHT:
-        invoker__list_unlink(&inv->inflight, t);
-        if (t->timeout > 0)
-            inv->inflight_timeouts--;
+        leave_flight(inv, t);
         break;
     case INVOKER__TASK_DONE:
         invoker__list_unlink(&inv->done, t);
@@ -153,11 +162,8 @@ static void deliver_done(invoker *inv)
 
 static void requeue(invoker *inv, invoker__task *t)
 {
-    if (t->state == INVOKER__TASK_INFLIGHT) {
-        invoker__list_unlink(&inv->inflight, t);
-        if (t->timeout > 0)
-            inv->inflight_timeouts--;
-    }
+    if (t->state == INVOKER__TASK_INFLIGHT)
+        leave_flight(inv, t);
     t->gen++;           /* any copy of the old ticket is now stale */
     t->start_ns = 0;
     t->state = INVOKER__TASK_PENDING;
@@ -289,13 +295,15 @@ int invoker__dispatch_refill(invoker *inv)
         }
         inv->queue_written += (uint64_t)n;
         batched |= count > 1;
-        for (unsigned i = 0; i < count; i++)
+        for (unsigned i = 0; i < count; i++) {
+            inv->pending.head->batched = count > 1;
+            inv->batched_out += count > 1;
             dispatched(inv, inv->pending.head, inv->queue_written);
+        }
     }
     if (batched) {
         /* Its results may be held: make sure someone looks (see
          * look_at_held), even if no other event ever wakes the loop. */
-        inv->batch_out = true;
         invoker__dispatch_arm_timer(inv, held_look_at(invoker__now_ns()));
     }
     return 0;
@@ -423,14 +431,12 @@ static void deliver_held(invoker *inv, unsigned k)
     }
 }
 
-/* While packets of several tickets may be out, look every HOLD_WAKE_NS
+/* While tasks sent in packets of several are in flight, look every HOLD_WAKE_NS
  * for results a worker has held that long: behind a task much longer than
  * its packet-mates they would wait for it.  Returns when to look next. */
 static uint64_t look_at_held(invoker *inv, uint64_t now)
 {
-    if (inv->inflight.count == 0)
-        inv->batch_out = false;
-    if (!inv->batch_out)
+    if (!inv->batched_out)
         return UINT64_MAX;
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if (inv->workers[k].state != INVOKER__WORKER_LIVE)

@@ -207,6 +207,7 @@ typedef struct invoker__task {
     int             state;
     uint8_t         suspect;        /* orphan sweep: 1 missing once, 2 lost */
     uint8_t         orphaned;       /* times the sweep found it lost */
+    bool            batched;        /* in flight in a packet of several tickets */
     double          run_seconds;
     invoker_failure fail;           /* for DONE tasks reported by on_error */
     int             code;
@@ -368,7 +369,7 @@ struct invoker {
     uint64_t        audit_at;       /* ns; next look for a stall, 0: none */
     uint64_t        calls;          /* callbacks made, ever */
     uint64_t        held_delivered; /* held frames the parent delivered itself (for tests) */
-    bool            batch_out;      /* a packet of several tickets may be in a worker */
+    size_t          batched_out;    /* in-flight tasks sent in packets of several */
     struct invoker_result inline_out; /* inline mode's reused result buffer */
     invoker_stats   stats;
 };

@@ -133,6 +133,7 @@ static void check_result(recorder *r, uint32_t idx)
 
 static void finish(recorder *r, int fds)
 {
+    assert_int_equal(r->inv->batched_out, 0);   /* every batched task left flight */
     assert_int_equal(destroy_tracked(r->inv), 0);
     assert_int_equal(count_open_fds(), fds);
     assert_int_equal(count_children(), 0);
