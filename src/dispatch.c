@@ -256,9 +256,13 @@ int invoker__dispatch_refill(invoker *inv)
         size_t bytes = 0;
         for (invoker__task *t = inv->pending.head; t && count < limit; t = t->next) {
             bool big = t->arg_len > INVOKER__INLINE_MAX;
+            /* A task once lost with its worker's slot runs alone: batched
+             * again, the packet-mates of a task that scribbles its slot
+             * would be lost with it again, and failed as the culprit. */
+            bool alone = big || t->orphaned;
             size_t inline_len = big ? 0 : t->arg_len;
             size_t size = INVOKER__TICKET_HDR + ((inline_len + 15u) & ~(size_t)15u);
-            if (count > 0 && (big || bytes + size > INVOKER__PACKET))
+            if (count > 0 && (alone || bytes + size > INVOKER__PACKET))
                 break;
             invoker__ticket *tk = &tks[count];
             memset(tk, 0, sizeof *tk);
@@ -276,8 +280,8 @@ int invoker__dispatch_refill(invoker *inv)
             }
             bytes += size;
             count++;
-            if (big)
-                break;   /* travels alone */
+            if (alone)
+                break;
         }
         tks[0].batch = count;
         invoker__proto_ticket_seal(&tks[0], inv->key);
