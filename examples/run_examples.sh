@@ -47,8 +47,11 @@ run quickstart --evals 9
 run cmaes --cost-ms 0.1
 run async_de --cost-ms 0.1
 run async_de --cost-ms 0.1 --sync
-run flaky --cost-ms 0.1
-run flaky --cost-ms 0.1 --retries 0 --seed 7
+# flaky predicts every outcome from the argument, so an evaluation that a
+# loaded machine (CI's) stalls past the timeout would count as a wrong
+# prediction: 0.5 s rather than the default 0.1 s leaves room for that.
+run flaky --cost-ms 0.1 --timeout 0.5
+run flaky --cost-ms 0.1 --retries 0 --seed 7 --timeout 0.5
 run event_loop --cost-ms 0.1
 
 if [ "$failed" -ne 0 ]; then
