@@ -415,11 +415,12 @@ static void test_worker_closing_its_pipes_fails_protocol_without_stalling(void *
     invoker_id bad = submit(inv, ACT_CLOSE_AND_HANG, 0);
     invoker_id after = submit(inv, ACT_OK, 3);
     /* The parent must not sit in a call while it waits to see whether the
-     * worker goes by itself: every poll returns promptly. */
+     * worker goes by itself: every poll returns well before that grace
+     * (EOF_GRACE_NS, 100 ms) would be over, a stall of the machine aside. */
     while (r.results + r.errors < 2) {
         double p0 = now_seconds();
         assert_true(invoker_poll(inv, 10) >= 0);
-        assert_true(now_seconds() - p0 < 0.05 * slack());
+        assert_true(now_seconds() - p0 < 0.09 * slack());
         assert_true(now_seconds() - t0 < 3 * slack());
     }
     assert_int_equal(rec_get(&r, bad)->failure, INVOKER_FAIL_PROTOCOL);
