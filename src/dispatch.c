@@ -337,12 +337,18 @@ static void disarm_timer(invoker *inv)
 
 /* ---- frames from a worker ------------------------------------------------- */
 
+/* A frame of worker k says t ran, for f->run_ns. */
+static void note_ran(invoker__task *t, unsigned k, const invoker__frame *f)
+{
+    note_start(t, k, t->start_ns);
+    t->run_seconds = (double)f->run_ns / 1e9;
+}
+
 /* The outcome a frame of worker k reports for t. */
 static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__frame *f,
                     const void *payload)
 {
-    note_start(t, k, t->start_ns);
-    t->run_seconds = (double)f->run_ns / 1e9;
+    note_ran(t, k, f);
     inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
                                       : f->run_ns + 1;
     switch (f->kind & ~INVOKER__FRAME_HELD) {
@@ -379,8 +385,7 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         if (t && (f->kind & INVOKER__FRAME_HELD)) {
             deliver(inv, k, t, f, payload);
         } else if (t) {
-            note_start(t, k, t->start_ns);
-            t->run_seconds = (double)f->run_ns / 1e9;
+            note_ran(t, k, f);
             call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         }
         return;
@@ -390,8 +395,7 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
     if (f->kind == INVOKER__FRAME_PROTOCOL) {   /* it found its slot scribbled */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);   /* no longer one of the pool */
         w->blame = INVOKER__BLAME_NONE;
-        note_start(t, k, t->start_ns);
-        t->run_seconds = (double)f->run_ns / 1e9;
+        note_ran(t, k, f);
         call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         return;
     }
@@ -670,13 +674,14 @@ static void worker_gone(invoker *inv, unsigned k)
     uint64_t start = atomic_load(&slot->start_ns);
     invoker__ticket tk;
     size_t off;
-    unsigned i = 0, running_at = 0;
-    while (running && invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, running_at,
-                                                   inv->key, inv->cfg.max_arg_bytes, &tk, &off) &&
-           tk.id != running)
-        running_at++;
-    if (!running || tk.id != running)
-        running_at = 0;   /* not in the packet: which ran is not known */
+    unsigned i = 0, running_at = 0;   /* its place; 0 also when it is not known */
+    for (unsigned j = 0; running && invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, j,
+                                                                 inv->key, inv->cfg.max_arg_bytes,
+                                                                 &tk, &off); j++)
+        if (tk.id == running) {
+            running_at = j;
+            break;
+        }
     for (; invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, i, inv->key,
                                         inv->cfg.max_arg_bytes, &tk, &off); i++) {
         w->took_task = true;

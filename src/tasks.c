@@ -109,8 +109,10 @@ static invoker__task **ring_alloc(size_t cap)
 
 static int ring_grow(invoker__tasks *ts)
 {
+    if (ts->ring_cap > SIZE_MAX / 2)
+        return -ENOMEM;
     size_t cap = ts->ring_cap * 2;
-    invoker__task **ring = cap ? ring_alloc(cap) : NULL;
+    invoker__task **ring = ring_alloc(cap);
     if (!ring)
         return -ENOMEM;
     /* Position i of the window holds id base + i: no record is read. */
