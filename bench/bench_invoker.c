@@ -172,6 +172,9 @@ static void make(bench *b)
     cfg.on_result = on_result;
     cfg.on_error = on_error;
     cfg.user = b;
+    cfg.spares = !strcmp(opt.spares, "always") ? INVOKER_SPARES_ALWAYS
+                 : !strcmp(opt.spares, "never")  ? INVOKER_SPARES_NEVER
+                                                 : INVOKER_SPARES_AUTO;
     int rc = invoker_create(&b->inv, &cfg);
     if (rc < 0)
         die_err("invoker_create", rc);

@@ -67,6 +67,7 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
     o->bound = 5.0;
     o->warm_iters = -1;
     o->passes = 3;
+    o->spares = "auto";
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--workers"))
@@ -95,6 +96,10 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
             o->passes = (unsigned)num_arg(argc, argv, &i);
         else if (!strcmp(a, "--warm-iters"))
             o->warm_iters = (long long)num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--spares") && i + 1 < argc &&
+                 (!strcmp(argv[i + 1], "auto") || !strcmp(argv[i + 1], "never") ||
+                  !strcmp(argv[i + 1], "always")))
+            o->spares = argv[++i];
         else
             usage_exit(a);
     }

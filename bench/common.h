@@ -60,6 +60,8 @@ typedef struct bench_opts {
                            of runs; the extra time is their median */
     long long warm_iters; /* --warm-iters: busy-loop iterations of the
                            warm-up tasks (bench_invoker); -1: as --iters */
+    const char *spares; /* --spares auto|never|always (bench_invoker):
+                           invoker_config.spares, default auto */
 } bench_opts;
 
 int64_t now_ns(void);

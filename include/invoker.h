@@ -167,7 +167,20 @@ typedef struct invoker_config {
     size_t               size;          /* sizeof(invoker_config), set by
                                            invoker_config_init; 0 means the same.
                                            Later versions add fields below it. */
+    /* Spare workers: a process per slot forked and set up ahead (all but
+     * worker_init, which it runs once it takes the slot), so that a worker
+     * that dies, hangs or is recycled is replaced without waiting for a
+     * fork.  INVOKER_SPARES_AUTO (0): once workers may need replacing, that
+     * is from the first task with a timeout or the first worker that had
+     * to be replaced; _ALWAYS: from the start; _NEVER: none (a replacement
+     * is forked when needed, still without waiting for its predecessor to
+     * be reaped).  A spare costs an idle process whose pages are mostly
+     * shared with the parent; it is counted in workers_started only once
+     * it takes a slot.  Other values: -EINVAL. */
+    int                  spares;
 } invoker_config;
+
+enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS = 2 };
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */
@@ -237,11 +250,13 @@ typedef struct invoker_stats {
      * (TIMEOUT), crashed (CRASH or EXIT) and cancelled (CANCELLED); retried:
      * re-runs after a crash, exit or timeout. */
     uint64_t submitted, succeeded, failed, timed_out, crashed, cancelled, retried;
-    uint64_t workers_started;        /* every fork of a worker, restarts (and a
-                                        replacement forked ahead) included */
+    uint64_t workers_started;        /* every worker that took a slot, restarts
+                                        included (a spare counts once it does) */
     unsigned workers, busy, queued;  /* right now: workers able to take a task
                                         (not killed, not exiting), workers
                                         running a task, tasks waiting to start */
+    unsigned spares;                 /* right now: spares ready (see
+                                        invoker_config.spares) */
 } invoker_stats;
 
 /* Fills *out (zeroes it when inv is NULL).  May be called inside a callback. */

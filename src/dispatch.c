@@ -183,13 +183,14 @@ static void fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, 
     call_error(inv, t, fail, code);
 }
 
-static void note_start(invoker__task *t, unsigned k, uint64_t start_ns)
+/* t starts (or started) in process record k. */
+static void note_start(const invoker *inv, invoker__task *t, unsigned k, uint64_t start_ns)
 {
     if (t->counted_gen != t->gen || t->attempts == 0) {
         t->attempts++;
         t->counted_gen = t->gen;
     }
-    t->worker = (int)k;
+    t->worker = (int)invoker__slot_number(inv, k);
     t->start_ns = start_ns;
 }
 
@@ -338,9 +339,9 @@ static void disarm_timer(invoker *inv)
 /* ---- frames from a worker ------------------------------------------------- */
 
 /* A frame of worker k says t ran, for f->run_ns. */
-static void note_ran(invoker__task *t, unsigned k, const invoker__frame *f)
+static void note_ran(const invoker *inv, invoker__task *t, unsigned k, const invoker__frame *f)
 {
-    note_start(t, k, t->start_ns);
+    note_start(inv, t, k, t->start_ns);
     t->run_seconds = (double)f->run_ns / 1e9;
 }
 
@@ -348,7 +349,7 @@ static void note_ran(invoker__task *t, unsigned k, const invoker__frame *f)
 static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__frame *f,
                     const void *payload)
 {
-    note_ran(t, k, f);
+    note_ran(inv, t, k, f);
     inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
                                       : f->run_ns + 1;
     switch (f->kind & ~INVOKER__FRAME_HELD) {
@@ -385,7 +386,7 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         if (t && (f->kind & INVOKER__FRAME_HELD)) {
             deliver(inv, k, t, f, payload);
         } else if (t) {
-            note_ran(t, k, f);
+            note_ran(inv, t, k, f);
             call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         }
         return;
@@ -395,7 +396,7 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
     if (f->kind == INVOKER__FRAME_PROTOCOL) {   /* it found its slot scribbled */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);   /* no longer one of the pool */
         w->blame = INVOKER__BLAME_NONE;
-        note_ran(t, k, f);
+        note_ran(inv, t, k, f);
         call_error(inv, t, INVOKER_FAIL_PROTOCOL, 0);
         return;
     }
@@ -446,7 +447,7 @@ static uint64_t look_at_held(invoker *inv, uint64_t now)
 {
     if (!inv->batched_out)
         return UINT64_MAX;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
+    for (unsigned k = 0; k < inv->nrecords; k++) {
         if (inv->workers[k].state != INVOKER__WORKER_LIVE)
             continue;
         const invoker__slot *slot = invoker__table_slot(&inv->table, k);
@@ -581,6 +582,13 @@ static bool read_worker(invoker *inv, unsigned k)
 
 /* ---- deaths --------------------------------------------------------------- */
 
+/* The wait before the next try after the nth failure in a row. */
+static uint64_t backoff_ns(unsigned nth)
+{
+    uint64_t backoff = 1000000ull << (nth < 11 ? nth - 1 : 10);
+    return backoff < BACKOFF_MAX_NS ? backoff : BACKOFF_MAX_NS;
+}
+
 static void startup_failed(invoker *inv, int cause)
 {
     uint64_t now = invoker__now_ns();
@@ -657,6 +665,8 @@ static void worker_gone(invoker *inv, unsigned k)
         return;
     if (w->result_rd >= 0)
         (void)read_worker(inv, k);   /* what it finished before is delivered */
+    bool spare = w->go >= 0;   /* never let go: it took no task, failed no start-up */
+    int cpu = spare || inv->destroying ? -1 : invoker__worker_last_cpu(inv, k);
     int status = reap(inv, k);
     /* Reaped: its pid may be anyone's now, so no callback below may have
      * it killed (a cancel of the task it ran). */
@@ -697,7 +707,7 @@ static void worker_gone(invoker *inv, unsigned k)
         if (casualty && (!start || start > now))
             start = now;
         if (casualty) {
-            note_start(t, k, start);
+            note_start(inv, t, k, start);
             t->run_seconds = (double)(now - start) / 1e9;
             invoker_failure fail;
             int code;
@@ -708,7 +718,7 @@ static void worker_gone(invoker *inv, unsigned k)
             fail_or_retry(inv, t, fail, code);
         } else {
             if (i < running_at)
-                note_start(t, k, now);
+                note_start(inv, t, k, now);
             requeue(inv, t);   /* not its fault */
         }
     }
@@ -718,7 +728,7 @@ static void worker_gone(invoker *inv, unsigned k)
         w->kill_reason == INVOKER_FAIL_PROTOCOL)
         inv->sweep_at = now;
 
-    bool startup = !w->took_task && !w->kill_reason;
+    bool startup = !spare && !w->took_task && !w->kill_reason;
     int cause = w->init_code;
     if (startup && !cause) {
         invoker_failure f;
@@ -726,15 +736,24 @@ static void worker_gone(invoker *inv, unsigned k)
         cause = f == INVOKER_FAIL_EXIT ? cause : -cause;  /* a signal as -signo */
     }
     invoker__worker_close(inv, k);
+    invoker__seat *seat = &inv->seats[invoker__slot_number(inv, k)];
+    if (spare) {
+        /* Lost before it was needed: killed by someone, or it could not
+         * set itself up.  The slot's next spare waits a while. */
+        if (!w->kill_reason)
+            seat->spare_at = now + backoff_ns(++seat->spare_streak);
+        return;
+    }
     inv->live--;
+    seat->free_cpu = cpu;
     if (startup) {
-        w->fail_streak++;
-        uint64_t backoff = 1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10);
-        w->respawn_at = now + (backoff < BACKOFF_MAX_NS ? backoff : BACKOFF_MAX_NS);
+        seat->respawn_at = now + backoff_ns(++seat->fail_streak);
         startup_failed(inv, cause);
     } else {
-        w->fail_streak = 0;
-        w->respawn_at = now;
+        seat->fail_streak = 0;
+        seat->respawn_at = now;
+        if (!inv->destroying && inv->cfg.spares == INVOKER_SPARES_AUTO)
+            inv->want_spares = true;   /* workers die here: keep the next one ready */
     }
     inv->queue_full = false;
 }
@@ -773,7 +792,7 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
 static uint64_t check_running(invoker *inv, uint64_t now)
 {
     uint64_t next = UINT64_MAX;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
+    for (unsigned k = 0; k < inv->nrecords; k++) {
         invoker__worker *w = &inv->workers[k];
         if (w->state != INVOKER__WORKER_LIVE)
             continue;
@@ -793,7 +812,7 @@ static uint64_t check_running(invoker *inv, uint64_t now)
         if (!t || t->state != INVOKER__TASK_INFLIGHT)
             continue;   /* finished a moment ago, or cancelled */
         if (t->start_ns != start)
-            note_start(t, k, start);
+            note_start(inv, t, k, start);
         if (t->timeout <= 0 || start > now)
             continue;
         uint64_t deadline = start + to_ns(t->timeout);
@@ -838,14 +857,14 @@ static void sweep(invoker *inv, uint64_t now)
     if (ioctl(inv->queue_rd, FIONREAD, &unread) != 0)
         return;
     uint64_t consumed = inv->queue_written - (uint64_t)unread;
-    for (unsigned k = 0; k < inv->nworkers; k++)
+    for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state == INVOKER__WORKER_LIVE && inv->workers[k].result_rd >= 0)
             (void)read_worker(inv, k);
 
     bool suspects = false;
     for (invoker__task *t = inv->inflight.head; t; t = t->next) {
         bool held = false;
-        for (unsigned k = 0; k < inv->nworkers && !held; k++) {
+        for (unsigned k = 0; k < inv->nrecords && !held; k++) {
             if (inv->workers[k].state == INVOKER__WORKER_EMPTY)
                 continue;
             held = slot_holds(inv, k, t);
@@ -875,6 +894,65 @@ static void sweep(invoker *inv, uint64_t now)
         inv->sweep_at = now + SWEEP_AGAIN_NS;
 }
 
+/* Gives every slot without a live worker one: its spare at once, else a
+ * fork, without waiting for the worker it replaces to be dead (that one
+ * keeps its own record and table slot until it is read post-mortem).
+ * Then, where spares are wanted, forks each slot's spare.  Returns when
+ * to try again. */
+static uint64_t staff_slots(invoker *inv, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    if (inv->spawn_tripped || inv->destroying)
+        return next;
+    for (unsigned s = 0; s < inv->nworkers; s++) {
+        unsigned a = s, b = s + inv->nworkers;
+        int sa = inv->workers[a].state, sb = inv->workers[b].state;
+        invoker__seat *seat = &inv->seats[s];
+        if (sa != INVOKER__WORKER_LIVE && sb != INVOKER__WORKER_LIVE) {
+            if (sa == INVOKER__WORKER_SPARE || sb == INVOKER__WORKER_SPARE) {
+                /* Its predecessor gone (not still dying), the CPU it
+                 * left is free. */
+                bool gone = sa == INVOKER__WORKER_EMPTY || sb == INVOKER__WORKER_EMPTY;
+                invoker__worker_adopt(inv, sa == INVOKER__WORKER_SPARE ? a : b,
+                                      gone ? seat->free_cpu : -1);
+                seat->free_cpu = -1;
+                seat->spare_streak = 0;
+                inv->queue_full = false;
+                continue;
+            }
+            if (sa != INVOKER__WORKER_EMPTY && sb != INVOKER__WORKER_EMPTY)
+                continue;   /* both going: the first one gone is refilled */
+            if (seat->respawn_at > now) {
+                next = seat->respawn_at < next ? seat->respawn_at : next;
+                continue;
+            }
+            int rc = invoker__worker_spawn(inv, sa == INVOKER__WORKER_EMPTY ? a : b);
+            if (rc != 0) {
+                seat->respawn_at = now + backoff_ns(++seat->fail_streak);
+                startup_failed(inv, rc);
+                next = seat->respawn_at < next ? seat->respawn_at : next;
+                if (inv->spawn_tripped)
+                    return next;
+                continue;
+            }
+            inv->queue_full = false;
+            continue;
+        }
+        if (!inv->want_spares || (sa != INVOKER__WORKER_EMPTY && sb != INVOKER__WORKER_EMPTY))
+            continue;
+        if (seat->spare_at > now) {
+            next = seat->spare_at < next ? seat->spare_at : next;
+            continue;
+        }
+        /* A spare that cannot be had is no failure: the slot is served. */
+        if (invoker__worker_spawn_spare(inv, sa == INVOKER__WORKER_EMPTY ? a : b) != 0) {
+            seat->spare_at = now + backoff_ns(++seat->spare_streak);
+            next = seat->spare_at < next ? seat->spare_at : next;
+        }
+    }
+    return next;
+}
+
 static void service_time(invoker *inv)
 {
     uint64_t now = invoker__now_ns();
@@ -886,7 +964,7 @@ static void service_time(invoker *inv)
     }
     /* Deaths seen by looking first, so that a slot they empty is refilled
      * (or timed) below in this same pass: nothing else would wake us. */
-    for (unsigned k = 0; k < inv->nworkers; k++) {
+    for (unsigned k = 0; k < inv->nrecords; k++) {
         invoker__worker *w = &inv->workers[k];
         if (w->state == INVOKER__WORKER_EMPTY || !w->eof_at)
             continue;
@@ -909,43 +987,18 @@ static void service_time(invoker *inv)
             next = w->eof_at + EOF_GRACE_NS;
     }
 
-    for (unsigned k = 0; k < inv->nworkers; k++) {
-        invoker__worker *w = &inv->workers[k];
-        if (w->state != INVOKER__WORKER_EMPTY || inv->spawn_tripped || inv->destroying)
-            continue;
-        if (w->respawn_at > now) {
-            next = w->respawn_at < next ? w->respawn_at : next;
-            continue;
-        }
-        int rc = invoker__worker_spawn(inv, k);
-        if (rc != 0) {
-            w->fail_streak++;
-            w->respawn_at = now + (1000000ull << (w->fail_streak < 11 ? w->fail_streak - 1 : 10));
-            startup_failed(inv, rc);
-            if (w->respawn_at < next)
-                next = w->respawn_at;
-        } else {
-            inv->queue_full = false;
-        }
-    }
-    if (inv->spawn_tripped && inv->outstanding > 0 && inv->untrip_at < next)
-        next = inv->untrip_at;
-    fail_unrunnable(inv);
-
     if (inv->inflight_timeouts > 0) {
         uint64_t due = check_running(inv, now);
         next = due < next ? due : next;
     }
     uint64_t look = look_at_held(inv, now);
     next = look < next ? look : next;
-    /* A worker we killed is replaced at once (it is no start-up failure):
-     * fork the replacement now, while it dies, rather than after (see
-     * invoker__worker_spawn_standby). */
-    for (unsigned k = 0; k < inv->nworkers && !inv->spawn_tripped && !inv->destroying; k++) {
-        invoker__worker *w = &inv->workers[k];
-        if (w->state == INVOKER__WORKER_DYING && w->kill_reason && !w->standby.pid)
-            (void)invoker__worker_spawn_standby(inv, k);   /* failing, it respawns as usual */
-    }
+    /* After the kills above: their slots are refilled in this same pass. */
+    uint64_t staff = staff_slots(inv, now);
+    next = staff < next ? staff : next;
+    if (inv->spawn_tripped && inv->outstanding > 0 && inv->untrip_at < next)
+        next = inv->untrip_at;
+    fail_unrunnable(inv);
     /* The audit clock moves in whole periods, so the timer is not re-armed
      * on every event. */
     if (inv->inflight.count == 0) {
@@ -977,7 +1030,7 @@ static void service_time(invoker *inv)
 unsigned invoker__dispatch_busy(const invoker *inv)
 {
     unsigned busy = 0;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
+    for (unsigned k = 0; k < inv->nrecords; k++) {
         if (inv->workers[k].state != INVOKER__WORKER_LIVE)
             continue;
         uint64_t tag = atomic_load(&invoker__table_slot(&inv->table, k)->running);
@@ -997,12 +1050,12 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
     uint64_t scratch;
     switch (type) {
     case INVOKER__EV_RESULT:
-        if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY &&
+        if (k < inv->nrecords && inv->workers[k].state != INVOKER__WORKER_EMPTY &&
             inv->workers[k].result_rd >= 0 && !read_worker(inv, k))
             on_result_eof(inv, k);
         break;
     case INVOKER__EV_PIDFD:
-        if (k < inv->nworkers && inv->workers[k].state != INVOKER__WORKER_EMPTY)
+        if (k < inv->nrecords && inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
         break;
     case INVOKER__EV_TIMER:
@@ -1080,11 +1133,9 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms)
 void invoker__dispatch_shutdown(invoker *inv)
 {
     inv->destroying = true;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
-        invoker__worker_drop_standby(inv, k);
+    for (unsigned k = 0; k < inv->nrecords; k++)
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
-    }
-    for (unsigned k = 0; k < inv->nworkers; k++)
+    for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
     deliver_done(inv);
@@ -1102,7 +1153,7 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
 {
     if (t->state == INVOKER__TASK_INFLIGHT && !inv->cfg.inline_mode) {
         atomic_store(&inv->table.cancelled[t->id % INVOKER__CANCEL_RING], t->id);
-        for (unsigned k = 0; k < inv->nworkers; k++) {
+        for (unsigned k = 0; k < inv->nrecords; k++) {
             if (inv->workers[k].state != INVOKER__WORKER_LIVE)
                 continue;
             invoker__slot *slot = invoker__table_slot(&inv->table, k);
@@ -1111,7 +1162,7 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
             uint64_t start = atomic_load(&slot->start_ns);
             uint64_t now = invoker__now_ns();
             if (start && start <= now) {
-                note_start(t, k, start);
+                note_start(inv, t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;
             }
             invoker__worker_kill(inv, k, INVOKER_FAIL_CANCELLED);

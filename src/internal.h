@@ -257,10 +257,15 @@ void           invoker__list_unlink(invoker__list *l, invoker__task *t);
 
 /* ---- worker.c: the one seam between the parent and its workers -------- */
 
+/* A worker slot, as users number them, has two process records (and two
+ * table slots): record k and record k + nworkers.  One holds its worker;
+ * the other is empty, or holds a spare, or the worker being replaced,
+ * which dies and is read post-mortem while its successor already runs. */
 enum invoker__worker_state {
-    INVOKER__WORKER_EMPTY = 0,    /* no process: waiting to be (re)spawned */
+    INVOKER__WORKER_EMPTY = 0,    /* no process */
     INVOKER__WORKER_LIVE,
-    INVOKER__WORKER_DYING         /* killed or seen closing; not yet reaped */
+    INVOKER__WORKER_DYING,        /* killed or seen closing; not yet reaped */
+    INVOKER__WORKER_SPARE         /* set up, waiting on go to take the slot */
 };
 
 typedef struct invoker__rx {      /* frames read from one worker */
@@ -270,14 +275,6 @@ typedef struct invoker__rx {      /* frames read from one worker */
     invoker__frame big_hdr;
     size_t         big_have;
 } invoker__rx;
-
-/* A replacement forked while the worker it replaces is still dying: it
- * sets itself up meanwhile and waits on go before it touches the slot. */
-typedef struct invoker__standby {
-    pid_t        pid;             /* 0: none */
-    int          result_rd;
-    int          go;              /* eventfd: the word to start */
-} invoker__standby;
 
 typedef struct invoker__worker {
     int          state;
@@ -289,13 +286,20 @@ typedef struct invoker__worker {
     bool         garbage;         /* skipped bytes since its last valid frame */
     size_t       garbage_bytes;
     bool         took_task;       /* since its spawn */
-    unsigned     fail_streak;     /* start-up failures in a row in this slot */
-    uint64_t     respawn_at;      /* ns; when EMPTY */
     uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
+    int          go;              /* a spare's socket, for the word to start; else -1 */
     invoker__rx  rx;
-    invoker__standby standby;
 } invoker__worker;
+
+/* What a worker slot remembers across the processes that fill it. */
+typedef struct invoker__seat {
+    unsigned     fail_streak;     /* start-up failures in a row */
+    uint64_t     respawn_at;      /* ns; no worker forked before */
+    unsigned     spare_streak;    /* spares lost before they were needed, in a row */
+    uint64_t     spare_at;        /* ns; no spare forked before */
+    int          free_cpu;        /* where its last worker ran, once dead; -1 */
+} invoker__seat;
 
 /* The worker side of invoker_result_write: the result accumulates behind
  * room for a frame header, so header and bytes leave in one write(). */
@@ -313,14 +317,20 @@ enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) *
        INVOKER__BLAME_NONE };        /* already reported: the rest are innocent */
 
 struct invoker;
-int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* 0 or -errno; adopts a standby */
-/* For a slot whose worker was killed: its replacement, forked now, so that
- * fork and set-up overlap the death.  0 or -errno. */
-int  invoker__worker_spawn_standby(struct invoker *inv, unsigned k);
-void invoker__worker_drop_standby(struct invoker *inv, unsigned k);  /* kills and reaps it */
+/* k below is a process record (see invoker__worker_state). */
+int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* an EMPTY record; 0 or -errno */
+/* Forks a spare into the EMPTY record k: it sets itself up and waits, so
+ * that its slot's next worker needs no fork.  0 or -errno. */
+int  invoker__worker_spawn_spare(struct invoker *inv, unsigned k);
+/* SPARE to LIVE: it goes, moving to cpu first when cpu >= 0. */
+void invoker__worker_adopt(struct invoker *inv, unsigned k, int cpu);
+/* The CPU the process of record k last ran on (a zombie's too); -1 when
+ * unknown. */
+int  invoker__worker_last_cpu(const struct invoker *inv, unsigned k);
 void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
-/* Runs the worker loop (after go ticks, for a standby: go >= 0); never returns. */
+/* Runs the worker loop (a spare, go >= 0, first waits for the word);
+ * never returns. */
 void invoker__worker_main(struct invoker *inv, unsigned k, int go) __attribute__((noreturn));
 
 /* ---- the invoker ------------------------------------------------------- */
@@ -345,9 +355,12 @@ struct invoker {
 
     invoker__table  table;
     invoker__arena  arena;
-    invoker__worker *workers;
+    invoker__worker *workers;       /* process records, two per slot */
+    invoker__seat   *seats;
     unsigned        nworkers;       /* slots */
+    unsigned        nrecords;       /* 2 * nworkers */
     unsigned        live;           /* LIVE workers */
+    bool            want_spares;    /* each slot keeps a spare ready */
 
     invoker__tasks  tasks;
     invoker__list   pending, inflight, done;
@@ -373,6 +386,12 @@ struct invoker {
     struct invoker_result inline_out; /* inline mode's reused result buffer */
     invoker_stats   stats;
 };
+
+/* The slot number, as users see it, of process record k. */
+static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
+{
+    return k < inv->nworkers ? k : k - inv->nworkers;
+}
 
 /* dispatch.c: the parent's side of the loop */
 int  invoker__dispatch_refill(invoker *inv);

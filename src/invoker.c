@@ -63,6 +63,8 @@ static int take_config(const invoker_config *in, invoker_config *out)
         return -EINVAL;
     if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit))
         return -EINVAL;
+    if (out->spares < INVOKER_SPARES_AUTO || out->spares > INVOKER_SPARES_ALWAYS)
+        return -EINVAL;
     if (out->workers == 0)
         out->workers = cpus_available();
     if (out->workers > 4096)
@@ -98,9 +100,10 @@ static void release(invoker *inv)
     invoker__fd_close(&inv->kickfd);
     invoker__fd_close(&inv->epfd);
     if (inv->workers)
-        for (unsigned k = 0; k < inv->nworkers; k++)
+        for (unsigned k = 0; k < inv->nrecords; k++)
             free(inv->workers[k].rx.buf);
     free(inv->workers);
+    free(inv->seats);
     free(inv->inline_out.buf);
     invoker__table_destroy(&inv->table);
     invoker__tasks_free(&inv->tasks);
@@ -147,6 +150,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->key = draw_key(inv);
     inv->parent_pid = getpid();
     inv->nworkers = inv->cfg.inline_mode ? 0 : inv->cfg.workers;
+    inv->nrecords = 2 * inv->nworkers;
+    inv->want_spares = inv->cfg.spares == INVOKER_SPARES_ALWAYS;
     inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
 
     if ((rc = invoker__tasks_init(&inv->tasks)) != 0 ||
@@ -166,18 +171,20 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         return 0;
     }
 
-    if ((rc = invoker__table_create(&inv->table, inv->nworkers)) != 0 ||
+    if ((rc = invoker__table_create(&inv->table, inv->nrecords)) != 0 ||
         (rc = open_queue(inv)) != 0)
         goto fail;
-    if (!(inv->workers = calloc(inv->nworkers, sizeof *inv->workers))) {
+    if (!(inv->workers = calloc(inv->nrecords, sizeof *inv->workers)) ||
+        !(inv->seats = calloc(inv->nworkers, sizeof *inv->seats))) {
         rc = -ENOMEM;
         goto fail;
     }
-    for (unsigned k = 0; k < inv->nworkers; k++) {
+    for (unsigned k = 0; k < inv->nrecords; k++) {
         invoker__worker *w = &inv->workers[k];
-        w->result_rd = w->pidfd = -1;
-        w->standby = (invoker__standby){ 0, -1, -1 };
+        w->result_rd = w->pidfd = w->go = -1;
     }
+    for (unsigned s = 0; s < inv->nworkers; s++)
+        inv->seats[s].free_cpu = -1;
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {
             /* Resources, not a worker's fault: give back what we took. */
@@ -232,6 +239,8 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     inv->stats.submitted++;
     if (id)
         *id = t->id;
+    if (timeout > 0 && inv->cfg.spares == INVOKER_SPARES_AUTO)
+        inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
     if (inv->cfg.inline_mode)
         invoker__dispatch_kick(inv);
@@ -303,8 +312,11 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
     *out = inv->stats;
     /* Serving workers: one killed, or one whose result pipe has closed,
      * and not yet reaped no longer counts. */
-    for (unsigned k = 0; k < inv->nworkers; k++)
-        out->workers += inv->workers[k].state == INVOKER__WORKER_LIVE && !inv->workers[k].eof_at;
+    for (unsigned k = 0; k < inv->nrecords; k++) {
+        const invoker__worker *w = &inv->workers[k];
+        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
+        out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
+    }
     out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);

@@ -9,11 +9,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -414,6 +416,21 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
     }
 }
 
+/* A spare that takes its slot after a death moves to the CPU the dead
+ * worker left: woken, the scheduler would often queue it beside a busy
+ * worker while that CPU idles.  Then it may run anywhere again. */
+static void child_move_to(int cpu)
+{
+    cpu_set_t allowed, one;
+    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
+        !CPU_ISSET(cpu, &allowed))
+        return;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0)
+        (void)sched_setaffinity(0, sizeof allowed, &allowed);
+}
+
 void invoker__worker_main(invoker *inv, unsigned k, int go)
 {
     invoker__worker *w = &inv->workers[k];
@@ -425,40 +442,42 @@ void invoker__worker_main(invoker *inv, unsigned k, int go)
     close(inv->timerfd);
     close(inv->kickfd);
     close(inv->queue_wr);
-    for (unsigned j = 0; j < inv->nworkers; j++) {
+    for (unsigned j = 0; j < inv->nrecords; j++) {
         if (j == k || inv->workers[j].state == INVOKER__WORKER_EMPTY)
             continue;
         invoker__fd_close(&inv->workers[j].result_rd);
         invoker__fd_close(&inv->workers[j].pidfd);
+        invoker__fd_close(&inv->workers[j].go);
     }
     child_close_fds(keep, go >= 0 ? 4 : 3);
     child_drop_arena(&inv->arena);
     child_apply_limits(&inv->cfg);
     if (invoker__table_protect_for_worker(&inv->table, k) != 0)
         _exit(1);
+    if (go >= 0) {
+        /* A spare: all set up, it waits for its slot's worker to go. */
+        int32_t cpu;
+        if (invoker__fd_read_all(go, &cpu, sizeof cpu) != 0)
+            _exit(0);
+        close(go);
+        child_move_to(cpu);
+    }
+    unsigned slot = invoker__slot_number(inv, k);
     if (inv->cfg.worker_init) {
-        int rc = inv->cfg.worker_init(k, inv->cfg.objective_ctx);
+        int rc = inv->cfg.worker_init(slot, inv->cfg.objective_ctx);
         if (rc != 0) {
             send_frame(inv, w->result_rd, INVOKER__FRAME_INIT_FAILED, 0, 0, rc);
             _exit(INVOKER__EXIT_INIT);
         }
-    }
-    if (go >= 0) {
-        /* A standby: ready, but the slot is still the dead worker's until
-         * the parent has read it.  Wait for the word. */
-        uint64_t tick;
-        if (invoker__fd_read(go, &tick, sizeof tick) != (ssize_t)sizeof tick)
-            _exit(0);
-        close(go);
     }
     child_loop(inv, k, w->result_rd);
     _exit(0);
 }
 
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        int go) __attribute__((noreturn));
+                        const int *go) __attribute__((noreturn));
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        int go)
+                        const int *go)
 {
     invoker__worker *w = &inv->workers[k];
     (void)setpgid(0, 0);
@@ -471,24 +490,28 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, i
         _exit(0);
     child_reset_signals();
     /* Our end, made blocking: the parent's end stays non-blocking, and
-     * each end is its own open file description, so this changes only ours.
-     * (A standby's copy of the slot still names the worker it replaces:
-     * those descriptors go with the close-on-exec scan.) */
+     * each end is its own open file description, so this changes only ours. */
     close(result_rd);
     w->result_rd = result_wr;
     (void)invoker__fd_set_blocking(result_wr, true);
     w->pidfd = -1;
-    invoker__worker_main(inv, k, go);
+    w->go = -1;
+    if (go)
+        close(go[0]);
+    invoker__worker_main(inv, k, go ? go[1] : -1);
 }
 
-/* Forks a process for slot k; *rd gets the parent's end of its result
- * pipe.  go >= 0 makes it a standby (see invoker__worker_spawn_standby). */
-static int fork_worker(invoker *inv, unsigned k, int go, pid_t *pid_out, int *rd)
+/* Forks a process into the empty record k, tracked from now on: its
+ * result pipe and pidfd are watched.  A go pair (ours, its) makes it a
+ * spare. */
+static int fork_worker(invoker *inv, unsigned k, const int *go)
 {
+    invoker__worker *w = &inv->workers[k];
     int res[2];
     int rc = invoker__fd_pipe(res, false);
     if (rc)
         return rc;
+    invoker__table_reset_slot(&inv->table, k);
     /* No signal may run a handler in the child before it has reset them,
      * nor be lost in the parent: block all around the fork. */
     sigset_t all, old;
@@ -501,26 +524,22 @@ static int fork_worker(invoker *inv, unsigned k, int go, pid_t *pid_out, int *rd
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(res[1]);
+    if (go)
+        close(go[1]);
     if (pid < 0) {
         close(res[0]);
+        if (go)
+            close(go[0]);
         return -err;
     }
     /* Also here, so that killing the group cannot miss a worker that has
      * not yet run its own setpgid. */
     (void)setpgid(pid, pid);
-    inv->stats.workers_started++;
-    *pid_out = pid;
-    *rd = res[0];
-    return 0;
-}
 
-/* Makes the process (pid, rd) the live worker of the empty slot k. */
-static void install(invoker *inv, unsigned k, pid_t pid, int rd)
-{
-    invoker__worker *w = &inv->workers[k];
-    w->result_rd = rd;
+    w->result_rd = res[0];
     w->pid = pid;
-    w->state = INVOKER__WORKER_LIVE;
+    w->go = go ? go[0] : -1;
+    w->state = go ? INVOKER__WORKER_SPARE : INVOKER__WORKER_LIVE;
     w->kill_reason = 0;
     w->blame = INVOKER__BLAME_RUNNING;
     w->garbage = false;
@@ -534,85 +553,56 @@ static void install(invoker *inv, unsigned k, pid_t pid, int rd)
 
     struct epoll_event ev = { .events = EPOLLIN };
     ev.data.u64 = (uint64_t)INVOKER__EV_RESULT << 32 | k;
-    int rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
+    rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
     if (rc == 0 && w->pidfd >= 0) {
         ev.data.u64 = (uint64_t)INVOKER__EV_PIDFD << 32 | k;
         rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->pidfd, &ev);
     }
-    inv->live++;
+    if (w->state == INVOKER__WORKER_LIVE) {
+        inv->live++;
+        inv->stats.workers_started++;
+    }
     if (rc != 0)   /* without its events the parent could not see it: do not keep it */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
-}
-
-/* Installs slot k's standby (the slot is empty and read) and lets it go. */
-static void adopt(invoker *inv, unsigned k)
-{
-    invoker__standby sb = inv->workers[k].standby;
-    inv->workers[k].standby = (invoker__standby){ 0, -1, -1 };
-    invoker__table_reset_slot(&inv->table, k);
-    install(inv, k, sb.pid, sb.result_rd);
-    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
-    uint64_t one = 1;
-    (void)invoker__fd_write(sb.go, &one, sizeof one);
-    close(sb.go);
+    return 0;
 }
 
 int invoker__worker_spawn(invoker *inv, unsigned k)
 {
-    if (inv->workers[k].standby.pid) {
-        adopt(inv, k);
-        return 0;
-    }
-    invoker__table_reset_slot(&inv->table, k);
-    pid_t pid = 0;
-    int rd = -1;
-    int rc = fork_worker(inv, k, -1, &pid, &rd);
-    if (rc)
-        return rc;
-    install(inv, k, pid, rd);
-    return 0;
+    return fork_worker(inv, k, NULL);
 }
 
-int invoker__worker_spawn_standby(invoker *inv, unsigned k)
+int invoker__worker_spawn_spare(invoker *inv, unsigned k)
 {
-    invoker__standby *sb = &inv->workers[k].standby;
-    if (sb->pid)
-        return 0;
-    /* An eventfd, not a pipe: writing the word can never raise SIGPIPE. */
-    int go = eventfd(0, EFD_CLOEXEC);
-    if (go < 0)
+    /* A socket: the word (the CPU to move to) goes with MSG_NOSIGNAL, so a
+     * spare that died meanwhile can never raise SIGPIPE here. */
+    int go[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0)
         return -errno;
-    pid_t pid = 0;
-    int rd = -1;
-    int rc = fork_worker(inv, k, go, &pid, &rd);
-    if (rc) {
-        close(go);
-        return rc;
-    }
-    sb->pid = pid;
-    sb->result_rd = rd;
-    sb->go = go;
-    return 0;
+    return fork_worker(inv, k, go);
 }
 
-void invoker__worker_drop_standby(invoker *inv, unsigned k)
+void invoker__worker_adopt(invoker *inv, unsigned k, int cpu)
 {
-    invoker__standby *sb = &inv->workers[k].standby;
-    if (!sb->pid)
+    invoker__worker *w = &inv->workers[k];
+    if (w->state != INVOKER__WORKER_SPARE)
         return;
-    (void)kill(-sb->pid, SIGKILL);
-    (void)kill(sb->pid, SIGKILL);
-    while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    invoker__fd_close(&sb->result_rd);
-    invoker__fd_close(&sb->go);
-    sb->pid = 0;
+    w->state = INVOKER__WORKER_LIVE;
+    inv->live++;
+    inv->stats.workers_started++;
+    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
+    int32_t word = cpu;
+    ssize_t n;
+    do
+        n = send(w->go, &word, sizeof word, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    invoker__fd_close(&w->go);
 }
 
 void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)
 {
     invoker__worker *w = &inv->workers[k];
-    if (w->state != INVOKER__WORKER_LIVE)
+    if (w->state != INVOKER__WORKER_LIVE && w->state != INVOKER__WORKER_SPARE)
         return;
     /* The group first: an objective's own children go with it.  The
      * worker is not yet reaped, so its pid, and so its group, is still ours. */
@@ -631,9 +621,34 @@ void invoker__worker_close(invoker *inv, unsigned k)
         (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
     invoker__fd_close(&w->result_rd);
     invoker__fd_close(&w->pidfd);
+    invoker__fd_close(&w->go);
     free(w->rx.big);
     w->rx.big = NULL;
     w->rx.len = 0;
     w->pid = 0;
     w->state = INVOKER__WORKER_EMPTY;
+}
+
+int invoker__worker_last_cpu(const invoker *inv, unsigned k)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)inv->workers[k].pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = invoker__fd_read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    /* The name, field 2, may hold anything but ends at the last ')';
+     * "processor" is field 39. */
+    const char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 39; field++)
+        p = strchr(p + 1, ' ');
+    if (!p)
+        return -1;
+    char *end;
+    long cpu = strtol(p + 1, &end, 10);
+    return end != p + 1 && cpu >= 0 && cpu < CPU_SETSIZE ? (int)cpu : -1;
 }

@@ -96,6 +96,12 @@ static void test_create_bad_config_returns_einval_and_leaves_nothing(void **stat
         bad.cpu_limit = bad_seconds[i];
         assert_int_equal(invoker_create(&inv, &bad), -EINVAL);
     }
+    const int bad_spares[] = { -1, INVOKER_SPARES_ALWAYS + 1, 1 << 30 };
+    for (size_t i = 0; i < sizeof bad_spares / sizeof bad_spares[0]; i++) {
+        bad = cfg;
+        bad.spares = bad_spares[i];
+        assert_int_equal(invoker_create(&inv, &bad), -EINVAL);
+    }
     bad = cfg;
     bad.size = sizeof cfg + 8;   /* from a newer header than this library */
     assert_int_equal(invoker_create(&inv, &bad), -EINVAL);

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -510,9 +511,43 @@ static void test_destroy_reports_running_queued_hung_once_and_cleans_up(void **s
     g_sh = NULL;
 }
 
-/* A timed-out worker's replacement is forked while it dies (a standby);
- * destroy before the standby took over leaves neither behind. */
-static void test_standby_replacement_forked_at_the_kill_and_gone_after_destroy(void **state)
+/* ---- replacements and spares ---------------------------------------------- */
+
+/* The record of slot 0 in the given state other than skip, or -1. */
+static int record_in(const invoker *inv, int state, int skip)
+{
+    for (unsigned k = 0; k < inv->nrecords; k++)
+        if (invoker__slot_number(inv, k) == 0 && inv->workers[k].state == state && (int)k != skip)
+            return (int)k;
+    return -1;
+}
+
+/* Polls, bounded, until slot 0 has a spare; its record, or -1. */
+static int await_spare(invoker *inv)
+{
+    double until = now_seconds() + 2 * slack();
+    int k;
+    while ((k = record_in(inv, INVOKER__WORKER_SPARE, -1)) < 0 && now_seconds() < until) {
+        assert_true(invoker_poll(inv, 0) >= 0);
+        sleep_us(1000);
+    }
+    return k;
+}
+
+static _Atomic int *g_inits;   /* worker_init calls: [0] count, [1] last slot + 1 */
+
+static int counting_init(unsigned worker, void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&g_inits[0], 1);
+    atomic_store(&g_inits[1], (int)worker + 1);
+    return 0;
+}
+
+/* Without a spare, a timed-out worker's replacement is forked at the kill
+ * into the slot's other record and serves while the old one still dies;
+ * destroy then leaves neither behind. */
+static void test_replacement_serves_while_its_predecessor_dies_and_neither_outlives_destroy(void **state)
 {
     (void)state;
     begin_test(30);
@@ -522,6 +557,7 @@ static void test_standby_replacement_forked_at_the_kill_and_gone_after_destroy(v
     rec_init(&rec, 8);
     invoker_config cfg;
     rec_config(&rec, &cfg, hy_objective, 1);
+    cfg.spares = INVOKER_SPARES_NEVER;
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
@@ -534,26 +570,29 @@ static void test_standby_replacement_forked_at_the_kill_and_gone_after_destroy(v
     /* The poll that reported the timeout killed the worker and forked its
      * replacement; the dead one is not reaped yet. */
     pid_t old = atomic_load(&g_sh->pids[0]);
-    pid_t standby = inv->workers[0].standby.pid;
-    assert_true(standby > 0);
-    assert_int_not_equal(standby, old);
+    assert_int_equal(inv->workers[0].pid, old);
     assert_int_equal(inv->workers[0].state, INVOKER__WORKER_DYING);
+    assert_int_equal(inv->workers[1].state, INVOKER__WORKER_LIVE);
+    pid_t repl = inv->workers[1].pid;
+    assert_true(repl > 0);
+    assert_int_not_equal(repl, old);
     invoker_stats st;
     invoker_get_stats(inv, &st);
     assert_int_equal(st.workers_started, 2);
-    assert_int_equal(st.workers, 0);   /* neither serves */
+    assert_int_equal(st.workers, 1);   /* the replacement serves already */
     assert_int_equal(destroy_tracked(inv), 0);
     assert_true(dead(old));
-    assert_true(dead(standby));
+    assert_true(dead(repl));
     end_test(fds0);
     rec_free(&rec);
     munmap(g_sh, sizeof *g_sh);
     g_sh = NULL;
 }
 
-/* The standby takes over once its predecessor is read: the next task runs
- * in it, and nothing is forked twice. */
-static void test_standby_takes_the_slot_after_the_post_mortem(void **state)
+/* By default, spares come once a worker had to be replaced.  At each later
+ * timeout the slot's spare takes over in the poll that reports it; it is
+ * counted as started then, not when forked. */
+static void test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does(void **state)
 {
     (void)state;
     begin_test(30);
@@ -566,31 +605,220 @@ static void test_standby_takes_the_slot_after_the_post_mortem(void **state)
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
-    for (int round = 0; round < 3; round++) {
+    hy_arg pl = mk(M_PLAIN, -1, 0);
+    assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(record_in(inv, INVOKER__WORKER_SPARE, -1), -1);   /* none yet */
+    for (int round = 0; round < 4; round++) {
+        int spare = round ? await_spare(inv) : -1;
+        pid_t spare_pid = round ? inv->workers[spare].pid : 0;
+        if (round)
+            assert_true(spare >= 0);
         hy_arg hang = mk(M_HANG, -1, 0);
         assert_int_equal(invoker_submit_timeout(inv, &hang, sizeof hang, NULL, 0.02, NULL), 0);
         size_t errors = rec.errors;
         while (rec.errors == errors)
             assert_true(invoker_poll(inv, -1) >= 0);
-        pid_t standby = inv->workers[0].standby.pid;
-        assert_true(standby > 0);
-        hy_arg pl = mk(M_PLAIN, -1, 0);
+        int live = record_in(inv, INVOKER__WORKER_LIVE, -1);
+        assert_true(live >= 0);
+        if (round) {
+            assert_int_equal(live, spare);
+            assert_int_equal(inv->workers[live].pid, spare_pid);
+        }
         invoker_id id;
         assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, &id), 0);
         assert_int_equal(invoker_wait(inv), 0);
         assert_int_equal(rec_get(&rec, id)->results, 1);
-        assert_int_equal(inv->workers[0].pid, standby);   /* it ran there */
-        assert_int_equal(inv->workers[0].standby.pid, 0);
+        assert_int_equal(rec_get(&rec, id)->worker, 0);
+        assert_int_equal(record_in(inv, INVOKER__WORKER_LIVE, -1), live);   /* it ran there */
     }
     invoker_stats st;
     invoker_get_stats(inv, &st);
-    assert_int_equal(st.workers_started, 4);   /* the first and three replacements */
-    assert_int_equal(st.timed_out, 3);
+    assert_int_equal(st.workers_started, 5);   /* the first and four replacements */
+    assert_int_equal(st.timed_out, 4);
+    assert_int_equal(st.workers, 1);
+    int spare = await_spare(inv);
+    assert_true(spare >= 0);
+    pid_t spare_pid = inv->workers[spare].pid;
     assert_int_equal(destroy_tracked(inv), 0);
+    assert_true(dead(spare_pid));
     end_test(fds0);
     rec_free(&rec);
     munmap(g_sh, sizeof *g_sh);
     g_sh = NULL;
+}
+
+/* A spare runs worker_init only once it takes its slot, with that slot's
+ * number; one never needed never runs it.  _ALWAYS has spares from the
+ * start, _NEVER has none even after a death. */
+static void test_spares_always_never_and_worker_init_only_when_taken(void **state)
+{
+    (void)state;
+    begin_test(30);
+    g_inits = shared_map(2 * sizeof *g_inits);
+    int fds0 = count_open_fds();
+    for (int mode = INVOKER_SPARES_NEVER; mode <= INVOKER_SPARES_ALWAYS; mode++) {
+        atomic_store(&g_inits[0], 0);
+        recorder rec;
+        rec_init(&rec, 16);
+        invoker_config cfg;
+        rec_config(&rec, &cfg, hy_objective, 1);
+        cfg.spares = mode;
+        cfg.worker_init = counting_init;
+        invoker *inv = NULL;
+        assert_int_equal(invoker_create(&inv, &cfg), 0);
+        track(inv);
+        hy_arg pl = mk(M_PLAIN, -1, 0), boom = mk(M_SELF_KILL, -1, 0);
+        assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        int spare = mode == INVOKER_SPARES_ALWAYS ? await_spare(inv)
+                                                  : record_in(inv, INVOKER__WORKER_SPARE, -1);
+        assert_true(mode == INVOKER_SPARES_ALWAYS ? spare >= 0 : spare < 0);
+        assert_int_equal(atomic_load(&g_inits[0]), 1);   /* a spare has not run it */
+
+        invoker_id id;
+        assert_int_equal(invoker_submit(inv, &boom, sizeof boom, NULL, &id), 0);
+        assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(rec_get(&rec, id)->failure, INVOKER_FAIL_CRASH);
+        assert_int_equal(rec.results, 2);
+        assert_int_equal(atomic_load(&g_inits[0]), 2);
+        assert_int_equal(atomic_load(&g_inits[1]), 1);   /* slot 0 */
+        assert_int_equal(serving_workers(inv, 1), 1);
+        spare = await_spare(inv);   /* polls a while: none may come */
+        assert_true(mode == INVOKER_SPARES_NEVER ? spare < 0 : spare >= 0);
+        invoker_stats st;
+        invoker_get_stats(inv, &st);
+        assert_int_equal(st.workers_started, 2);
+        assert_int_equal(destroy_tracked(inv), 0);
+        assert_int_equal(count_children(), 0);
+        rec_free(&rec);
+    }
+    end_test(fds0);
+    munmap(g_inits, 2 * sizeof *g_inits);
+    g_inits = NULL;
+}
+
+/* By default a task with a timeout brings spares before any worker died:
+ * its worker, if it hangs, is replaced from one. */
+static void test_auto_spares_come_with_the_first_task_with_a_timeout(void **state)
+{
+    (void)state;
+    begin_test(30);
+    int fds0 = count_open_fds();
+    recorder rec;
+    rec_init(&rec, 8);
+    invoker_config cfg;
+    rec_config(&rec, &cfg, hy_objective, 2);
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    hy_arg pl = mk(M_PLAIN, -1, 0);
+    assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.spares, 0);
+    assert_int_equal(invoker_submit_timeout(inv, &pl, sizeof pl, NULL, 10.0, NULL), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_true(await_spare(inv) >= 0);
+    double until = now_seconds() + 2 * slack();
+    do {
+        assert_true(invoker_poll(inv, 0) >= 0);
+        invoker_get_stats(inv, &st);
+    } while (st.spares < 2 && now_seconds() < until && (sleep_us(1000), 1));
+    assert_int_equal(st.spares, 2);
+    assert_int_equal(st.workers, 2);
+    assert_int_equal(st.workers_started, 2);
+    assert_int_equal(rec.results, 2);
+    assert_int_equal(destroy_tracked(inv), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
+/* The CPU a dead worker ran on (a spare that takes its slot moves there)
+ * is read from its zombie. */
+static void test_last_cpu_of_a_zombie_is_where_it_ran(void **state)
+{
+    (void)state;
+    cpu_set_t allowed;
+    assert_int_equal(sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    int cpu = -1;
+    for (int c = CPU_SETSIZE - 1; c >= 0 && cpu < 0; c--)
+        if (CPU_ISSET(c, &allowed))
+            cpu = c;   /* the highest allowed: not 0 where there are several */
+    assert_true(cpu >= 0);
+    invoker fake;
+    invoker__worker rec;
+    memset(&fake, 0, sizeof fake);
+    memset(&rec, 0, sizeof rec);
+    fake.workers = &rec;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            _exit(1);
+        for (volatile int i = 0; i < 1000000; i++)
+            ;
+        _exit(sched_getcpu() == cpu ? 0 : 2);
+    }
+    siginfo_t si;
+    assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);   /* a zombie */
+    rec.pid = pid;
+    assert_int_equal(invoker__worker_last_cpu(&fake, 0), cpu);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(invoker__worker_last_cpu(&fake, 0), -1);   /* reaped: unknown */
+}
+
+/* A spare killed by someone else costs no task and no start: the slot gets
+ * another, and the invoker goes on as before. */
+static void test_spare_killed_by_someone_else_costs_nothing_and_comes_back(void **state)
+{
+    (void)state;
+    begin_test(30);
+    int fds0 = count_open_fds();
+    recorder rec;
+    rec_init(&rec, 64);
+    invoker_config cfg;
+    rec_config(&rec, &cfg, hy_objective, 1);
+    cfg.spares = INVOKER_SPARES_ALWAYS;
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    int spare = await_spare(inv);
+    assert_true(spare >= 0);
+    pid_t first = inv->workers[spare].pid;
+    assert_int_equal(kill(first, SIGKILL), 0);
+    hy_arg pl = mk(M_PLAIN, -1, 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_true(wait_dead(first, 2));
+    double until = now_seconds() + 2 * slack();
+    pid_t next = 0;
+    while (now_seconds() < until) {
+        assert_true(invoker_poll(inv, 0) >= 0);
+        spare = record_in(inv, INVOKER__WORKER_SPARE, -1);
+        if (spare >= 0 && (next = inv->workers[spare].pid) != first)
+            break;
+        sleep_us(1000);
+    }
+    assert_true(next > 0 && next != first);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(rec.results, 20);
+    assert_int_equal(st.failed, 0);
+    assert_int_equal(st.workers_started, 1);
+    assert_int_equal(st.workers, 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_true(dead(next));
+    end_test(fds0);
+    rec_free(&rec);
 }
 
 static void test_destroy_unpolled_invoker_reports_every_task_once(void **state)
@@ -857,8 +1085,12 @@ int main(void)
         cmocka_unit_test_teardown(test_two_invokers_workers_hold_none_of_each_others_fds, teardown),
         cmocka_unit_test_teardown(test_destroy_reports_running_queued_hung_once_and_cleans_up, teardown),
         cmocka_unit_test_teardown(test_destroy_unpolled_invoker_reports_every_task_once, teardown),
-        cmocka_unit_test_teardown(test_standby_replacement_forked_at_the_kill_and_gone_after_destroy, teardown),
-        cmocka_unit_test_teardown(test_standby_takes_the_slot_after_the_post_mortem, teardown),
+        cmocka_unit_test_teardown(test_replacement_serves_while_its_predecessor_dies_and_neither_outlives_destroy, teardown),
+        cmocka_unit_test_teardown(test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does, teardown),
+        cmocka_unit_test_teardown(test_spares_always_never_and_worker_init_only_when_taken, teardown),
+        cmocka_unit_test_teardown(test_spare_killed_by_someone_else_costs_nothing_and_comes_back, teardown),
+        cmocka_unit_test_teardown(test_auto_spares_come_with_the_first_task_with_a_timeout, teardown),
+        cmocka_unit_test(test_last_cpu_of_a_zombie_is_where_it_ran),
         cmocka_unit_test_teardown(test_parent_sigkilled_mid_objective_workers_exit, teardown),
         cmocka_unit_test_teardown(test_timeout_kills_worker_process_group_grandchild_gone, teardown),
         cmocka_unit_test_teardown(test_cancel_kills_worker_process_group_grandchild_gone, teardown),

@@ -106,7 +106,8 @@ static unsigned settle(invoker *inv)
     for (;;) {
         assert_int_equal(invoker_wait(inv), 0);
         invoker_get_stats(inv, &st);
-        if (st.workers == WORKERS)
+        /* Spares too: they come once a worker had to be replaced. */
+        if (st.workers == WORKERS && st.spares == WORKERS)
             return rounds;
         assert_true(++rounds < 10000);
         submit_index(inv, 0, 0);
