@@ -905,50 +905,49 @@ static uint64_t staff_slots(invoker *inv, uint64_t now)
     if (inv->spawn_tripped || inv->destroying)
         return next;
     for (unsigned s = 0; s < inv->nworkers; s++) {
-        unsigned a = s, b = s + inv->nworkers;
-        int sa = inv->workers[a].state, sb = inv->workers[b].state;
         invoker__seat *seat = &inv->seats[s];
-        if (sa != INVOKER__WORKER_LIVE && sb != INVOKER__WORKER_LIVE) {
-            if (sa == INVOKER__WORKER_SPARE || sb == INVOKER__WORKER_SPARE) {
-                /* Its predecessor gone (not still dying), the CPU it
-                 * left is free. */
-                bool gone = sa == INVOKER__WORKER_EMPTY || sb == INVOKER__WORKER_EMPTY;
-                invoker__worker_adopt(inv, sa == INVOKER__WORKER_SPARE ? a : b,
-                                      gone ? seat->free_cpu : -1);
-                seat->free_cpu = -1;
-                seat->spare_streak = 0;
-                inv->queue_full = false;
-                continue;
-            }
-            if (sa != INVOKER__WORKER_EMPTY && sb != INVOKER__WORKER_EMPTY)
-                continue;   /* both going: the first one gone is refilled */
-            if (seat->respawn_at > now) {
-                next = seat->respawn_at < next ? seat->respawn_at : next;
-                continue;
-            }
-            int rc = invoker__worker_spawn(inv, sa == INVOKER__WORKER_EMPTY ? a : b);
-            if (rc != 0) {
-                seat->respawn_at = now + backoff_ns(++seat->fail_streak);
-                startup_failed(inv, rc);
-                next = seat->respawn_at < next ? seat->respawn_at : next;
-                if (inv->spawn_tripped)
-                    return next;
-                continue;
-            }
+        bool live = false;
+        int spare = -1, empty = -1;
+        for (unsigned k = s; k < inv->nrecords; k += inv->nworkers) {
+            int state = inv->workers[k].state;
+            live |= state == INVOKER__WORKER_LIVE;
+            spare = state == INVOKER__WORKER_SPARE ? (int)k : spare;
+            empty = state == INVOKER__WORKER_EMPTY ? (int)k : empty;
+        }
+        if (!live && spare >= 0) {
+            /* With its predecessor gone (not still dying), the CPU it
+             * left is free. */
+            invoker__worker_adopt(inv, (unsigned)spare, empty >= 0 ? seat->free_cpu : -1);
+            seat->free_cpu = -1;
+            seat->spare_streak = 0;
             inv->queue_full = false;
             continue;
         }
-        if (!inv->want_spares || (sa != INVOKER__WORKER_EMPTY && sb != INVOKER__WORKER_EMPTY))
-            continue;
-        if (seat->spare_at > now) {
-            next = seat->spare_at < next ? seat->spare_at : next;
+        if (empty < 0 || (live && !inv->want_spares))
+            continue;   /* both records taken (or both going: the first gone is refilled) */
+        uint64_t at = live ? seat->spare_at : seat->respawn_at;
+        if (at > now) {
+            next = at < next ? at : next;
             continue;
         }
-        /* A spare that cannot be had is no failure: the slot is served. */
-        if (invoker__worker_spawn_spare(inv, sa == INVOKER__WORKER_EMPTY ? a : b) != 0) {
-            seat->spare_at = now + backoff_ns(++seat->spare_streak);
-            next = seat->spare_at < next ? seat->spare_at : next;
+        if (live) {
+            /* A spare that cannot be had is no failure: the slot is served. */
+            if (invoker__worker_spawn_spare(inv, (unsigned)empty) != 0) {
+                seat->spare_at = now + backoff_ns(++seat->spare_streak);
+                next = seat->spare_at < next ? seat->spare_at : next;
+            }
+            continue;
         }
+        int rc = invoker__worker_spawn(inv, (unsigned)empty);
+        if (rc == 0) {
+            inv->queue_full = false;
+            continue;
+        }
+        seat->respawn_at = now + backoff_ns(++seat->fail_streak);
+        startup_failed(inv, rc);
+        next = seat->respawn_at < next ? seat->respawn_at : next;
+        if (inv->spawn_tripped)
+            return next;
     }
     return next;
 }
