@@ -544,6 +544,23 @@ static int counting_init(unsigned worker, void *ctx)
     return 0;
 }
 
+/* An invoker of hy_objective with these workers, spares and worker_init,
+ * its callbacks recorded in rec (room for cap tasks), tracked for the
+ * teardown. */
+static invoker *spares_invoker(recorder *rec, size_t cap, unsigned workers, int spares,
+                               int (*init)(unsigned, void *))
+{
+    rec_init(rec, cap);
+    invoker_config cfg;
+    rec_config(rec, &cfg, hy_objective, workers);
+    cfg.spares = spares;
+    cfg.worker_init = init;
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    return inv;
+}
+
 /* Without a spare, a timed-out worker's replacement is forked at the kill
  * into the slot's other record and serves while the old one still dies;
  * destroy then leaves neither behind. */
@@ -554,13 +571,7 @@ static void test_replacement_serves_while_its_predecessor_dies_and_neither_outli
     g_sh = shared_map(sizeof *g_sh);
     int fds0 = count_open_fds();
     recorder rec;
-    rec_init(&rec, 8);
-    invoker_config cfg;
-    rec_config(&rec, &cfg, hy_objective, 1);
-    cfg.spares = INVOKER_SPARES_NEVER;
-    invoker *inv = NULL;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = spares_invoker(&rec, 8, 1, INVOKER_SPARES_NEVER, NULL);
     hy_arg hang = mk(M_HANG, -1, 0);
     invoker_id id;
     assert_int_equal(invoker_submit_timeout(inv, &hang, sizeof hang, NULL, 0.05, &id), 0);
@@ -599,12 +610,7 @@ static void test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does(void *
     g_sh = shared_map(sizeof *g_sh);
     int fds0 = count_open_fds();
     recorder rec;
-    rec_init(&rec, 16);
-    invoker_config cfg;
-    rec_config(&rec, &cfg, hy_objective, 1);
-    invoker *inv = NULL;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = spares_invoker(&rec, 16, 1, INVOKER_SPARES_AUTO, NULL);
     hy_arg pl = mk(M_PLAIN, -1, 0);
     assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
     assert_int_equal(invoker_wait(inv), 0);
@@ -660,14 +666,7 @@ static void test_spares_always_never_and_worker_init_only_when_taken(void **stat
     for (int mode = INVOKER_SPARES_NEVER; mode <= INVOKER_SPARES_ALWAYS; mode++) {
         atomic_store(&g_inits[0], 0);
         recorder rec;
-        rec_init(&rec, 16);
-        invoker_config cfg;
-        rec_config(&rec, &cfg, hy_objective, 1);
-        cfg.spares = mode;
-        cfg.worker_init = counting_init;
-        invoker *inv = NULL;
-        assert_int_equal(invoker_create(&inv, &cfg), 0);
-        track(inv);
+        invoker *inv = spares_invoker(&rec, 16, 1, mode, counting_init);
         hy_arg pl = mk(M_PLAIN, -1, 0), boom = mk(M_SELF_KILL, -1, 0);
         assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
         assert_int_equal(invoker_wait(inv), 0);
@@ -707,12 +706,7 @@ static void test_auto_spares_come_with_the_first_task_with_a_timeout(void **stat
     begin_test(30);
     int fds0 = count_open_fds();
     recorder rec;
-    rec_init(&rec, 8);
-    invoker_config cfg;
-    rec_config(&rec, &cfg, hy_objective, 2);
-    invoker *inv = NULL;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = spares_invoker(&rec, 8, 2, INVOKER_SPARES_AUTO, NULL);
     hy_arg pl = mk(M_PLAIN, -1, 0);
     assert_int_equal(invoker_submit(inv, &pl, sizeof pl, NULL, NULL), 0);
     assert_int_equal(invoker_wait(inv), 0);
@@ -783,13 +777,7 @@ static void test_spare_killed_by_someone_else_costs_nothing_and_comes_back(void 
     begin_test(30);
     int fds0 = count_open_fds();
     recorder rec;
-    rec_init(&rec, 64);
-    invoker_config cfg;
-    rec_config(&rec, &cfg, hy_objective, 1);
-    cfg.spares = INVOKER_SPARES_ALWAYS;
-    invoker *inv = NULL;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = spares_invoker(&rec, 64, 1, INVOKER_SPARES_ALWAYS, NULL);
     int spare = await_spare(inv);
     assert_true(spare >= 0);
     pid_t first = inv->workers[spare].pid;
