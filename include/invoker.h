@@ -178,9 +178,24 @@ typedef struct invoker_config {
      * shared with the parent; it is counted in workers_started only once
      * it takes a slot.  Other values: -EINVAL. */
     int                  spares;
+    /* Who forks the workers.  INVOKER_FORK_SERVER_AUTO (0): a fork server,
+     * a process forked once by invoker_create, before any worker, which
+     * forks every worker (replacements and spares included) as the
+     * parent's own child.  A fork costs in proportion to the forking
+     * process's memory: forked from the server, a replacement costs what
+     * the parent weighed at invoker_create however it has grown since,
+     * and every worker starts from the parent's memory as it was then
+     * (as the first ones always did).  The server holds the parent's
+     * pages as they were at create (shared until the parent writes them).
+     * Where it cannot be had (not Linux with glibc 2.34 or later, no fork
+     * to spare at create, or the server killed or stalled), the parent
+     * forks them itself, from its memory of the moment.
+     * _NEVER: the parent always does.  Other values: -EINVAL. */
+    int                  fork_server;
 } invoker_config;
 
 enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS = 2 };
+enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */
@@ -257,6 +272,8 @@ typedef struct invoker_stats {
                                         running a task, tasks waiting to start */
     unsigned spares;                 /* right now: spares ready (see
                                         invoker_config.spares) */
+    unsigned fork_server;            /* right now: 1 while a fork server forks
+                                        the workers (see invoker_config.fork_server) */
 } invoker_stats;
 
 /* Fills *out (zeroes it when inv is NULL).  May be called inside a callback. */

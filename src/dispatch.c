@@ -1065,6 +1065,9 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
         (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);
         inv->kicked = false;
         break;
+    case INVOKER__EV_SERVER:
+        invoker__forkserver_stop(inv);   /* killed by someone: reaped; we fork from now on */
+        break;
     default:
         break;
     }

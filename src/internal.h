@@ -329,13 +329,46 @@ void invoker__worker_adopt(struct invoker *inv, unsigned k, int cpu);
 int  invoker__worker_last_cpu(const struct invoker *inv, unsigned k);
 void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
-/* Runs the worker loop (a spare, go >= 0, first waits for the word);
- * never returns. */
-void invoker__worker_main(struct invoker *inv, unsigned k, int go) __attribute__((noreturn));
+/* In a new process: leaves it only what a worker may hold (keep, and the
+ * descriptors every worker reads), with default signal handling. */
+void invoker__child_clean(struct invoker *inv, const int *keep, size_t nkeep);
+/* In a new process: asks to die with parent; false if it is already gone. */
+bool invoker__child_bind_to_parent(pid_t parent);
+/* In a cleaned process: becomes worker k, writing to result_wr (a spare,
+ * or any worker with go >= 0, first waits for the word); never returns. */
+void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go)
+    __attribute__((noreturn));
+
+/* ---- forkserver.c: the process that forks workers --------------------- */
+
+/* glibc >= 2.34 reads the thread id from the kernel in raise() and abort(),
+ * which a raw clone leaves stale; elsewhere the parent forks workers. */
+#if defined(__linux__) && defined(__GLIBC__) && \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#define INVOKER__HAVE_FORK_SERVER 1
+#else
+#define INVOKER__HAVE_FORK_SERVER 0
+#endif
+
+typedef struct invoker__forkserver {
+    pid_t        pid;             /* 0: none (not made, or given up on) */
+    int          sock;            /* requests and answers; -1 */
+    int          pidfd;           /* watched, to reap it when it dies; -1 */
+} invoker__forkserver;
+
+bool  invoker__forkserver_supported(void);
+int   invoker__forkserver_start(struct invoker *inv);   /* 0 or -errno: then none */
+/* Has the server fork a worker into record k (a child of this process,
+ * its group the server's until the caller moves it), giving it result_wr
+ * and go.  Its pid; 0 when there is no server (the caller forks), or a
+ * shortage as -errno. */
+pid_t invoker__forkserver_spawn(struct invoker *inv, unsigned k, int result_wr, int go);
+void  invoker__forkserver_stop(struct invoker *inv);    /* kills and reaps it */
 
 /* ---- the invoker ------------------------------------------------------- */
 
-enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK };
+enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
+       INVOKER__EV_SERVER };
 
 struct invoker {
     uint64_t        magic;
@@ -355,6 +388,7 @@ struct invoker {
 
     invoker__table  table;
     invoker__arena  arena;
+    invoker__forkserver fs;
     invoker__worker *workers;       /* process records, two per slot */
     invoker__seat   *seats;
     unsigned        nworkers;       /* slots */

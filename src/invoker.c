@@ -65,6 +65,8 @@ static int take_config(const invoker_config *in, invoker_config *out)
         return -EINVAL;
     if (out->spares < INVOKER_SPARES_AUTO || out->spares > INVOKER_SPARES_ALWAYS)
         return -EINVAL;
+    if (out->fork_server != INVOKER_FORK_SERVER_AUTO && out->fork_server != INVOKER_FORK_SERVER_NEVER)
+        return -EINVAL;
     if (out->workers == 0)
         out->workers = cpus_available();
     if (out->workers > 4096)
@@ -94,6 +96,7 @@ static int add_event(invoker *inv, int fd, unsigned type)
 /* Everything but the workers, which go first (see invoker_destroy). */
 static void release(invoker *inv)
 {
+    invoker__forkserver_stop(inv);
     invoker__fd_close(&inv->queue_wr);
     invoker__fd_close(&inv->queue_rd);
     invoker__fd_close(&inv->timerfd);
@@ -140,6 +143,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     if (!inv)
         return -ENOMEM;
     inv->epfd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
+    inv->fs.sock = inv->fs.pidfd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
@@ -185,6 +189,10 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     }
     for (unsigned s = 0; s < inv->nworkers; s++)
         inv->seats[s].free_cpu = -1;
+    /* Before any worker, so that none of theirs is in its copy.  Without
+     * it (not built here, or no fork to spare) the parent forks them. */
+    if (inv->cfg.fork_server == INVOKER_FORK_SERVER_AUTO && invoker__forkserver_supported())
+        (void)invoker__forkserver_start(inv);
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {
             /* Resources, not a worker's fault: give back what we took. */
@@ -317,6 +325,7 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
         out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
         out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
     }
+    out->fork_server = inv->fs.pid > 0;
     out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);

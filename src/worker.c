@@ -431,47 +431,75 @@ static void child_move_to(int cpu)
         (void)sched_setaffinity(0, sizeof allowed, &allowed);
 }
 
-void invoker__worker_main(invoker *inv, unsigned k, int go)
+/* Leaves a new process (a worker forked by the parent, or the fork
+ * server) holding only what a worker may: default signal handling, no
+ * descriptor of this invoker or of any other (keep and the two every
+ * worker reads excepted), no writable mapping of the arena. */
+void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
 {
-    invoker__worker *w = &inv->workers[k];
-    int keep[4] = { inv->queue_rd, w->result_rd, inv->arena.ro_fd, go };
-    /* In the child, result_rd holds the write end (see spawn).  This
-     * invoker's own descriptors go by name, then any other close-on-exec
-     * one by scanning, which also covers systems without /proc. */
-    close(inv->epfd);
-    close(inv->timerfd);
-    close(inv->kickfd);
-    close(inv->queue_wr);
+    child_reset_signals();
+    invoker__fd_close(&inv->epfd);
+    invoker__fd_close(&inv->timerfd);
+    invoker__fd_close(&inv->kickfd);
+    invoker__fd_close(&inv->queue_wr);
+    invoker__fd_close(&inv->fs.sock);
     for (unsigned j = 0; j < inv->nrecords; j++) {
-        if (j == k || inv->workers[j].state == INVOKER__WORKER_EMPTY)
-            continue;
         invoker__fd_close(&inv->workers[j].result_rd);
         invoker__fd_close(&inv->workers[j].pidfd);
         invoker__fd_close(&inv->workers[j].go);
     }
-    child_close_fds(keep, go >= 0 ? 4 : 3);
+    /* This invoker's own went by name above; any other close-on-exec one
+     * goes by scanning, which also covers systems without /proc. */
+    int all[8] = { inv->queue_rd, inv->arena.ro_fd };
+    size_t n = 2;
+    for (size_t i = 0; i < nkeep && n < 8; i++)
+        all[n++] = keep[i];
+    child_close_fds(all, n);
     child_drop_arena(&inv->arena);
+}
+
+void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go)
+{
+    invoker__worker *w = &inv->workers[k];
+    /* Our end, made blocking: the parent's end stays non-blocking, and
+     * each end is its own open file description, so this changes only ours. */
+    (void)invoker__fd_set_blocking(result_wr, true);
+    w->result_rd = result_wr;
     child_apply_limits(&inv->cfg);
     if (invoker__table_protect_for_worker(&inv->table, k) != 0)
         _exit(1);
     if (go >= 0) {
-        /* A spare: all set up, it waits for its slot's worker to go. */
+        /* A spare, or a worker of the fork server, all set up: it waits
+         * for the parent's word (which the parent sends only once it knows
+         * our pid).  EOF: the parent gave up on us. */
         int32_t cpu;
         if (invoker__fd_read_all(go, &cpu, sizeof cpu) != 0)
             _exit(0);
         close(go);
+        (void)setpgid(0, 0);   /* the parent did it too; a fork server's worker
+                                  was in the server's group until then */
         child_move_to(cpu);
     }
     unsigned slot = invoker__slot_number(inv, k);
     if (inv->cfg.worker_init) {
         int rc = inv->cfg.worker_init(slot, inv->cfg.objective_ctx);
         if (rc != 0) {
-            send_frame(inv, w->result_rd, INVOKER__FRAME_INIT_FAILED, 0, 0, rc);
+            send_frame(inv, result_wr, INVOKER__FRAME_INIT_FAILED, 0, 0, rc);
             _exit(INVOKER__EXIT_INIT);
         }
     }
-    child_loop(inv, k, w->result_rd);
+    child_loop(inv, k, result_wr);
     _exit(0);
+}
+
+bool invoker__child_bind_to_parent(pid_t parent)
+{
+#ifdef __linux__
+    /* Die with the parent, even mid-objective.  The parent may already be
+     * gone between fork and prctl: then we have been re-parented. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+    return getppid() == parent;
 }
 
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
@@ -479,39 +507,20 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, i
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
                         const int *go)
 {
-    invoker__worker *w = &inv->workers[k];
     (void)setpgid(0, 0);
-#ifdef __linux__
-    /* Die with the parent, even mid-objective.  The parent may already be
-     * gone between fork and prctl: then we have been re-parented. */
-    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-#endif
-    if (getppid() != parent)
+    if (!invoker__child_bind_to_parent(parent))
         _exit(0);
-    child_reset_signals();
-    /* Our end, made blocking: the parent's end stays non-blocking, and
-     * each end is its own open file description, so this changes only ours. */
     close(result_rd);
-    w->result_rd = result_wr;
-    (void)invoker__fd_set_blocking(result_wr, true);
-    w->pidfd = -1;
-    w->go = -1;
     if (go)
         close(go[0]);
-    invoker__worker_main(inv, k, go ? go[1] : -1);
+    int keep[2] = { result_wr, go ? go[1] : -1 };
+    invoker__child_clean(inv, keep, 2);
+    invoker__worker_run(inv, k, result_wr, go ? go[1] : -1);
 }
 
-/* Forks a process into the empty record k, tracked from now on: its
- * result pipe and pidfd are watched.  A go pair (ours, its) makes it a
- * spare. */
-static int fork_worker(invoker *inv, unsigned k, const int *go)
+/* The parent's own fork: the worker's pid, or -errno. */
+static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go)
 {
-    invoker__worker *w = &inv->workers[k];
-    int res[2];
-    int rc = invoker__fd_pipe(res, false);
-    if (rc)
-        return rc;
-    invoker__table_reset_slot(&inv->table, k);
     /* No signal may run a handler in the child before it has reset them,
      * nor be lost in the parent: block all around the fork. */
     sigset_t all, old;
@@ -523,23 +532,59 @@ static int fork_worker(invoker *inv, unsigned k, const int *go)
         child_start(inv, k, parent, res[0], res[1], go);
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return pid < 0 ? -err : pid;
+}
+
+/* The word that lets a waiting worker go: the CPU to move to, or -1. */
+static void send_word(invoker__worker *w, int cpu)
+{
+    /* If it died meanwhile, its pidfd (or pipe) reports that now; with
+     * MSG_NOSIGNAL that death can never raise SIGPIPE here. */
+    int32_t word = cpu;
+    ssize_t n;
+    do
+        n = send(w->go, &word, sizeof word, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    invoker__fd_close(&w->go);
+}
+
+/* Starts a process in the empty record k, tracked from now on: its
+ * result pipe and pidfd are watched.  The fork server forks it where there
+ * is one, else we do.  A spare waits for its word (see adopt); so does,
+ * for a moment, any worker of the fork server (see forkserver.c). */
+static int fork_worker(invoker *inv, unsigned k, bool spare)
+{
+    invoker__worker *w = &inv->workers[k];
+    int res[2], go[2] = { -1, -1 };
+    int rc = invoker__fd_pipe(res, false);
+    if (rc)
+        return rc;
+    if ((spare || inv->fs.pid > 0) &&
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0) {
+        rc = -errno;
+        close(res[0]);
+        close(res[1]);
+        return rc;
+    }
+    invoker__table_reset_slot(&inv->table, k);
+    pid_t pid = invoker__forkserver_spawn(inv, k, res[1], go[1]);
+    if (pid == 0)
+        pid = fork_here(inv, k, res, go[0] >= 0 ? go : NULL);
     close(res[1]);
-    if (go)
-        close(go[1]);
+    invoker__fd_close(&go[1]);
     if (pid < 0) {
         close(res[0]);
-        if (go)
-            close(go[0]);
-        return -err;
+        invoker__fd_close(&go[0]);
+        return (int)pid;
     }
     /* Also here, so that killing the group cannot miss a worker that has
-     * not yet run its own setpgid. */
+     * not yet run its own setpgid (nor take the fork server's group). */
     (void)setpgid(pid, pid);
 
     w->result_rd = res[0];
     w->pid = pid;
-    w->go = go ? go[0] : -1;
-    w->state = go ? INVOKER__WORKER_SPARE : INVOKER__WORKER_LIVE;
+    w->go = go[0];
+    w->state = spare ? INVOKER__WORKER_SPARE : INVOKER__WORKER_LIVE;
     w->kill_reason = 0;
     w->blame = INVOKER__BLAME_RUNNING;
     w->garbage = false;
@@ -550,6 +595,8 @@ static int fork_worker(invoker *inv, unsigned k, const int *go)
     w->rx.len = 0;
     int pfd = invoker__fd_pidfd_open(pid);
     w->pidfd = pfd >= 0 ? pfd : -1;
+    if (!spare && w->go >= 0)
+        send_word(w, -1);
 
     struct epoll_event ev = { .events = EPOLLIN };
     ev.data.u64 = (uint64_t)INVOKER__EV_RESULT << 32 | k;
@@ -569,17 +616,12 @@ static int fork_worker(invoker *inv, unsigned k, const int *go)
 
 int invoker__worker_spawn(invoker *inv, unsigned k)
 {
-    return fork_worker(inv, k, NULL);
+    return fork_worker(inv, k, false);
 }
 
 int invoker__worker_spawn_spare(invoker *inv, unsigned k)
 {
-    /* A socket: the word (the CPU to move to) goes with MSG_NOSIGNAL, so a
-     * spare that died meanwhile can never raise SIGPIPE here. */
-    int go[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) != 0)
-        return -errno;
-    return fork_worker(inv, k, go);
+    return fork_worker(inv, k, true);
 }
 
 void invoker__worker_adopt(invoker *inv, unsigned k, int cpu)
@@ -590,13 +632,7 @@ void invoker__worker_adopt(invoker *inv, unsigned k, int cpu)
     w->state = INVOKER__WORKER_LIVE;
     inv->live++;
     inv->stats.workers_started++;
-    /* If it died meanwhile, its pidfd (or pipe) reports that now. */
-    int32_t word = cpu;
-    ssize_t n;
-    do
-        n = send(w->go, &word, sizeof word, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    invoker__fd_close(&w->go);
+    send_word(w, cpu);
 }
 
 void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)

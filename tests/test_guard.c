@@ -11,43 +11,98 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 /* ---- fork injection ---------------------------------------------------------- */
 
+/* Both ways a worker comes to be fail on demand: the parent's fork() and
+ * the fork server's clone, a raw syscall (this executable is linked with
+ * -Wl,--wrap=fork,--wrap=syscall).  The counters are in shared memory, so
+ * that the server, a fork of this process made at invoker_create, obeys
+ * what a test sets later. */
+typedef struct {
+    atomic_long allow;       /* forks still allowed; -1: no limit */
+    atomic_long fail_next;   /* the next this many fail first */
+    atomic_long calls, failed;
+} fork_injection;
+static fork_injection *g_inj;
+#define g_fork_allow (g_inj->allow)
+#define g_fork_fail_next (g_inj->fail_next)
+#define g_fork_failed (g_inj->failed)
+
 pid_t __real_fork(void);
 pid_t __wrap_fork(void);
+long __real_syscall(long n, ...);
+long __wrap_syscall(long n, ...);
 
-static long g_fork_allow = -1;     /* forks still allowed; -1: no limit */
-static long g_fork_fail_next;      /* the next this many fail first */
-static long g_fork_calls, g_fork_failed;
+static bool fork_fails(void)
+{
+    g_inj->calls++;
+    if (g_inj->fail_next > 0 || g_inj->allow == 0) {
+        if (g_inj->fail_next > 0)
+            g_inj->fail_next--;
+        g_inj->failed++;
+        errno = EAGAIN;
+        return true;
+    }
+    if (g_inj->allow > 0)
+        g_inj->allow--;
+    return false;
+}
 
 pid_t __wrap_fork(void)
 {
-    g_fork_calls++;
-    if (g_fork_fail_next > 0 || g_fork_allow == 0) {
-        if (g_fork_fail_next > 0)
-            g_fork_fail_next--;
-        g_fork_failed++;
-        errno = EAGAIN;
+    return fork_fails() ? -1 : __real_fork();
+}
+
+long __wrap_syscall(long n, ...)
+{
+    /* As syscall(2) itself does: six argument words, whatever the call. */
+    va_list ap;
+    va_start(ap, n);
+    long a[6];
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (n == SYS_clone && fork_fails())
         return -1;
-    }
-    if (g_fork_allow > 0)
-        g_fork_allow--;
-    return __real_fork();
+    return __real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 static void fork_reset(void)
 {
-    g_fork_allow = -1;
-    g_fork_fail_next = 0;
-    g_fork_calls = g_fork_failed = 0;
+    g_inj->allow = -1;
+    g_inj->fail_next = 0;
+    g_inj->calls = g_inj->failed = 0;
+}
+
+/* The fork-failure tests run once with the fork server and once without. */
+static int g_server_modes[2] = { INVOKER_FORK_SERVER_AUTO, INVOKER_FORK_SERVER_NEVER };
+
+static void set_fork_mode(void **state, invoker_config *cfg)
+{
+    if (state && *state) {
+        cfg->fork_server = *(int *)*state;
+        printf("[ INFO     ] fork server: %s\n",
+               cfg->fork_server == INVOKER_FORK_SERVER_NEVER ? "never" : "auto");
+    }
+}
+
+/* A shortage is not the fork server's failure: it keeps serving. */
+static void assert_fork_mode(void **state, const invoker *inv)
+{
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    bool want = *(int *)*state == INVOKER_FORK_SERVER_AUTO && invoker__forkserver_supported();
+    assert_int_equal(st.fork_server, want);
 }
 
 /* ---- small tools ---------------------------------------------------------- */
@@ -138,6 +193,7 @@ static void test_worker_init_always_failing_tasks_report_no_worker_with_its_code
     rec_init(&rec, 64);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 2);
+    set_fork_mode(state, &cfg);
     cfg.worker_init = init_fails_42;
     invoker *inv = NULL;
     int rc = invoker_create(&inv, &cfg);
@@ -192,6 +248,7 @@ static void test_respawn_fork_failing_queued_tasks_run_on_remaining_worker(void 
     rec_init(&rec, 128);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 2);
+    set_fork_mode(state, &cfg);
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
@@ -214,6 +271,7 @@ static void test_respawn_fork_failing_queued_tasks_run_on_remaining_worker(void 
     invoker_stats st;
     invoker_get_stats(inv, &st);
     assert_int_equal(st.workers, 1);
+    assert_fork_mode(state, inv);
     assert_int_equal(destroy_tracked(inv), 0);
     end_test(fds0);
     rec_free(&rec);
@@ -227,6 +285,7 @@ static void test_all_workers_dead_fork_failing_queued_tasks_no_worker(void **sta
     rec_init(&rec, 128);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 1);
+    set_fork_mode(state, &cfg);
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
@@ -269,6 +328,7 @@ static void test_create_with_fork_failing_returns_errno_and_leaves_nothing(void 
     rec_init(&rec, 64);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 3);
+    set_fork_mode(state, &cfg);
 
     /* Every fork fails. */
     g_fork_allow = 0;
@@ -311,6 +371,7 @@ static void test_sixty_crashing_tasks_in_a_row_each_crash_never_no_worker(void *
     rec_init(&rec, 128);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 2);
+    set_fork_mode(state, &cfg);
     cfg.retries = 0;
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
@@ -371,6 +432,7 @@ static void test_worker_init_failing_thrice_retried_with_backoff_tasks_succeed(v
     rec_init(&rec, 64);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 1);
+    set_fork_mode(state, &cfg);
     /* One worker: fail_limit is 4 start-up failures, so 3 must not trip it. */
     cfg.worker_init = init_fails_thrice;
     invoker *inv = NULL;
@@ -411,6 +473,7 @@ static void test_fork_failing_briefly_pool_refills_once_fork_works(void **state)
     rec_init(&rec, 8192);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 2);
+    set_fork_mode(state, &cfg);
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
@@ -428,6 +491,7 @@ static void test_fork_failing_briefly_pool_refills_once_fork_works(void **state)
     printf("[ INFO     ] %ld respawns failed; pool back to %u of 2\n", failed, workers);
     assert_true(failed >= 4);
     assert_int_equal(workers, 2);
+    assert_fork_mode(state, inv);
     assert_int_equal(destroy_tracked(inv), 0);
     end_test(fds0);
     rec_free(&rec);
@@ -441,6 +505,7 @@ static void test_fork_failing_briefly_with_no_worker_left_later_tasks_run(void *
     rec_init(&rec, 256);
     invoker_config cfg;
     rec_config(&rec, &cfg, g_objective, 1);
+    set_fork_mode(state, &cfg);
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     track(inv);
@@ -468,15 +533,24 @@ static void test_fork_failing_briefly_with_no_worker_left_later_tasks_run(void *
 int main(void)
 {
     set_filter();
+    g_inj = mmap(NULL, sizeof *g_inj, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_inj == MAP_FAILED)
+        return 1;
+    fork_reset();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_worker_init_always_failing_tasks_report_no_worker_with_its_code, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_respawn_fork_failing_queued_tasks_run_on_remaining_worker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_all_workers_dead_fork_failing_queued_tasks_no_worker, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_create_with_fork_failing_returns_errno_and_leaves_nothing, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_respawn_fork_failing_queued_tasks_run_on_remaining_worker, setup, teardown, &g_server_modes[0]),
+        cmocka_unit_test_prestate_setup_teardown(test_respawn_fork_failing_queued_tasks_run_on_remaining_worker, setup, teardown, &g_server_modes[1]),
+        cmocka_unit_test_prestate_setup_teardown(test_all_workers_dead_fork_failing_queued_tasks_no_worker, setup, teardown, &g_server_modes[0]),
+        cmocka_unit_test_prestate_setup_teardown(test_all_workers_dead_fork_failing_queued_tasks_no_worker, setup, teardown, &g_server_modes[1]),
+        cmocka_unit_test_prestate_setup_teardown(test_create_with_fork_failing_returns_errno_and_leaves_nothing, setup, teardown, &g_server_modes[0]),
+        cmocka_unit_test_prestate_setup_teardown(test_create_with_fork_failing_returns_errno_and_leaves_nothing, setup, teardown, &g_server_modes[1]),
         cmocka_unit_test_setup_teardown(test_sixty_crashing_tasks_in_a_row_each_crash_never_no_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_init_failing_thrice_retried_with_backoff_tasks_succeed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fork_failing_briefly_pool_refills_once_fork_works, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fork_failing_briefly_with_no_worker_left_later_tasks_run, setup, teardown),
+        cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_pool_refills_once_fork_works, setup, teardown, &g_server_modes[0]),
+        cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_pool_refills_once_fork_works, setup, teardown, &g_server_modes[1]),
+        cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_with_no_worker_left_later_tasks_run, setup, teardown, &g_server_modes[0]),
+        cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_with_no_worker_left_later_tasks_run, setup, teardown, &g_server_modes[1]),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

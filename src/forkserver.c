@@ -1,0 +1,271 @@
+/*
+ * The fork server: a process forked once, at invoker_create, and set up
+ * once (signals, descriptors, the arena's writable mapping dropped), that
+ * forks every later worker on the parent's behalf.  A fork copies the
+ * forking process's page tables, so a worker forked from a parent that
+ * has grown to gigabytes costs tens of milliseconds of the parent's time;
+ * one forked from the server costs what the parent weighed at create.
+ *
+ * The server forks with CLONE_PARENT, so each worker is the parent's own
+ * child, exactly as if the parent had forked it: the parent waits for it,
+ * kills it, and reads its pidfd as before, and the server's death costs no
+ * worker.  A new worker waits on its go socket until the parent, having
+ * learned its pid from the server, has made it its own process group and
+ * sends the word; one the parent never learns of (the server died or
+ * stalled mid-request) reads EOF and exits, and is reaped with the
+ * server's group.  When the server cannot serve, the parent forks workers
+ * itself again, as it does where the server is not built.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* How long the parent waits for the server to answer a request before it
+ * gives up on it: far above a clone of any process it could be. */
+#define SERVER_WAIT_MS 1000
+
+bool invoker__forkserver_supported(void)
+{
+    return INVOKER__HAVE_FORK_SERVER;
+}
+
+#if INVOKER__HAVE_FORK_SERVER
+
+/* fork() with the parent's parent as the child's parent.  Raw, as glibc
+ * has no wrapper for a fork-like clone: it skips glibc's fork handlers,
+ * which this single-threaded process, outside any lock, does not need;
+ * glibc >= 2.34 reads the thread id from the kernel where it matters
+ * (raise, abort).  The robust-futex list the kernel forgets at clone is
+ * registered again by the caller. */
+static long clone_as_sibling(void)
+{
+#if defined(__s390__) || defined(__CRIS__)
+    return syscall(SYS_clone, 0L, (long)(CLONE_PARENT | SIGCHLD));
+#else
+    return syscall(SYS_clone, (long)(CLONE_PARENT | SIGCHLD), 0L, 0L, 0L, 0L);
+#endif
+}
+
+/* One request: a record number and two descriptors (the worker's end of
+ * its result pipe and of its go socket). */
+static int recv_request(int sock, uint32_t *k, int fds[2])
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    struct iovec iov = { k, sizeof *k };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof ctl.buf;
+    ssize_t n;
+    do
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    struct cmsghdr *c = n == (ssize_t)sizeof *k ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+        return -1;
+    memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+    return 0;
+}
+
+static void server_main(invoker *inv, int sock, pid_t parent) __attribute__((noreturn));
+static void server_main(invoker *inv, int sock, pid_t parent)
+{
+    (void)setpgid(0, 0);
+    if (!invoker__child_bind_to_parent(parent))
+        _exit(0);
+    invoker__child_clean(inv, &sock, 1);
+    void *robust_head = NULL;
+    size_t robust_len = 0;
+    if (syscall(SYS_get_robust_list, 0, &robust_head, &robust_len) != 0)
+        robust_len = 0;
+    for (;;) {
+        uint32_t k;
+        int fds[2];
+        if (recv_request(sock, &k, fds) != 0 || k >= inv->nrecords)
+            _exit(0);   /* the parent is gone, or it is not the parent talking */
+        long pid = clone_as_sibling();
+        if (pid == 0) {
+            close(sock);
+            if (robust_len)
+                (void)syscall(SYS_set_robust_list, robust_head, robust_len);
+            /* The parent's death signal is not inherited: set again. */
+            if (!invoker__child_bind_to_parent(parent))
+                _exit(0);
+            invoker__worker_run(inv, k, fds[0], fds[1]);
+        }
+        int32_t reply = pid < 0 ? -errno : (int32_t)pid;
+        close(fds[0]);
+        close(fds[1]);
+        if (invoker__fd_write_all(sock, &reply, sizeof reply) != 0)
+            _exit(0);
+    }
+}
+
+int invoker__forkserver_start(invoker *inv)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
+    /* As for a worker: no handler may run in the child before it has
+     * reset them all. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        server_main(inv, sv[1], parent);
+    }
+    int err = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return -err;
+    }
+    (void)setpgid(pid, pid);
+    inv->fs.pid = pid;
+    inv->fs.sock = sv[0];
+    /* Its death is seen (and it is reaped) at once, not at the next spawn. */
+    int pfd = invoker__fd_pidfd_open(pid);
+    if (pfd >= 0) {
+        struct epoll_event ev = { .events = EPOLLIN };
+        ev.data.u64 = (uint64_t)INVOKER__EV_SERVER << 32;
+        if (epoll_ctl(inv->epfd, EPOLL_CTL_ADD, pfd, &ev) == 0)
+            inv->fs.pidfd = pfd;
+        else
+            close(pfd);
+    }
+    return 0;
+}
+
+static int send_request(int sock, uint32_t k, int result_wr, int go)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = { &k, sizeof k };
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof ctl.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = { result_wr, go };
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n == (ssize_t)sizeof k ? 0 : -1;
+}
+
+/* The server's answer: a pid, -errno, or 0 when none came in time. */
+static int32_t read_reply(int sock)
+{
+    uint64_t until = invoker__now_ns() + (uint64_t)SERVER_WAIT_MS * 1000000u;
+    for (;;) {
+        uint64_t now = invoker__now_ns();
+        if (now >= until)
+            return 0;
+        struct pollfd p = { sock, POLLIN, 0 };
+        int r = poll(&p, 1, (int)((until - now + 999999u) / 1000000u));
+        if (r < 0 && errno != EINTR)
+            return 0;
+        if (r <= 0)
+            continue;
+        int32_t reply;
+        ssize_t n;
+        do
+            n = recv(sock, &reply, sizeof reply, MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        return n == (ssize_t)sizeof reply ? reply : 0;
+    }
+}
+
+pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go)
+{
+    if (inv->fs.pid <= 0)
+        return 0;
+    int32_t reply = 0;
+    if (send_request(inv->fs.sock, k, result_wr, go) == 0)
+        reply = read_reply(inv->fs.sock);
+    /* A shortage the parent's own fork would meet too is the answer; any
+     * other failure is the server's, and ends it. */
+    if (reply == -EAGAIN || reply == -ENOMEM)
+        return reply;
+    if (reply > 0) {
+        /* Ours, as CLONE_PARENT promised?  (Zombie or alive: both found.) */
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PID, (id_t)reply, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+            return (pid_t)reply;
+    }
+    invoker__forkserver_stop(inv);
+    return 0;
+}
+
+void invoker__forkserver_stop(invoker *inv)
+{
+    if (inv->fs.pid <= 0)
+        return;
+    if (inv->fs.pidfd >= 0)
+        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, inv->fs.pidfd, NULL);
+    invoker__fd_close(&inv->fs.pidfd);
+    invoker__fd_close(&inv->fs.sock);
+    /* Its group: the server, and any worker it made whose pid we never
+     * learned (such a one is still in the server's group). */
+    (void)kill(-inv->fs.pid, SIGKILL);
+    (void)kill(inv->fs.pid, SIGKILL);
+    for (;;) {
+        int status;
+        pid_t r = waitpid(-inv->fs.pid, &status, 0);
+        if (r > 0 || (r < 0 && errno == EINTR))
+            continue;
+        break;
+    }
+    inv->fs.pid = 0;
+}
+
+#else /* no fork server here: the parent forks every worker */
+
+int invoker__forkserver_start(invoker *inv)
+{
+    (void)inv;
+    return -ENOSYS;
+}
+
+pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go)
+{
+    (void)inv, (void)k, (void)result_wr, (void)go;
+    return 0;
+}
+
+void invoker__forkserver_stop(invoker *inv)
+{
+    (void)inv;
+}
+
+#endif
