@@ -175,6 +175,8 @@ static void make(bench *b)
     cfg.spares = !strcmp(opt.spares, "always") ? INVOKER_SPARES_ALWAYS
                  : !strcmp(opt.spares, "never")  ? INVOKER_SPARES_NEVER
                                                  : INVOKER_SPARES_AUTO;
+    cfg.fork_server = !strcmp(opt.fork_server, "never") ? INVOKER_FORK_SERVER_NEVER
+                                                        : INVOKER_FORK_SERVER_AUTO;
     int rc = invoker_create(&b->inv, &cfg);
     if (rc < 0)
         die_err("invoker_create", rc);

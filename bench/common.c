@@ -68,6 +68,7 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
     o->warm_iters = -1;
     o->passes = 3;
     o->spares = "auto";
+    o->fork_server = "auto";
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--workers"))
@@ -100,6 +101,9 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
                  (!strcmp(argv[i + 1], "auto") || !strcmp(argv[i + 1], "never") ||
                   !strcmp(argv[i + 1], "always")))
             o->spares = argv[++i];
+        else if (!strcmp(a, "--fork-server") && i + 1 < argc &&
+                 (!strcmp(argv[i + 1], "auto") || !strcmp(argv[i + 1], "never")))
+            o->fork_server = argv[++i];
         else
             usage_exit(a);
     }

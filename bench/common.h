@@ -62,6 +62,8 @@ typedef struct bench_opts {
                            warm-up tasks (bench_invoker); -1: as --iters */
     const char *spares; /* --spares auto|never|always (bench_invoker):
                            invoker_config.spares, default auto */
+    const char *fork_server; /* --fork-server auto|never (bench_invoker):
+                                invoker_config.fork_server, default auto */
 } bench_opts;
 
 int64_t now_ns(void);

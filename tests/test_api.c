@@ -102,6 +102,12 @@ static void test_create_bad_config_returns_einval_and_leaves_nothing(void **stat
         bad.spares = bad_spares[i];
         assert_int_equal(invoker_create(&inv, &bad), -EINVAL);
     }
+    const int bad_fork_server[] = { -1, INVOKER_FORK_SERVER_NEVER + 1, 1 << 30 };
+    for (size_t i = 0; i < sizeof bad_fork_server / sizeof bad_fork_server[0]; i++) {
+        bad = cfg;
+        bad.fork_server = bad_fork_server[i];
+        assert_int_equal(invoker_create(&inv, &bad), -EINVAL);
+    }
     bad = cfg;
     bad.size = sizeof cfg + 8;   /* from a newer header than this library */
     assert_int_equal(invoker_create(&inv, &bad), -EINVAL);
