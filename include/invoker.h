@@ -73,14 +73,19 @@ INVOKER_API int invoker_result_write(invoker_result *out, const void *data, size
  * non-zero code, which reaches on_error as INVOKER_FAIL_OBJECTIVE with that
  * code, and whatever it wrote is dropped.
  *
- * What is safe in an objective: the worker is a fork() of the parent
- * without exec, made by the thread that runs invoker_create, invoker_poll,
- * invoker_wait or invoker_submit.  It inherits the parent's memory as it
- * was at that fork, with only that thread.  malloc and stdio work (glibc
- * resets their locks in the child); a mutex that another parent thread held
- * at the fork stays locked forever, so an objective must not take locks
- * that other parent threads use.  Anything needing its own state
- * (a connection, an interpreter, a random seed) belongs in worker_init. */
+ * What is safe in an objective: the worker is a fork() without exec of the
+ * parent as it was at invoker_create, made by the fork server that
+ * invoker_create forks (see invoker_config.fork_server); without one, a
+ * fork of the parent when the worker is needed, by the thread that runs
+ * invoker_create, invoker_poll, invoker_wait or invoker_submit.  It has
+ * that copy of the parent's memory with only the forking thread.  malloc
+ * and stdio work (glibc resets their locks in the child); a mutex that
+ * another parent thread held at the fork stays locked forever, so an
+ * objective must not take locks that other parent threads use.  Anything
+ * needing its own state (a connection, an interpreter, a random seed)
+ * belongs in worker_init.  Workers die with the thread that forked them or
+ * the fork server (PR_SET_PDEATHSIG names a thread): create and use the
+ * invoker from a thread that lives as long as it. */
 typedef int (*invoker_objective_fn)(const void *arg, size_t arg_len,
                                     invoker_result *out, void *objective_ctx);
 
