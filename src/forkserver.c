@@ -31,7 +31,7 @@
 
 /* How long the parent waits for the server to answer a request before it
  * gives up on it: far above a clone of any process it could be. */
-#define SERVER_WAIT_MS 1000
+#define SERVER_WAIT_MS 2000
 
 bool invoker__forkserver_supported(void)
 {
