@@ -322,7 +322,8 @@ int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* an EMPTY record
 /* Forks a spare into the EMPTY record k: it sets itself up and waits, so
  * that its slot's next worker needs no fork.  0 or -errno. */
 int  invoker__worker_spawn_spare(struct invoker *inv, unsigned k);
-/* SPARE to LIVE: it goes, moving to cpu first when cpu >= 0. */
+/* SPARE to LIVE: it goes, woken on cpu when cpu >= 0 (pinned there
+ * while it sleeps; it takes its own mask back). */
 void invoker__worker_adopt(struct invoker *inv, unsigned k, int cpu);
 /* The CPU the process of record k last ran on (a zombie's too); -1 when
  * unknown. */

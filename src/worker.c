@@ -416,20 +416,6 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
     }
 }
 
-/* A spare that takes its slot after a death moves to the CPU the dead
- * worker left: woken, the scheduler would often queue it beside a busy
- * worker while that CPU idles.  Then it may run anywhere again. */
-static void child_move_to(int cpu)
-{
-    cpu_set_t allowed, one;
-    if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof allowed, &allowed) != 0 ||
-        !CPU_ISSET(cpu, &allowed))
-        return;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    if (sched_setaffinity(0, sizeof one, &one) == 0)
-        (void)sched_setaffinity(0, sizeof allowed, &allowed);
-}
 
 /* Leaves a new process (a worker forked by the parent, or the fork
  * server) holding only what a worker may: default signal handling, no
@@ -472,13 +458,19 @@ void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go)
         /* A spare, or a worker of the fork server, all set up: it waits
          * for the parent's word (which the parent sends only once it knows
          * our pid).  EOF: the parent gave up on us. */
+        cpu_set_t allowed;
+        bool have_mask = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
         int32_t cpu;
         if (invoker__fd_read_all(go, &cpu, sizeof cpu) != 0)
             _exit(0);
         close(go);
         (void)setpgid(0, 0);   /* the parent did it too; a fork server's worker
                                   was in the server's group until then */
-        child_move_to(cpu);
+        /* A word with a CPU: the parent pinned us there, to be woken where
+         * the dead worker left a CPU idle (see adopt).  Awake, we may run
+         * anywhere again. */
+        if (cpu >= 0 && have_mask)
+            (void)sched_setaffinity(0, sizeof allowed, &allowed);
     }
     unsigned slot = invoker__slot_number(inv, k);
     if (inv->cfg.worker_init) {
@@ -632,6 +624,16 @@ void invoker__worker_adopt(invoker *inv, unsigned k, int cpu)
     w->state = INVOKER__WORKER_LIVE;
     inv->live++;
     inv->stats.workers_started++;
+    /* Woken, a spare would often be queued beside a busy worker while the
+     * dead worker's CPU idles.  Pinned while it sleeps, it is woken on that
+     * CPU, with no migration; it takes its own mask back itself. */
+    if (cpu >= 0 && cpu < CPU_SETSIZE) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (sched_setaffinity(w->pid, sizeof one, &one) != 0)
+            cpu = -1;
+    }
     send_word(w, cpu);
 }
 
