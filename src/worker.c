@@ -527,7 +527,7 @@ static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go
     return pid < 0 ? -err : pid;
 }
 
-/* The word that lets a waiting worker go: the CPU to move to, or -1. */
+/* The word that lets a waiting worker go: the CPU it was pinned to, or -1. */
 static void send_word(invoker__worker *w, int cpu)
 {
     /* If it died meanwhile, its pidfd (or pipe) reports that now; with
