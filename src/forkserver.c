@@ -55,8 +55,20 @@ static long clone_as_sibling(void)
 #endif
 }
 
-/* One request: a record number and two descriptors (the worker's end of
- * its result pipe and of its go socket). */
+/* A request's message: one word (the record number) and room for two
+ * descriptors (the worker's end of its result pipe and of its go socket). */
+static struct msghdr request_msg(struct iovec *word, void *ctl, size_t ctl_len)
+{
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = word;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl;
+    msg.msg_controllen = ctl_len;
+    return msg;
+}
+
+/* One request, as send_request sends it. */
 static int recv_request(int sock, uint32_t *k, int fds[2])
 {
     union {
@@ -64,12 +76,7 @@ static int recv_request(int sock, uint32_t *k, int fds[2])
         char buf[CMSG_SPACE(2 * sizeof(int))];
     } ctl;
     struct iovec iov = { k, sizeof *k };
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof ctl.buf;
+    struct msghdr msg = request_msg(&iov, ctl.buf, sizeof ctl.buf);
     ssize_t n;
     do
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
@@ -163,12 +170,7 @@ static int send_request(int sock, uint32_t k, int result_wr, int go)
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = { &k, sizeof k };
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.buf;
-    msg.msg_controllen = sizeof ctl.buf;
+    struct msghdr msg = request_msg(&iov, ctl.buf, sizeof ctl.buf);
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;

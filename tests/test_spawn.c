@@ -78,6 +78,17 @@ static invoker *make(recorder *rec, int fork_server, int spares)
     return track(inv);
 }
 
+/* One worker, no spares, a fork server (its pid in *server), and the
+ * parent's memory moved on since create. */
+static invoker *served_invoker(recorder *rec, pid_t *server)
+{
+    invoker *inv = make(rec, INVOKER_FORK_SERVER_AUTO, INVOKER_SPARES_NEVER);
+    g_epoch = 2;
+    *server = inv->fs.pid;
+    assert_true(*server > 0);   /* never kill(0, ...): that is our own group */
+    return inv;
+}
+
 /* Runs one task and returns its worker's report. */
 static sp_report report(invoker *inv, recorder *rec, int ms)
 {
@@ -180,10 +191,8 @@ static void test_fork_server_killed_costs_nothing_and_the_parent_forks(void **st
         skip();
     int fds0 = count_open_fds();
     recorder rec;
-    invoker *inv = make(&rec, INVOKER_FORK_SERVER_AUTO, INVOKER_SPARES_NEVER);
-    g_epoch = 2;
-    pid_t server = inv->fs.pid;
-    assert_true(server > 0);
+    pid_t server;
+    invoker *inv = served_invoker(&rec, &server);
     /* A task runs while the server dies. */
     sp_arg slow = { M_SLEEP, 100 };
     invoker_id id;
@@ -215,10 +224,8 @@ static void test_stalled_fork_server_is_given_up_after_a_bound(void **state)
         skip();
     int fds0 = count_open_fds();
     recorder rec;
-    invoker *inv = make(&rec, INVOKER_FORK_SERVER_AUTO, INVOKER_SPARES_NEVER);
-    g_epoch = 2;
-    pid_t server = inv->fs.pid;
-    assert_true(server > 0);   /* never kill(0, ...): that is our own group */
+    pid_t server;
+    invoker *inv = served_invoker(&rec, &server);
     assert_int_equal(kill(server, SIGSTOP), 0);
     double t0 = now_seconds();
     die_once(inv, &rec);
