@@ -32,6 +32,8 @@ typedef struct {
     atomic_long allow;       /* forks still allowed; -1: no limit */
     atomic_long fail_next;   /* the next this many fail first */
     atomic_long calls, failed;
+    atomic_long die_after_clone; /* the server dies after this many clones' worth */
+    atomic_long orphan;          /* the pid of the worker it made then */
 } fork_injection;
 static fork_injection *g_inj;
 #define g_fork_allow (g_inj->allow)
@@ -74,7 +76,14 @@ long __wrap_syscall(long n, ...)
     va_end(ap);
     if (n == SYS_clone && fork_fails())
         return -1;
-    return __real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+    long r = __real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+    if (n == SYS_clone && r > 0 && g_inj->die_after_clone > 0) {
+        /* In the server, between its clone and its answer. */
+        g_inj->die_after_clone--;
+        g_inj->orphan = r;
+        _exit(0);
+    }
+    return r;
 }
 
 static void fork_reset(void)
@@ -82,6 +91,7 @@ static void fork_reset(void)
     g_inj->allow = -1;
     g_inj->fail_next = 0;
     g_inj->calls = g_inj->failed = 0;
+    g_inj->die_after_clone = g_inj->orphan = 0;
 }
 
 /* The fork-failure tests run once with the fork server and once without. */
@@ -106,9 +116,6 @@ static void assert_fork_mode(void **state, const invoker *inv)
 }
 
 /* ---- small tools ---------------------------------------------------------- */
-
-
-
 
 static int setup(void **state)
 {
@@ -530,6 +537,56 @@ static void test_fork_failing_briefly_with_no_worker_left_later_tasks_run(void *
     rec_free(&rec);
 }
 
+/* The fork server dies between its clone and its answer.  The worker it
+ * made holds the ends of the pipe and socket the parent then gives a
+ * worker it forks itself: alive, it could take that one's word, and keep
+ * its result pipe from ever reading EOF.  It goes with the server's group,
+ * killed and reaped before the parent forks; no task is lost. */
+static void test_fork_server_dying_mid_request_leaves_no_orphan(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    int fds0 = count_open_fds();
+    recorder rec;
+    rec_init(&rec, 64);
+    invoker_config cfg;
+    rec_config(&rec, &cfg, g_objective, 1);
+    cfg.spares = INVOKER_SPARES_NEVER;
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    pid_t server = inv->fs.pid;
+    assert_true(server > 0);
+    g_inj->die_after_clone = 1;
+    invoker_id crash, after;
+    assert_int_equal(invoker_submit(inv, &SEGV, sizeof SEGV, NULL, &crash), 0);
+    assert_int_equal(invoker_submit(inv, &PLAIN, sizeof PLAIN, NULL, &after), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(rec_get(&rec, crash)->failure, INVOKER_FAIL_CRASH);
+    assert_int_equal(rec_get(&rec, after)->results, 1);
+    assert_int_equal(rec.errors, 1);
+    pid_t orphan = (pid_t)g_inj->orphan;
+    printf("[ INFO     ] server %d died after making %d\n", (int)server, (int)orphan);
+    assert_true(orphan > 0);
+    assert_int_equal(g_inj->die_after_clone, 0);
+    assert_int_equal(proc_state(orphan, NULL), 0);   /* killed and reaped */
+    assert_int_equal(proc_state(server, NULL), 0);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.fork_server, 0);
+    assert_int_equal(st.workers, 1);
+    /* The replacement the parent forked is whole: its death is seen too. */
+    assert_int_equal(invoker_submit(inv, &SEGV, sizeof SEGV, NULL, &crash), 0);
+    assert_int_equal(invoker_submit(inv, &PLAIN, sizeof PLAIN, NULL, &after), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(rec_get(&rec, crash)->failure, INVOKER_FAIL_CRASH);
+    assert_int_equal(rec_get(&rec, after)->results, 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
 int main(void)
 {
     set_filter();
@@ -551,6 +608,7 @@ int main(void)
         cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_pool_refills_once_fork_works, setup, teardown, &g_server_modes[1]),
         cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_with_no_worker_left_later_tasks_run, setup, teardown, &g_server_modes[0]),
         cmocka_unit_test_prestate_setup_teardown(test_fork_failing_briefly_with_no_worker_left_later_tasks_run, setup, teardown, &g_server_modes[1]),
+        cmocka_unit_test_setup_teardown(test_fork_server_dying_mid_request_leaves_no_orphan, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
