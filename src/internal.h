@@ -24,6 +24,7 @@
 
 #include "invoker.h"
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -336,9 +337,12 @@ void invoker__child_clean(struct invoker *inv, const int *keep, size_t nkeep);
 /* In a new process: asks to die with parent; false if it is already gone. */
 bool invoker__child_bind_to_parent(pid_t parent);
 /* In a cleaned process: becomes worker k, writing to result_wr (a spare,
- * or any worker with go >= 0, first waits for the word); never returns. */
-void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go)
-    __attribute__((noreturn));
+ * or any worker with go >= 0, first waits for the word); never returns.
+ * allowed: the CPUs it may run on (or NULL), read by the process that
+ * forked it before the fork: the parent may pin it the moment it learns
+ * its pid, so its own reading could already be the pin (see adopt). */
+void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go,
+                         const cpu_set_t *allowed) __attribute__((noreturn));
 
 /* ---- forkserver.c: the process that forks workers --------------------- */
 

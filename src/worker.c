@@ -444,7 +444,8 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
     child_drop_arena(&inv->arena);
 }
 
-void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go)
+void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go,
+                         const cpu_set_t *allowed)
 {
     invoker__worker *w = &inv->workers[k];
     /* Our end, made blocking: the parent's end stays non-blocking, and
@@ -458,8 +459,6 @@ void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go)
         /* A spare, or a worker of the fork server, all set up: it waits
          * for the parent's word (which the parent sends only once it knows
          * our pid).  EOF: the parent gave up on us. */
-        cpu_set_t allowed;
-        bool have_mask = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
         int32_t cpu;
         if (invoker__fd_read_all(go, &cpu, sizeof cpu) != 0)
             _exit(0);
@@ -469,8 +468,8 @@ void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go)
         /* A word with a CPU: the parent pinned us there, to be woken where
          * the dead worker left a CPU idle (see adopt).  Awake, we may run
          * anywhere again. */
-        if (cpu >= 0 && have_mask)
-            (void)sched_setaffinity(0, sizeof allowed, &allowed);
+        if (cpu >= 0 && allowed)
+            (void)sched_setaffinity(0, sizeof *allowed, allowed);
     }
     unsigned slot = invoker__slot_number(inv, k);
     if (inv->cfg.worker_init) {
@@ -495,9 +494,9 @@ bool invoker__child_bind_to_parent(pid_t parent)
 }
 
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        const int *go) __attribute__((noreturn));
+                        const int *go, const cpu_set_t *allowed) __attribute__((noreturn));
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        const int *go)
+                        const int *go, const cpu_set_t *allowed)
 {
     (void)setpgid(0, 0);
     if (!invoker__child_bind_to_parent(parent))
@@ -507,7 +506,7 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, i
         close(go[0]);
     int keep[2] = { result_wr, go ? go[1] : -1 };
     invoker__child_clean(inv, keep, 2);
-    invoker__worker_run(inv, k, result_wr, go ? go[1] : -1);
+    invoker__worker_run(inv, k, result_wr, go ? go[1] : -1, allowed);
 }
 
 /* The parent's own fork: the worker's pid, or -errno. */
@@ -518,10 +517,12 @@ static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    cpu_set_t allowed;
+    bool have_mask = go && sched_getaffinity(0, sizeof allowed, &allowed) == 0;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_start(inv, k, parent, res[0], res[1], go);
+        child_start(inv, k, parent, res[0], res[1], go, have_mask ? &allowed : NULL);
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return pid < 0 ? -err : pid;
