@@ -698,10 +698,14 @@ static void worker_gone(invoker *inv, unsigned k)
         invoker__task *t = current(inv, tk.id, tk.gen);
         if (!t)
             continue;
+        /* Killed for a timeout or a cancel, it was reported then: a task
+         * it took between our verdict and its death is no casualty. */
+        bool reported = w->kill_reason == INVOKER_FAIL_TIMEOUT ||
+                        w->kill_reason == INVOKER_FAIL_CANCELLED;
         bool casualty = w->kill_reason == INVOKER_FAIL_PROTOCOL
                             ? (w->blame == INVOKER__BLAME_FIRST ||
                                (w->blame == INVOKER__BLAME_RUNNING && running == tk.id))
-                            : running == tk.id;
+                            : running == tk.id && !reported;
         if (w->blame == INVOKER__BLAME_FIRST)
             w->blame = INVOKER__BLAME_NONE;   /* only the first one pays */
         if (casualty && (!start || start > now))
@@ -782,7 +786,10 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
         (void)read_worker(inv, k);
     if (!(t = current(inv, id, gen)))
         return;
-    invoker__worker_kill(inv, k, INVOKER_FAIL_TIMEOUT);
+    /* Signalled at the end of this pass, once the task is reported and a
+     * spare has its word: a process woken to die runs its exit where it
+     * is woken, often on this CPU, ahead of both. */
+    invoker__worker_kill_soon(inv, k, INVOKER_FAIL_TIMEOUT);
     t->run_seconds = (double)(now - t->start_ns) / 1e9;
     fail_or_retry(inv, t, INVOKER_FAIL_TIMEOUT, 0);
 }
@@ -1016,6 +1023,7 @@ static void service_time(invoker *inv)
     if (inv->audit_at && inv->audit_at < next)
         next = inv->audit_at;
 
+    invoker__workers_kill_due(inv);
     if (next == UINT64_MAX)
         disarm_timer(inv);
     else if (next != inv->timer_armed_ns) {

@@ -283,6 +283,7 @@ typedef struct invoker__worker {
     int          result_rd;       /* parent's end of the result pipe */
     int          pidfd;           /* -1 where pidfd_open is missing */
     invoker_failure kill_reason;  /* why we killed it; 0: we did not */
+    bool         kill_due;        /* killed, but not yet signalled (kill_soon) */
     uint8_t      blame;           /* whose fault a protocol kill was: INVOKER__BLAME_* */
     bool         garbage;         /* skipped bytes since its last valid frame */
     size_t       garbage_bytes;
@@ -330,6 +331,10 @@ void invoker__worker_adopt(struct invoker *inv, unsigned k, int cpu);
  * unknown. */
 int  invoker__worker_last_cpu(const struct invoker *inv, unsigned k);
 void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
+/* As invoker__worker_kill, but the signal waits for the next
+ * invoker__workers_kill_due, which sends every one still due. */
+void invoker__worker_kill_soon(struct invoker *inv, unsigned k, invoker_failure why);
+void invoker__workers_kill_due(struct invoker *inv);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
 /* In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */

@@ -638,17 +638,35 @@ void invoker__worker_adopt(invoker *inv, unsigned k, int cpu)
     send_word(w, cpu);
 }
 
-void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)
+void invoker__worker_kill_soon(invoker *inv, unsigned k, invoker_failure why)
 {
     invoker__worker *w = &inv->workers[k];
     if (w->state != INVOKER__WORKER_LIVE && w->state != INVOKER__WORKER_SPARE)
         return;
-    /* The group first: an objective's own children go with it.  The
-     * worker is not yet reaped, so its pid, and so its group, is still ours. */
-    (void)kill(-w->pid, SIGKILL);
-    (void)kill(w->pid, SIGKILL);
     w->kill_reason = why;
     w->state = INVOKER__WORKER_DYING;
+    w->kill_due = true;
+}
+
+void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)
+{
+    invoker__worker_kill_soon(inv, k, why);
+    invoker__workers_kill_due(inv);
+}
+
+void invoker__workers_kill_due(invoker *inv)
+{
+    for (unsigned k = 0; k < inv->nrecords; k++) {
+        invoker__worker *w = &inv->workers[k];
+        if (!w->kill_due)
+            continue;
+        w->kill_due = false;
+        /* The group first: an objective's own children go with it.  The
+         * worker is not yet reaped, so its pid, and so its group, is
+         * still ours. */
+        (void)kill(-w->pid, SIGKILL);
+        (void)kill(w->pid, SIGKILL);
+    }
 }
 
 void invoker__worker_close(invoker *inv, unsigned k)
@@ -665,6 +683,7 @@ void invoker__worker_close(invoker *inv, unsigned k)
     w->rx.big = NULL;
     w->rx.len = 0;
     w->pid = 0;
+    w->kill_due = false;
     w->state = INVOKER__WORKER_EMPTY;
 }
 

@@ -226,6 +226,49 @@ static void test_timeout_reported_within_ms_of_deadline(void **state)
     finish(&r, fds);
 }
 
+/* An on_error that takes its time over a timeout, as a slow callback may:
+ * until the worker, killed but not yet signalled (that waits for the end
+ * of the pass), has finished the task and started the next one. */
+static void wait_for_the_next_run(const invoker_task *t, invoker_failure f, int code, void *user)
+{
+    rec_on_error(t, f, code, user);
+    double until = now_seconds() + 5.0 * slack();
+    while (f == INVOKER_FAIL_TIMEOUT && atomic_load(&shared[0]) < 2 && now_seconds() < until)
+        usleep(1000);
+}
+
+static void slow_timeout_report(invoker_config *c) { c->on_error = wait_for_the_next_run; }
+
+/* The task after a timed-out one starts in the condemned worker, which
+ * finished late, and the kill lands mid-task: it is no casualty of the
+ * timeout, reported long before.  It runs again, once counted, and
+ * succeeds. */
+static void test_task_taken_after_a_timeout_verdict_is_not_failed_with_it(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 8);
+    int fds = count_open_fds();
+    invoker *inv = make(&r, 1, slow_timeout_report);
+    order late = { ACT_SLEEP, 150 };
+    invoker_id timed;
+    assert_int_equal(invoker_submit_timeout(inv, &late, sizeof late, NULL, 0.1, &timed), 0);
+    invoker_id next = submit(inv, ACT_SLEEP, 300);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(rec_get(&r, timed)->failure, INVOKER_FAIL_TIMEOUT);
+    assert_int_equal(rec_get(&r, timed)->results, 0);
+    assert_int_equal(atomic_load(&shared[0]), 3);   /* timed, next killed, next again */
+    assert_int_equal(rec_get(&r, next)->errors, 0);
+    assert_int_equal(rec_get(&r, next)->results, 1);
+    assert_int_equal(rec_get(&r, next)->attempts, 1);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.timed_out, 1);
+    assert_int_equal(st.failed, 1);
+    assert_int_equal(st.workers, 1);
+    finish(&r, fds);
+}
+
 static void test_fd_alone_wakes_an_event_loop_at_the_deadline(void **state)
 {
     (void)state;
@@ -435,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_result_past_max_fails_too_large_whatever_returned),
         cmocka_unit_test(test_worker_death_costs_only_its_task),
         cmocka_unit_test(test_timeout_reported_within_ms_of_deadline),
+        cmocka_unit_test(test_task_taken_after_a_timeout_verdict_is_not_failed_with_it),
         cmocka_unit_test(test_fd_alone_wakes_an_event_loop_at_the_deadline),
         cmocka_unit_test(test_cancel_queued_task_never_runs),
         cmocka_unit_test(test_cancel_running_task_kills_and_replaces_worker),
