@@ -154,7 +154,10 @@ typedef struct invoker_config {
                                            or timed out, before on_error */
     unsigned             max_tasks_per_worker; /* replace a worker after this many tasks; 0: never */
     size_t               max_arg_bytes;    /* 0: 64 MiB */
-    size_t               max_result_bytes; /* 0: 64 MiB */
+    size_t               max_result_bytes; /* 0: 64 MiB.  The parent keeps the
+                                              buffer of each worker's last result
+                                              over 64 KiB, up to 4 MiB, to read its
+                                              next one into */
 
     /* Additions to the contract. */
     size_t               max_queued;    /* tasks submitted and not yet started; past

@@ -23,6 +23,10 @@
 #include <unistd.h>
 
 #define RX_CAP          (64u << 10)
+/* A big payload's buffer is kept for the worker's next one up to this
+ * size: freed and allocated anew, every payload is read into pages the
+ * kernel must fault in and zero (1 MiB results: 256 faults each). */
+#define RX_KEEP_MAX     ((size_t)4 << 20)
 #define FAIL_WINDOW_NS  (5ull * 1000000000ull)   /* start-up failures counted over */
 #define COOLDOWN_NS     (1000000000ull)          /* a tripped guard rests this long */
 #define BACKOFF_MAX_NS  (1000000000ull)
@@ -522,7 +526,12 @@ static bool parse_frames(invoker *inv, unsigned k)
             break;   /* fits once the rest arrives */
         /* Larger than the buffer: read the payload straight into its own. */
         size_t padded = size - INVOKER__FRAME_HDR;
-        if (!(rx->big = malloc(padded))) {
+        if (rx->kept && rx->kept_cap >= padded) {
+            rx->big = rx->kept, rx->big_cap = rx->kept_cap;
+            rx->kept = NULL;
+        } else if ((rx->big = malloc(padded)) != NULL) {
+            rx->big_cap = padded;
+        } else {
             protocol_violation(inv, k);   /* cannot hold it: fail only this worker's task */
             return false;
         }
@@ -557,7 +566,12 @@ static bool read_worker(invoker *inv, unsigned k)
                 invoker__frame f = rx->big_hdr;
                 rx->big = NULL;
                 handle_frame(inv, k, &f, big);
-                free(big);
+                if (rx->big_cap <= RX_KEEP_MAX && (!rx->kept || rx->kept_cap < rx->big_cap)) {
+                    free(rx->kept);
+                    rx->kept = big, rx->kept_cap = rx->big_cap;
+                } else {
+                    free(big);
+                }
             }
         } else {
             size_t room = rx->cap - rx->len;

@@ -274,7 +274,9 @@ typedef struct invoker__rx {      /* frames read from one worker */
     size_t         cap, len;
     unsigned char *big;           /* payload larger than buf, read in place */
     invoker__frame big_hdr;
-    size_t         big_have;
+    size_t         big_have, big_cap;
+    unsigned char *kept;          /* the last big buffer, for the next one */
+    size_t         kept_cap;
 } invoker__rx;
 
 typedef struct invoker__worker {

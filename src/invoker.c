@@ -103,8 +103,10 @@ static void release(invoker *inv)
     invoker__fd_close(&inv->kickfd);
     invoker__fd_close(&inv->epfd);
     if (inv->workers)
-        for (unsigned k = 0; k < inv->nrecords; k++)
+        for (unsigned k = 0; k < inv->nrecords; k++) {
             free(inv->workers[k].rx.buf);
+            free(inv->workers[k].rx.kept);
+        }
     free(inv->workers);
     free(inv->seats);
     free(inv->inline_out.buf);

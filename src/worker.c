@@ -680,7 +680,8 @@ void invoker__worker_close(invoker *inv, unsigned k)
     invoker__fd_close(&w->pidfd);
     invoker__fd_close(&w->go);
     free(w->rx.big);
-    w->rx.big = NULL;
+    free(w->rx.kept);
+    w->rx.big = w->rx.kept = NULL;
     w->rx.len = 0;
     w->pid = 0;
     w->kill_due = false;

@@ -71,6 +71,49 @@ static void test_sizes_from_zero_to_64mib_arrive_intact(void **state)
     rec_free(&r);
 }
 
+/* One worker's big results, smaller and larger in turn: the parent reads
+ * each into the buffer it kept from the one before when that is large
+ * enough (up to 4 MiB), else into a new one; every result is its own. */
+static void test_big_results_of_changing_sizes_through_one_worker_arrive_intact(void **state)
+{
+    (void)state;
+    const size_t sizes[] = { 3u << 20, (1u << 20) + 5, 200u << 10, (3u << 20) + 1,
+                             6u << 20, 100u << 10, (4u << 20) - 7, 70000 };
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    recorder r;
+    rec_init(&r, N + 1);
+    int fds = count_open_fds();
+    invoker_config cfg;
+    rec_config(&r, &cfg, obj_echo, 1);
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    uint64_t expect[N + 1];
+    for (size_t i = 0; i < N; i++) {
+        unsigned char *arg = malloc(sizes[i]);
+        assert_non_null(arg);
+        fill_pattern(arg, sizes[i], i + 7);
+        invoker_id id;
+        assert_int_equal(invoker_submit(inv, arg, sizes[i], NULL, &id), 0);
+        for (size_t j = 0; j < sizes[i]; j++)
+            arg[j] = (unsigned char)~arg[j];
+        expect[id] = byte_sum(arg, sizes[i]);
+        free(arg);
+        assert_int_equal(invoker_wait(inv), 0);   /* one at a time, in order */
+    }
+    for (invoker_id id = 1; id <= N; id++) {
+        rec_task *t = rec_get(&r, id);
+        assert_int_equal(t->results, 1);
+        assert_int_equal(t->result_len, sizes[id - 1]);
+        assert_int_equal(t->result_sum, expect[id]);
+    }
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.workers_started, 1);
+    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(count_open_fds(), fds);
+    rec_free(&r);
+}
+
 static int count_small_before_big(recorder *r, const invoker_task *t, const void *res, size_t len)
 {
     (void)res;
@@ -146,6 +189,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes_from_zero_to_64mib_arrive_intact),
+        cmocka_unit_test(test_big_results_of_changing_sizes_through_one_worker_arrive_intact),
         cmocka_unit_test(test_many_large_results_at_once_do_not_interleave_or_stall),
         cmocka_unit_test(test_large_result_does_not_stall_small_tasks),
     };
