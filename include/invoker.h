@@ -171,7 +171,9 @@ typedef struct invoker_config {
                                            (RLIMIT_AS), the task's own argument
                                            included; 0: no limit */
     double               cpu_limit;     /* CPU seconds per task (RLIMIT_CPU, whole
-                                           seconds, rounded up); 0: no limit */
+                                           seconds, rounded up, as the kernel
+                                           counts CPU time: sampled at clock
+                                           ticks); 0: no limit */
     size_t               size;          /* sizeof(invoker_config), set by
                                            invoker_config_init; 0 means the same.
                                            Later versions add fields below it. */
