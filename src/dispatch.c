@@ -650,7 +650,7 @@ static int reap(invoker *inv, unsigned k)
             r = waitpid(w->pid, &status, 0);
         while (r < 0 && errno == EINTR);
     } else {
-        (void)kill(-w->pid, SIGKILL);   /* its children; the zombie still holds the group id */
+        (void)kill(-w->pid, SIGKILL);   /* its children: the group lives on while they do */
     }
     if (r != w->pid)
         status = SIGKILL;   /* someone else reaped it: all we know is that it is gone */
@@ -713,13 +713,15 @@ static void worker_gone(invoker *inv, unsigned k)
         if (!t)
             continue;
         /* Killed for a timeout or a cancel, it was reported then: a task
-         * it took between our verdict and its death is no casualty. */
+         * it took between our verdict and its death is no casualty of
+         * ours, unless that task ended the worker before our SIGKILL did. */
         bool reported = w->kill_reason == INVOKER_FAIL_TIMEOUT ||
                         w->kill_reason == INVOKER_FAIL_CANCELLED;
+        bool own_end = reported && !(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
         bool casualty = w->kill_reason == INVOKER_FAIL_PROTOCOL
                             ? (w->blame == INVOKER__BLAME_FIRST ||
                                (w->blame == INVOKER__BLAME_RUNNING && running == tk.id))
-                            : running == tk.id && !reported;
+                            : running == tk.id && (!reported || own_end);
         if (w->blame == INVOKER__BLAME_FIRST)
             w->blame = INVOKER__BLAME_NONE;   /* only the first one pays */
         if (casualty && (!start || start > now))
@@ -730,8 +732,9 @@ static void worker_gone(invoker *inv, unsigned k)
             invoker_failure fail;
             int code;
             classify(inv, status, &fail, &code);
-            if (w->kill_reason)   /* ours: protocol or shutdown (timeouts and
-                                     cancels were reported when we killed) */
+            if (w->kill_reason && !own_end)   /* ours: protocol or shutdown
+                                                 (timeouts and cancels were
+                                                 reported when we killed) */
                 fail = w->kill_reason, code = 0;
             fail_or_retry(inv, t, fail, code);
         } else {

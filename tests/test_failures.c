@@ -228,44 +228,73 @@ static void test_timeout_reported_within_ms_of_deadline(void **state)
 
 /* An on_error that takes its time over a timeout, as a slow callback may:
  * until the worker, killed but not yet signalled (that waits for the end
- * of the pass), has finished the task and started the next one. */
+ * of the pass), has finished the task and started the next one, and a
+ * moment more. */
 static void wait_for_the_next_run(const invoker_task *t, invoker_failure f, int code, void *user)
 {
     rec_on_error(t, f, code, user);
     double until = now_seconds() + 5.0 * slack();
     while (f == INVOKER_FAIL_TIMEOUT && atomic_load(&shared[0]) < 2 && now_seconds() < until)
         usleep(1000);
+    if (f == INVOKER_FAIL_TIMEOUT)
+        usleep(50000);
 }
 
 static void slow_timeout_report(invoker_config *c) { c->on_error = wait_for_the_next_run; }
 
-/* The task after a timed-out one starts in the condemned worker, which
- * finished late, and the kill lands mid-task: it is no casualty of the
- * timeout, reported long before.  It runs again, once counted, and
- * succeeds. */
+/* One worker: a task that times out but finishes late, then the next task
+ * (act), which starts in the condemned worker before the kill reaches it.
+ * Returns the next task's id, with the first checked. */
+static invoker_id next_after_a_timeout(recorder *r, invoker **inv, int act, int value)
+{
+    rec_init(r, 8);
+    *inv = make(r, 1, slow_timeout_report);
+    order late = { ACT_SLEEP, 150 };
+    invoker_id timed;
+    assert_int_equal(invoker_submit_timeout(*inv, &late, sizeof late, NULL, 0.1, &timed), 0);
+    invoker_id next = submit(*inv, act, value);
+    assert_int_equal(invoker_wait(*inv), 0);
+    assert_int_equal(rec_get(r, timed)->failure, INVOKER_FAIL_TIMEOUT);
+    assert_int_equal(rec_get(r, timed)->results, 0);
+    invoker_stats st;
+    invoker_get_stats(*inv, &st);
+    assert_int_equal(st.timed_out, 1);
+    assert_int_equal(st.workers, 1);
+    return next;
+}
+
+/* The kill lands mid-task: the task is no casualty of the timeout,
+ * reported long before.  It runs again, once counted, and succeeds. */
 static void test_task_taken_after_a_timeout_verdict_is_not_failed_with_it(void **state)
 {
     (void)state;
-    recorder r;
-    rec_init(&r, 8);
     int fds = count_open_fds();
-    invoker *inv = make(&r, 1, slow_timeout_report);
-    order late = { ACT_SLEEP, 150 };
-    invoker_id timed;
-    assert_int_equal(invoker_submit_timeout(inv, &late, sizeof late, NULL, 0.1, &timed), 0);
-    invoker_id next = submit(inv, ACT_SLEEP, 300);
-    assert_int_equal(invoker_wait(inv), 0);
-    assert_int_equal(rec_get(&r, timed)->failure, INVOKER_FAIL_TIMEOUT);
-    assert_int_equal(rec_get(&r, timed)->results, 0);
+    recorder r;
+    invoker *inv;
+    invoker_id next = next_after_a_timeout(&r, &inv, ACT_SLEEP, 300);
     assert_int_equal(atomic_load(&shared[0]), 3);   /* timed, next killed, next again */
     assert_int_equal(rec_get(&r, next)->errors, 0);
     assert_int_equal(rec_get(&r, next)->results, 1);
     assert_int_equal(rec_get(&r, next)->attempts, 1);
+    finish(&r, fds);
+}
+
+/* The task crashes the worker before the kill lands: that death is its
+ * own, reported as its crash, and it does not run again. */
+static void test_task_that_crashes_a_condemned_worker_is_its_crash(void **state)
+{
+    (void)state;
+    int fds = count_open_fds();
+    recorder r;
+    invoker *inv;
+    invoker_id next = next_after_a_timeout(&r, &inv, ACT_SEGV, 0);
+    assert_int_equal(atomic_load(&shared[0]), 2);   /* timed, next: once */
+    assert_int_equal(rec_get(&r, next)->failure, INVOKER_FAIL_CRASH);
+    assert_int_equal(rec_get(&r, next)->code, SIGSEGV);
+    assert_int_equal(rec_get(&r, next)->attempts, 1);
     invoker_stats st;
     invoker_get_stats(inv, &st);
-    assert_int_equal(st.timed_out, 1);
-    assert_int_equal(st.failed, 1);
-    assert_int_equal(st.workers, 1);
+    assert_int_equal(st.crashed, 1);
     finish(&r, fds);
 }
 
@@ -479,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_worker_death_costs_only_its_task),
         cmocka_unit_test(test_timeout_reported_within_ms_of_deadline),
         cmocka_unit_test(test_task_taken_after_a_timeout_verdict_is_not_failed_with_it),
+        cmocka_unit_test(test_task_that_crashes_a_condemned_worker_is_its_crash),
         cmocka_unit_test(test_fd_alone_wakes_an_event_loop_at_the_deadline),
         cmocka_unit_test(test_cancel_queued_task_never_runs),
         cmocka_unit_test(test_cancel_running_task_kills_and_replaces_worker),
