@@ -566,8 +566,8 @@ static bool read_worker(invoker *inv, unsigned k)
                 invoker__frame f = rx->big_hdr;
                 rx->big = NULL;
                 handle_frame(inv, k, &f, big);
-                if (rx->big_cap <= RX_KEEP_MAX && (!rx->kept || rx->kept_cap < rx->big_cap)) {
-                    free(rx->kept);
+                if (rx->big_cap <= RX_KEEP_MAX) {
+                    free(rx->kept);   /* NULL, or too small for this one */
                     rx->kept = big, rx->kept_cap = rx->big_cap;
                 } else {
                     free(big);

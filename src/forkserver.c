@@ -130,23 +130,16 @@ int invoker__forkserver_start(invoker *inv)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
-    /* As for a worker: no handler may run in the child before it has
-     * reset them all. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = invoker__fork_blocked();
     if (pid == 0) {
         close(sv[0]);
         server_main(inv, sv[1], parent);
     }
-    int err = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);
     if (pid < 0) {
         close(sv[0]);
-        return -err;
+        return pid;
     }
     (void)setpgid(pid, pid);
     inv->fs.pid = pid;

@@ -341,6 +341,10 @@ void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after
 /* In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */
 void invoker__child_clean(struct invoker *inv, const int *keep, size_t nkeep);
+/* fork() with every signal blocked across it: restored in the parent, left
+ * blocked in the child (0) until invoker__child_clean resets them.  The
+ * child's pid, 0 in the child, or -errno. */
+pid_t invoker__fork_blocked(void);
 /* In a new process: asks to die with parent; false if it is already gone. */
 bool invoker__child_bind_to_parent(pid_t parent);
 /* In a cleaned process: becomes worker k, writing to result_wr (a spare,

@@ -530,23 +530,31 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, i
     invoker__worker_run(inv, k, result_wr, go ? go[1] : -1, allowed);
 }
 
-/* The parent's own fork: the worker's pid, or -errno. */
-static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go)
+pid_t invoker__fork_blocked(void)
 {
     /* No signal may run a handler in the child before it has reset them,
      * nor be lost in the parent: block all around the fork. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    cpu_set_t allowed;
-    bool have_mask = go && sched_getaffinity(0, sizeof allowed, &allowed) == 0;
-    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_start(inv, k, parent, res[0], res[1], go, have_mask ? &allowed : NULL);
+        return 0;
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return pid < 0 ? -err : pid;
+}
+
+/* The parent's own fork: the worker's pid, or -errno. */
+static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go)
+{
+    cpu_set_t allowed;
+    bool have_mask = go && sched_getaffinity(0, sizeof allowed, &allowed) == 0;
+    pid_t parent = getpid();
+    pid_t pid = invoker__fork_blocked();
+    if (pid == 0)
+        child_start(inv, k, parent, res[0], res[1], go, have_mask ? &allowed : NULL);
+    return pid;
 }
 
 /* The word that lets a waiting worker go: the CPU it was pinned to, or -1. */

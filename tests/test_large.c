@@ -34,6 +34,32 @@ static int obj_echo(const void *arg, size_t len, invoker_result *out, void *ctx)
     return 0;
 }
 
+/* Submits size bytes of pattern seed to obj_echo; returns the byte sum the
+ * echoed (inverted) result must have. */
+static uint64_t submit_echo(invoker *inv, size_t size, uint64_t seed, invoker_id *id)
+{
+    unsigned char *arg = malloc(size + 1);
+    assert_non_null(arg);
+    fill_pattern(arg, size, seed);
+    assert_int_equal(invoker_submit(inv, arg, size, NULL, id), 0);
+    for (size_t j = 0; j < size; j++)
+        arg[j] = (unsigned char)~arg[j];
+    uint64_t sum = byte_sum(arg, size);
+    free(arg);   /* the invoker copied it */
+    return sum;
+}
+
+/* Each of tasks 1..n returned its echo: sizes[id - 1] bytes summing to expect[id]. */
+static void assert_echoes(recorder *r, const size_t *sizes, const uint64_t *expect, size_t n)
+{
+    for (invoker_id id = 1; id <= n; id++) {
+        rec_task *t = rec_get(r, id);
+        assert_int_equal(t->results, 1);
+        assert_int_equal(t->result_len, sizes[id - 1]);
+        assert_int_equal(t->result_sum, expect[id]);
+    }
+}
+
 static void test_sizes_from_zero_to_64mib_arrive_intact(void **state)
 {
     (void)state;
@@ -50,22 +76,12 @@ static void test_sizes_from_zero_to_64mib_arrive_intact(void **state)
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     uint64_t expect[N + 1];
     for (size_t i = 0; i < N; i++) {
-        unsigned char *arg = malloc(sizes[i] + 1);
-        fill_pattern(arg, sizes[i], i);
         invoker_id id;
-        assert_int_equal(invoker_submit(inv, arg, sizes[i], NULL, &id), 0);
-        for (size_t j = 0; j < sizes[i]; j++)
-            arg[j] = (unsigned char)~arg[j];
-        expect[id] = byte_sum(arg, sizes[i]);
-        free(arg);   /* the invoker copied it */
+        uint64_t sum = submit_echo(inv, sizes[i], i, &id);
+        expect[id] = sum;
     }
     assert_int_equal(invoker_wait(inv), 0);
-    for (invoker_id id = 1; id <= N; id++) {
-        rec_task *t = rec_get(&r, id);
-        assert_int_equal(t->results, 1);
-        assert_int_equal(t->result_len, sizes[id - 1]);
-        assert_int_equal(t->result_sum, expect[id]);
-    }
+    assert_echoes(&r, sizes, expect, N);
     assert_int_equal(invoker_destroy(inv), 0);
     assert_int_equal(count_open_fds(), fds);
     rec_free(&r);
@@ -89,23 +105,12 @@ static void test_big_results_of_changing_sizes_through_one_worker_arrive_intact(
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     uint64_t expect[N + 1];
     for (size_t i = 0; i < N; i++) {
-        unsigned char *arg = malloc(sizes[i]);
-        assert_non_null(arg);
-        fill_pattern(arg, sizes[i], i + 7);
         invoker_id id;
-        assert_int_equal(invoker_submit(inv, arg, sizes[i], NULL, &id), 0);
-        for (size_t j = 0; j < sizes[i]; j++)
-            arg[j] = (unsigned char)~arg[j];
-        expect[id] = byte_sum(arg, sizes[i]);
-        free(arg);
+        uint64_t sum = submit_echo(inv, sizes[i], i + 7, &id);
+        expect[id] = sum;
         assert_int_equal(invoker_wait(inv), 0);   /* one at a time, in order */
     }
-    for (invoker_id id = 1; id <= N; id++) {
-        rec_task *t = rec_get(&r, id);
-        assert_int_equal(t->results, 1);
-        assert_int_equal(t->result_len, sizes[id - 1]);
-        assert_int_equal(t->result_sum, expect[id]);
-    }
+    assert_echoes(&r, sizes, expect, N);
     invoker_stats st;
     invoker_get_stats(inv, &st);
     assert_int_equal(st.workers_started, 1);
