@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -107,6 +108,17 @@ uint64_t invoker__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void invoker__fd_epoll_sleep(int epfd, uint64_t ns)
+{
+    struct epoll_event ev;
+#ifdef SYS_epoll_pwait2
+    struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+    if (syscall(SYS_epoll_pwait2, epfd, &ev, 1, &ts, NULL, (size_t)0) >= 0 || errno != ENOSYS)
+        return;
+#endif
+    (void)epoll_wait(epfd, &ev, 1, (int)((ns + 999999u) / 1000000u));   /* before Linux 5.11 */
 }
 
 int invoker__fd_pidfd_open(pid_t pid)

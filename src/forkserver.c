@@ -23,7 +23,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -147,9 +146,7 @@ int invoker__forkserver_start(invoker *inv)
     /* Its death is seen (and it is reaped) at once, not at the next spawn. */
     int pfd = invoker__fd_pidfd_open(pid);
     if (pfd >= 0) {
-        struct epoll_event ev = { .events = EPOLLIN };
-        ev.data.u64 = (uint64_t)INVOKER__EV_SERVER << 32;
-        if (epoll_ctl(inv->epfd, EPOLL_CTL_ADD, pfd, &ev) == 0)
+        if (invoker__watch(inv, pfd, INVOKER__EV_SERVER, 0) == 0)
             inv->fs.pidfd = pfd;
         else
             close(pfd);
@@ -229,7 +226,7 @@ void invoker__forkserver_stop(invoker *inv)
     if (inv->fs.pid <= 0)
         return;
     if (inv->fs.pidfd >= 0)
-        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, inv->fs.pidfd, NULL);
+        invoker__unwatch(inv, inv->fs.pidfd);
     invoker__fd_close(&inv->fs.pidfd);
     invoker__fd_close(&inv->fs.sock);
     /* Its group: the server, and any worker it made whose pid we never

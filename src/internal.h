@@ -45,6 +45,7 @@
 #define INVOKER__HELD_TRAILER   16u     /* after each held frame: its hash, then zeros */
 #define INVOKER__HOLD_NS        100000u /* a worker holds no result older than this */
 #define INVOKER__HOLD_WAKE_NS   1000000u /* the parent takes results held this long */
+#define INVOKER__GATHER_MAX_NS  4000000u /* the longest invoker_wait lets a result wait */
 #define INVOKER__EXIT_INIT      120     /* worker exit status: worker_init failed */
 #define INVOKER__EXIT_PROTOCOL  121     /* worker exit status: it found its slot scribbled */
 
@@ -182,6 +183,8 @@ int      invoker__fd_read_all(int fd, void *buf, size_t len);        /* blocking
 void     invoker__fd_grow_pipe(int fd, size_t bytes);  /* best effort F_SETPIPE_SZ */
 uint64_t invoker__now_ns(void);
 int      invoker__fd_pidfd_open(pid_t pid);            /* -errno when unsupported */
+/* Sleeps until something in the epoll set is ready, or ns have passed. */
+void     invoker__fd_epoll_sleep(int epfd, uint64_t ns);
 
 /* ---- tasks.c: task records, id lookup, lists; no syscalls ------------- */
 
@@ -395,6 +398,8 @@ struct invoker {
     bool            destroying;
 
     int             epfd, timerfd, kickfd;
+    int             urgent_fd;      /* epoll set of what a gather must not delay
+                                       (see invoker__watch); -1: no gathering */
     int             queue_rd, queue_wr;
     uint64_t        queue_written;  /* bytes written to the queue, ever */
     size_t          queue_slots;    /* tickets the queue pipe can hold */
@@ -429,6 +434,8 @@ struct invoker {
     uint64_t        sweep_at;       /* ns; 0: no orphan sweep due */
     uint64_t        last_event_ns;  /* when epoll last had something */
     uint64_t        avg_run_ns;     /* moving average of tasks' run time; 0: none seen */
+    uint64_t        avg_result_bytes; /* moving average of results' sizes */
+    uint64_t        gather_max_ns;  /* INVOKER__GATHER_MAX_NS; tests raise it */
     uint64_t        audit_at;       /* ns; next look for a stall, 0: none */
     uint64_t        calls;          /* callbacks made, ever */
     uint64_t        held_delivered; /* held frames the parent delivered itself (for tests) */
@@ -443,9 +450,17 @@ static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
     return k < inv->nworkers ? k : k - inv->nworkers;
 }
 
+/* invoker.c: the descriptors the parent waits on.  Every one is in epfd;
+ * the timer, the kick and the workers' pidfds are in urgent_fd too, so a
+ * gather (see invoker__dispatch_run) sleeps on results only. */
+int  invoker__watch(invoker *inv, int fd, unsigned type, unsigned k);   /* 0 or -errno */
+void invoker__unwatch(invoker *inv, int fd);
+
 /* dispatch.c: the parent's side of the loop */
 int  invoker__dispatch_refill(invoker *inv);
-int  invoker__dispatch_run(invoker *inv, int timeout_ms);  /* callbacks made, or -errno */
+/* Callbacks made, or -errno.  gather (invoker_wait): results may wait a
+ * little while every worker has queued work (see gather_ns). */
+int  invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather);
 void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code);
 void invoker__dispatch_finish(invoker *inv, invoker__task *t);
 void invoker__dispatch_release(invoker *inv, invoker__task *t);   /* its record and argument */

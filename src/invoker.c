@@ -86,11 +86,26 @@ static uint64_t draw_key(const invoker *inv)
     return invoker__proto_mix(key) | 1;
 }
 
-static int add_event(invoker *inv, int fd, unsigned type)
+int invoker__watch(invoker *inv, int fd, unsigned type, unsigned k)
 {
     struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u64 = (uint64_t)type << 32;
-    return epoll_ctl(inv->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+    ev.data.u64 = (uint64_t)type << 32 | k;
+    if (epoll_ctl(inv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return -errno;
+    bool urgent = type == INVOKER__EV_TIMER || type == INVOKER__EV_KICK ||
+                  type == INVOKER__EV_PIDFD;
+    /* A set that misses one could hold a deadline or a death back for a
+     * whole gather: without it, results are never gathered. */
+    if (urgent && inv->urgent_fd >= 0 && epoll_ctl(inv->urgent_fd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        invoker__fd_close(&inv->urgent_fd);
+    return 0;
+}
+
+void invoker__unwatch(invoker *inv, int fd)
+{
+    (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, fd, NULL);
+    if (inv->urgent_fd >= 0)
+        (void)epoll_ctl(inv->urgent_fd, EPOLL_CTL_DEL, fd, NULL);   /* ENOENT when not urgent */
 }
 
 /* Everything but the workers, which go first (see invoker_destroy). */
@@ -101,6 +116,7 @@ static void release(invoker *inv)
     invoker__fd_close(&inv->queue_rd);
     invoker__fd_close(&inv->timerfd);
     invoker__fd_close(&inv->kickfd);
+    invoker__fd_close(&inv->urgent_fd);
     invoker__fd_close(&inv->epfd);
     if (inv->workers)
         for (unsigned k = 0; k < inv->nrecords; k++) {
@@ -144,7 +160,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     invoker *inv = calloc(1, sizeof *inv);
     if (!inv)
         return -ENOMEM;
-    inv->epfd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
+    inv->epfd = inv->urgent_fd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
     inv->fs.sock = inv->fs.pidfd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
     int rc = take_config(cfg, &inv->cfg);
@@ -158,19 +174,22 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->nworkers = inv->cfg.inline_mode ? 0 : inv->cfg.workers;
     inv->nrecords = 2 * inv->nworkers;
     inv->want_spares = inv->cfg.spares == INVOKER_SPARES_ALWAYS;
+    inv->gather_max_ns = INVOKER__GATHER_MAX_NS;
     inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
 
     if ((rc = invoker__tasks_init(&inv->tasks)) != 0 ||
         (rc = invoker__arena_init(&inv->arena)) != 0)
         goto fail;
+    /* Only an aid: without it, every result wakes the parent. */
+    inv->urgent_fd = epoll_create1(EPOLL_CLOEXEC);
     if ((inv->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
         (inv->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0 ||
         (inv->kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
         rc = -errno;
         goto fail;
     }
-    if ((rc = add_event(inv, inv->timerfd, INVOKER__EV_TIMER)) != 0 ||
-        (rc = add_event(inv, inv->kickfd, INVOKER__EV_KICK)) != 0)
+    if ((rc = invoker__watch(inv, inv->timerfd, INVOKER__EV_TIMER, 0)) != 0 ||
+        (rc = invoker__watch(inv, inv->kickfd, INVOKER__EV_KICK, 0)) != 0)
         goto fail;
     if (inv->cfg.inline_mode) {
         *out = inv;
@@ -290,7 +309,7 @@ int invoker_poll(invoker *inv, int timeout_ms)
         return -EBUSY;
     if (inv->cfg.inline_mode)
         return invoker__dispatch_inline(inv);
-    return invoker__dispatch_run(inv, timeout_ms < 0 ? -1 : timeout_ms);
+    return invoker__dispatch_run(inv, timeout_ms < 0 ? -1 : timeout_ms, false);
 }
 
 int invoker_wait(invoker *inv)
@@ -300,7 +319,8 @@ int invoker_wait(invoker *inv)
     if (inv->depth > 0)
         return -EBUSY;
     while (inv->outstanding > 0) {
-        int rc = invoker_poll(inv, -1);
+        int rc = inv->cfg.inline_mode ? invoker__dispatch_inline(inv)
+                                      : invoker__dispatch_run(inv, -1, true);
         if (rc < 0)
             return rc;
     }

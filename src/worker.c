@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -446,6 +445,7 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
 {
     child_reset_signals();
     invoker__fd_close(&inv->epfd);
+    invoker__fd_close(&inv->urgent_fd);
     invoker__fd_close(&inv->timerfd);
     invoker__fd_close(&inv->kickfd);
     invoker__fd_close(&inv->queue_wr);
@@ -620,13 +620,11 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
     if (!spare && w->go >= 0)
         send_word(w, -1);
 
-    struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u64 = (uint64_t)INVOKER__EV_RESULT << 32 | k;
-    rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->result_rd, &ev);
-    if (rc == 0 && w->pidfd >= 0) {
-        ev.data.u64 = (uint64_t)INVOKER__EV_PIDFD << 32 | k;
-        rc = epoll_ctl(inv->epfd, EPOLL_CTL_ADD, w->pidfd, &ev);
-    }
+    rc = invoker__watch(inv, w->result_rd, INVOKER__EV_RESULT, k);
+    if (w->pidfd < 0)   /* its death would show only at its pipe's end: never gather */
+        invoker__fd_close(&inv->urgent_fd);
+    else if (rc == 0)
+        rc = invoker__watch(inv, w->pidfd, INVOKER__EV_PIDFD, k);
     if (w->state == INVOKER__WORKER_LIVE) {
         inv->live++;
         inv->stats.workers_started++;
@@ -702,9 +700,9 @@ void invoker__worker_close(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     if (w->result_rd >= 0)
-        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->result_rd, NULL);
+        invoker__unwatch(inv, w->result_rd);
     if (w->pidfd >= 0)
-        (void)epoll_ctl(inv->epfd, EPOLL_CTL_DEL, w->pidfd, NULL);
+        invoker__unwatch(inv, w->pidfd);
     invoker__fd_close(&w->result_rd);
     invoker__fd_close(&w->pidfd);
     invoker__fd_close(&w->go);
