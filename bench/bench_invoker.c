@@ -45,6 +45,7 @@ typedef struct bench {
     const task_hdr *hdrs;      /* mixed workloads: per task */
     unsigned char *payload;    /* payload workload: the argument */
     int            submit_err;
+    double         parent_cpu_s; /* the last batch's CPU time in this thread */
 } bench;
 
 static void die_err(const char *what, int err)
@@ -191,6 +192,7 @@ static double run_batch(bench *b, size_t n, size_t window)
     memset(b->by_fail, 0, sizeof b->by_fail);
     b->window = window;
     int64_t t0 = now_ns();
+    int64_t c0 = thread_cpu_ns();
     if (window)
         refill(b);
     else
@@ -198,6 +200,7 @@ static double run_batch(bench *b, size_t n, size_t window)
             submit_one(b, i);
     int rc = invoker_wait(b->inv);
     double s = ns_to_s(now_ns() - t0);
+    b->parent_cpu_s = ns_to_s(thread_cpu_ns() - c0);
     if (rc < 0)
         die_err("invoker_wait", rc);
     if (b->submit_err)
@@ -311,9 +314,10 @@ static int throughput_main(void)
                     n, s, (double)n / s, s * 1e6 / (double)n, window, bad);
     else if (g_mode == MODE_MIXED)
         result_line(g_workload, impl_name(), &opt,
-                    "tasks=%zu iters=%llu seconds=%.6f busy=%.4f window=%zu bad=%zu", n,
-                    (unsigned long long)opt.iters, s,
-                    busy_fraction(g_recs, n, opt.workers, s), window, bad);
+                    "tasks=%zu iters=%llu seconds=%.6f busy=%.4f parent_us_per_task=%.2f "
+                    "window=%zu bad=%zu", n, (unsigned long long)opt.iters, s,
+                    busy_fraction(g_recs, n, opt.workers, s),
+                    b.parent_cpu_s * 1e6 / (double)n, window, bad);
     else
         result_line(g_workload, impl_name(), &opt,
                     "tasks=%zu bytes=%zu seconds=%.6f mib_per_s=%.1f window=%zu bad=%zu", n,

@@ -67,6 +67,7 @@ typedef struct bench_opts {
 } bench_opts;
 
 int64_t now_ns(void);
+int64_t thread_cpu_ns(void);  /* the calling thread's CPU time */
 double  ns_to_s(int64_t ns);
 
 /* Parses argv[first..] into *o (defaults first).  Exits on a bad option. */

@@ -238,7 +238,8 @@ def main():
               "\"vs pthread\" = pthread wall / this wall, per repetition.  Busy = "
               "the time the tasks themselves recorded / (workers × wall): the share "
               "of the workers' time spent in tasks, which a slow spell of the "
-              "machine does not move (C only).\n")
+              "machine does not move (C only).  Parent µs/task = the CPU time of "
+              "invoker's calling thread over the batch, per task.\n")
     ser_c, ser_py, thr = g.get("serial"), g.get("py-serial"), g.get("pthread")
     t = []
     inv_eff = None
@@ -252,17 +253,20 @@ def main():
         if k == "invoker":
             inv_eff = eff
         t.append((name(k), g[k].first("tasks"), fmt(wall, 3), spread(g[k], "seconds"),
-                  fmt(eff, 3), fmt(vs, 3), fmt(g[k].med("busy"), 3)))
+                  fmt(eff, 3), fmt(vs, 3), fmt(g[k].med("busy"), 3),
+                  fmt(g[k].med("parent_us_per_task"), 1)))
     md.append(table(["implementation", "tasks", "wall s", "±", "efficiency",
-                     "vs pthread", "busy"], t))
+                     "vs pthread", "busy", "parent µs/task"], t))
     md.append("")
     if inv_eff is not None:
         target("1 ms tasks: efficiency ≥0.97", "%.3f" % inv_eff, inv_eff >= 0.97,
                "serial %.3f s, invoker wall %.3f s, %d workers; in the same run the "
-               "pthread pool's efficiency was %s; invoker's busy fraction %s"
+               "pthread pool's efficiency was %s; invoker's busy fraction %s, "
+               "its parent's CPU %s µs per task"
                % (ser_c.med("seconds"), g["invoker"].med("seconds"), workers,
                   fmt(rep_ratio(ser_c, "seconds", thr, "seconds", 1.0 / workers), 3),
-                  fmt(g["invoker"].med("busy"), 3)))
+                  fmt(g["invoker"].med("busy"), 3),
+                  fmt(g["invoker"].med("parent_us_per_task"), 1)))
 
     # ---- 3. payload ------------------------------------------------------
     g = groups(rows, "payload")
