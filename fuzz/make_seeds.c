@@ -85,6 +85,7 @@ int main(int argc, char **argv)
     frame("too-large", INVOKER__FRAME_TOO_LARGE, 11, 0, 0, 0, 0);
     frame("protocol", INVOKER__FRAME_PROTOCOL, 12, 0, 0, 0, 0);
     frame("init-failed", INVOKER__FRAME_INIT_FAILED, 0, 3, 0, 0, 0);
+    frame("skipped", INVOKER__FRAME_SKIPPED, 13, 0, 0, 0, 0);
     frame("bad-check", INVOKER__FRAME_RESULT, 14, 0, 16, 1, 0);
     frame("bad-kind", INVOKER__FRAME_KIND_MAX, 15, 0, 0, 0, 0);
 

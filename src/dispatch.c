@@ -399,7 +399,9 @@ static void handle_frame(invoker *inv, unsigned k, const invoker__frame *f, cons
         }
         return;
     }
-    if (!t)
+    /* A skip only wakes us (the queue moved): its task was cancelled, and
+     * one still in flight is found by the ticket accounting if lost. */
+    if (!t || f->kind == INVOKER__FRAME_SKIPPED)
         return;   /* cancelled or timed out meanwhile: its callback is made */
     if (f->kind == INVOKER__FRAME_PROTOCOL) {   /* it found its slot scribbled */
         invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);   /* no longer one of the pool */

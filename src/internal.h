@@ -75,6 +75,8 @@ enum invoker__frame_kind {
     INVOKER__FRAME_TOO_LARGE,         /* result passed max_result_bytes */
     INVOKER__FRAME_PROTOCOL,          /* the worker found its slot scribbled */
     INVOKER__FRAME_INIT_FAILED,       /* worker_init returned code */
+    INVOKER__FRAME_SKIPPED,           /* every task of the packet was cancelled:
+                                         no outcome, only word that the queue moved */
     INVOKER__FRAME_KIND_MAX
 };
 

@@ -296,8 +296,9 @@ static const void *child_view(child *c, uint64_t off, uint64_t len)
 }
 
 /* Runs one ticket of the packet in our slot, and sends its frame, or
- * holds it when more of the packet follows (see child_loop). */
-static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
+ * holds it when more of the packet follows (see child_loop).  False when
+ * its task was cancelled: skipped, with nothing to send. */
+static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
                        const unsigned char *inline_arg, bool more)
 {
     invoker *inv = c->inv;
@@ -307,7 +308,7 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     invoker__ticket tk = *tkp;
     _Atomic uint64_t *cancel = &inv->table.cancelled[tk.id % INVOKER__CANCEL_RING];
     if (atomic_load(cancel) == tk.id)
-        return;
+        return false;
     uint64_t tag = invoker__proto_running_tag(tk.id, inv->key);
     uint64_t start = invoker__now_ns();
     atomic_store(&slot->start_ns, start);
@@ -317,7 +318,7 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
      * mark here and skip the task. */
     if (atomic_load(cancel) == tk.id) {
         atomic_store(&slot->running, 0);
-        return;
+        return false;
     }
 
     const void *arg = tk.arg_len ? inline_arg : NULL;
@@ -380,6 +381,7 @@ static void run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     else
         send_frames(c, out->buf, total);
     atomic_store(&slot->running, 0);
+    return true;
 }
 
 /* A packet's tasks are short (the parent batches no others), so their
@@ -410,6 +412,8 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
             _exit(0);   /* queue closed: the invoker is going away */
         size_t off = 0;
         unsigned count = 1;
+        bool ran = false;
+        invoker__ticket first = { 0 };
         for (unsigned i = 0; i < count; i++) {
             invoker__ticket tk;
             if ((size_t)n - off < sizeof tk)
@@ -419,12 +423,14 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
                 invoker__proto_ticket_size(&tk) > (size_t)n - off ||
                 (i == 0 ? tk.batch == 0 : tk.batch != 0))
                 _exit(INVOKER__EXIT_PROTOCOL);
-            if (i == 0)
+            if (i == 0) {
                 count = tk.batch;
+                first = tk;
+            }
             const unsigned char *inline_arg = c.slot->ticket + off + INVOKER__TICKET_HDR;
             size_t tk_off = off;
             off += invoker__proto_ticket_size(&tk);
-            run_ticket(&c, &tk, tk_off, inline_arg, i + 1 < count);
+            ran |= run_ticket(&c, &tk, tk_off, inline_arg, i + 1 < count);
             if (cfg->max_tasks_per_worker && ++done >= cfg->max_tasks_per_worker) {
                 send_frames(&c, NULL, 0);
                 _exit(0);   /* the rest of the packet is requeued by the parent */
@@ -433,6 +439,10 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
         send_frames(&c, NULL, 0);   /* when the last one was cancelled */
         if (off != (size_t)n)
             _exit(INVOKER__EXIT_PROTOCOL);
+        /* The parent may be waiting for the queue to move to stock it
+         * again, and a packet of cancelled tasks sends no outcome. */
+        if (!ran)
+            send_frame(inv, c.result_wr, INVOKER__FRAME_SKIPPED, first.id, first.gen, 0);
     }
 }
 

@@ -1,6 +1,7 @@
 /* How tasks fail: objective errors, oversize results, deaths, timeouts,
  * cancels, retries, worker recycling and worker_init. */
 #include "helpers.h"
+#include "internal.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -345,6 +346,41 @@ static void test_cancel_queued_task_never_runs(void **state)
     finish(&r, fds);
 }
 
+/* A worker skips a cancelled task's ticket without a word.  With the queue
+ * full of such tickets when the parent last tried to write, and tasks
+ * waiting behind them, the worker drains the queue and nothing else would
+ * ever wake the parent to stock it again. */
+static void test_tasks_behind_a_queue_of_cancelled_tickets_still_run(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 4096);
+    int fds = count_open_fds();
+    invoker *inv = make(&r, 1, NULL);
+    pid_t worker = inv->workers[0].pid;
+    assert_int_equal(kill(worker, SIGSTOP), 0);
+    invoker_id last = 0;
+    while (!inv->queue_full && last < 4000)
+        last = submit(inv, ACT_OK, 1);
+    assert_true(inv->queue_full);
+    invoker_id behind[3];
+    for (int i = 0; i < 3; i++)
+        behind[i] = submit(inv, ACT_OK, 2);
+    for (invoker_id id = 1; id < last; id++)   /* every ticket in the queue */
+        assert_int_equal(invoker_cancel(inv, id), 0);
+    assert_int_equal(invoker_poll(inv, 0), (int)last - 1);   /* still full: he is stopped */
+    assert_int_equal(kill(worker, SIGCONT), 0);
+    sleep_us(100000);   /* he drains the queue, skipping every ticket */
+    alarm(20);
+    assert_int_equal(invoker_wait(inv), 0);
+    alarm(0);
+    assert_int_equal(rec_get(&r, last)->results, 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rec_get(&r, behind[i])->results, 1);
+    assert_int_equal(atomic_load(&shared[0]), 4);   /* only those ran */
+    finish(&r, fds);
+}
+
 /* The killed worker may be reaped in the very poll that reports its task,
  * before anything else is outstanding; a task submitted next must still
  * find a worker (once it waited forever where no pidfd exists). */
@@ -513,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_cancel_queued_task_never_runs),
         cmocka_unit_test(test_cancel_running_task_kills_and_replaces_worker),
         cmocka_unit_test(test_submit_right_after_a_cancel_kill_always_finds_a_worker),
+        cmocka_unit_test(test_tasks_behind_a_queue_of_cancelled_tickets_still_run),
         cmocka_unit_test(test_retries_rerun_then_report_with_attempts),
         cmocka_unit_test(test_max_tasks_per_worker_replaces_worker),
         cmocka_unit_test(test_worker_init_runs_once_per_worker_with_its_slot),

@@ -109,6 +109,15 @@ static void test_frame_kinds_other_than_result_carry_no_payload(void **state)
     f.len = 8;
     invoker__proto_frame_seal(&f, KEY);
     assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+    f.kind = INVOKER__FRAME_SKIPPED;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
+    f.len = 0;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), 0);
+    f.id = 0;   /* names the packet's first task */
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 100), -EPROTO);
     f.kind = INVOKER__FRAME_KIND_MAX;
     f.len = 0;
     invoker__proto_frame_seal(&f, KEY);
@@ -129,8 +138,8 @@ static void test_held_flag_only_on_outcomes_and_sealed(void **state)
     (void)state;
     const uint32_t kinds[] = { INVOKER__FRAME_RESULT, INVOKER__FRAME_OBJECTIVE,
                                INVOKER__FRAME_TOO_LARGE, INVOKER__FRAME_PROTOCOL,
-                               INVOKER__FRAME_INIT_FAILED };
-    for (size_t i = 0; i < 5; i++) {
+                               INVOKER__FRAME_INIT_FAILED, INVOKER__FRAME_SKIPPED };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         invoker__frame f;
         memset(&f, 0, sizeof f);
         f.kind = kinds[i] | INVOKER__FRAME_HELD;
