@@ -951,7 +951,10 @@ static uint64_t staff_slots(invoker *inv, uint64_t now)
             seat->free_cpu = -1;
             seat->spare_streak = 0;
             inv->queue_full = false;
-            continue;
+            /* With its predecessor already reaped, the next spare comes now,
+             * not at the next pass: invoker_wait may gather for milliseconds
+             * first, and a second death in the slot would find none. */
+            live = true;
         }
         if (empty < 0 || (live && !inv->want_spares))
             continue;   /* both records taken (or both going: the first gone is refilled) */
