@@ -366,6 +366,7 @@ static int hang_main(void)
                 st.workers, b.ok, b.by_fail[INVOKER_FAIL_TIMEOUT], b.failed);
     report_hang(impl_name(), &opt, g_recs, g_spawn, report_ns, nhang, t0, t1, whole);
     invoker_destroy(b.inv);
+    dump_recs();
     free(report_ns), free(h);
     return 0;
 }
@@ -379,7 +380,9 @@ static int crash_main(void)
     for (size_t i = 0; i < opt.tasks; i++)
         clean[i] = (task_hdr){KIND_CPU, UINT32_MAX, opt.iters};
     for (size_t i = 0; i < total; i++)
-        mixed[i] = (task_hdr){crash_kind(i, total, opt.crashes), UINT32_MAX, opt.iters};
+        mixed[i] = (task_hdr){crash_kind(i, total, opt.crashes), (uint32_t)i, opt.iters};
+    g_recs = recs_map(total);   /* the crashing runs' tasks, for BENCH_DUMP_RECS */
+    g_nrecs = total;
     make(&b);
     warm_up(&b);
     /* (normal, crashing) pairs of runs on the same invoker; medians of
@@ -405,6 +408,7 @@ static int crash_main(void)
         if (b.ok != opt.tasks || crashed + exited != opt.crashes)
             right = 0;
     }
+    dump_recs();
     invoker_stats st;
     invoker_get_stats(b.inv, &st);
     if (clean_bad || bad)
