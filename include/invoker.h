@@ -265,8 +265,9 @@ INVOKER_API int invoker_poll(invoker *inv, int timeout_ms);
  *
  * Unlike invoker_poll, it may let results wait before their callbacks, at
  * most 4 ms each: only while every worker has enough queued tasks to stay
- * busy meanwhile, and only when tasks are short enough (a few milliseconds
- * or less) for one wake of the parent to take two results or more.  Each
+ * busy meanwhile, when tasks are short enough (a few milliseconds or less)
+ * for one wake of the parent to take two results or more, and when results
+ * are small enough to wait in their pipes (a few KiB).  Each
  * wake costs the workers' CPUs a switch to the parent and back; with 1 ms
  * tasks on two CPUs, waking once per result cost 1.5% of the machine.
  * Deadlines, deaths and cancels are acted on at once.  To take each result
