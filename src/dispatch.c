@@ -33,6 +33,7 @@
 #define STALL_AUDIT_NS  (1000000000ull)          /* idle time before an orphan sweep */
 #define SWEEP_AGAIN_NS  (10000000ull)
 #define EOF_GRACE_NS    (100000000ull)   /* a worker whose pipe closed gets this long to exit */
+#define SPARE_AFTER_ADOPT_NS (1000000ull)  /* a slot's next spare, after it took one */
 #define GATHER_RESULTS  8u                /* results one gather aims to take */
 #define GATHER_MIN_NS   (200000ull)
 #define GATHER_PIPE_BYTES (32u << 10)     /* half a result pipe at its smallest */
@@ -951,9 +952,12 @@ static uint64_t staff_slots(invoker *inv, uint64_t now)
             seat->free_cpu = -1;
             seat->spare_streak = 0;
             inv->queue_full = false;
-            /* With its predecessor already reaped, the next spare comes now,
-             * not at the next pass: invoker_wait may gather for milliseconds
-             * first, and a second death in the slot would find none. */
+            /* With its predecessor already reaped, the next spare comes by
+             * the timer, not at whatever pass comes next: invoker_wait may
+             * gather for milliseconds, and a second death in the slot would
+             * find none.  Not at once: its fork would take CPU from the
+             * spare that has just taken the slot. */
+            seat->spare_at = now + SPARE_AFTER_ADOPT_NS;
             live = true;
         }
         if (empty < 0 || (live && !inv->want_spares))

@@ -654,10 +654,11 @@ static void test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does(void *
     g_sh = NULL;
 }
 
-/* A death whose worker is reaped at once: the spare takes the slot and the
- * slot's next spare is forked in that same poll, ready for a second death
- * (invoker_wait may not poll again for milliseconds). */
-static void test_next_spare_is_forked_in_the_poll_that_reports_a_death(void **state)
+/* A death whose worker is reaped at once: the spare takes the slot in the
+ * poll that reports it, and the slot's next spare comes without waiting for
+ * another event (invoker_wait may not poll again for milliseconds): it is
+ * there, or invoker_fd says when to make it. */
+static void test_next_spare_comes_after_a_death_without_another_event(void **state)
 {
     (void)state;
     begin_test(30);
@@ -673,7 +674,12 @@ static void test_next_spare_is_forked_in_the_poll_that_reports_a_death(void **st
         while (rec.errors == errors)
             assert_true(invoker_poll(inv, -1) >= 0);
         assert_int_equal(record_in(inv, INVOKER__WORKER_LIVE, -1), spare);   /* it took over */
-        assert_true(record_in(inv, INVOKER__WORKER_SPARE, -1) >= 0);       /* and has its own */
+        if (record_in(inv, INVOKER__WORKER_SPARE, -1) < 0) {
+            struct pollfd p = { .fd = invoker_fd(inv), .events = POLLIN };
+            assert_int_equal(poll(&p, 1, (int)(1000 * slack())), 1);
+            assert_true(invoker_poll(inv, 0) >= 0);
+        }
+        assert_true(record_in(inv, INVOKER__WORKER_SPARE, -1) >= 0);   /* and has its own */
     }
     assert_int_equal(destroy_tracked(inv), 0);
     end_test(fds0);
@@ -1101,7 +1107,7 @@ int main(void)
         cmocka_unit_test_teardown(test_destroy_unpolled_invoker_reports_every_task_once, teardown),
         cmocka_unit_test_teardown(test_replacement_serves_while_its_predecessor_dies_and_neither_outlives_destroy, teardown),
         cmocka_unit_test_teardown(test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does, teardown),
-        cmocka_unit_test_teardown(test_next_spare_is_forked_in_the_poll_that_reports_a_death, teardown),
+        cmocka_unit_test_teardown(test_next_spare_comes_after_a_death_without_another_event, teardown),
         cmocka_unit_test_teardown(test_spares_always_never_and_worker_init_only_when_taken, teardown),
         cmocka_unit_test_teardown(test_spare_killed_by_someone_else_costs_nothing_and_comes_back, teardown),
         cmocka_unit_test_teardown(test_auto_spares_come_with_the_first_task_with_a_timeout, teardown),
