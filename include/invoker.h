@@ -263,15 +263,15 @@ INVOKER_API int invoker_poll(invoker *inv, int timeout_ms);
 /* Polls until every submitted task, including those submitted by callbacks
  * meanwhile, has been reported.  0, or -EINVAL, -EBUSY (inside a callback).
  *
- * Unlike invoker_poll, it may let results wait before their callbacks, at
- * most 4 ms each: only while every worker has enough queued tasks to stay
- * busy meanwhile, when tasks are short enough (a few milliseconds or less)
- * for one wake of the parent to take two results or more, and when results
- * are small enough to wait in their pipes (a few KiB).  Each
- * wake costs the workers' CPUs a switch to the parent and back; with 1 ms
- * tasks on two CPUs, waking once per result cost 1.5% of the machine.
- * Deadlines, deaths and cancels are acted on at once.  To take each result
- * as soon as it comes, loop on invoker_poll(inv, -1) instead. */
+ * Unlike invoker_poll, it may let results wait a few milliseconds before
+ * their callbacks (one wait lasts 4 ms at most): only while the queue holds
+ * enough tasks to keep every worker busy meanwhile, when tasks are short
+ * enough for one wake of the parent to take two results or more, and when
+ * results are small enough to wait in their pipes (a few KiB).  Each wake
+ * costs the workers' CPUs a switch to the parent and back; with 1 ms tasks
+ * on two CPUs, waking once per result cost 1.5% of the machine.  Deadlines,
+ * deaths, cancels and a worker finding the queue empty end a wait at once.
+ * To take each result as soon as it comes, loop on invoker_poll(inv, -1). */
 INVOKER_API int invoker_wait(invoker *inv);
 
 /* A descriptor that is readable whenever invoker_poll has work, deadlines

@@ -433,7 +433,8 @@ static void deliver_held(invoker *inv, unsigned k)
         invoker__frame f;
         memcpy(&f, copy + off, sizeof f);
         if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0 ||
-            f.kind == INVOKER__FRAME_PROTOCOL || f.kind == INVOKER__FRAME_INIT_FAILED)
+            f.kind == INVOKER__FRAME_PROTOCOL || f.kind == INVOKER__FRAME_INIT_FAILED ||
+            f.kind == INVOKER__FRAME_SKIPPED)   /* only outcomes are held */
             return;
         size_t size = invoker__proto_frame_size(f.len);
         if (size > held - off - INVOKER__HELD_TRAILER)
@@ -1086,7 +1087,9 @@ unsigned invoker__dispatch_busy(const invoker *inv)
  * with tasks of a millisecond on two CPUs, 1.5% of the machine.  Nothing
  * needs a result at once while every worker has queued tickets for a good
  * while yet; only the callback waits, and deadlines, deaths and kicks still
- * wake the parent at once (they are in the urgent set). */
+ * wake the parent at once (they are in the urgent set), as does a worker
+ * that finds the queue empty (the tasks were shorter than their average
+ * said: see note_if_idle). */
 static uint64_t gather_ns(const invoker *inv)
 {
     if (inv->urgent_fd < 0 || inv->live == 0 || inv->avg_run_ns == 0)
@@ -1128,6 +1131,12 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
         (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);
         inv->kicked = false;
         break;
+    case INVOKER__EV_IDLE: {   /* it only ended a gather */
+        char notes[256];
+        while (invoker__fd_read(inv->idle_rd, notes, sizeof notes) == (ssize_t)sizeof notes)
+            ;
+        break;
+    }
     case INVOKER__EV_SERVER:
         invoker__forkserver_stop(inv);   /* killed by someone: reaped; we fork from now on */
         break;
@@ -1164,8 +1173,15 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather)
             }
         }
         uint64_t gather_for = gather && wait_ms < 0 ? gather_ns(inv) : 0;
-        if (gather_for)
-            invoker__fd_epoll_sleep(inv->urgent_fd, gather_for);
+        if (gather_for) {
+            /* Raised before we look at the queue, so that a worker that
+             * finds it empty later sees it and wakes us (note_if_idle). */
+            atomic_store(inv->table.gathering, 1);
+            int unread = 0;
+            if (ioctl(inv->queue_rd, FIONREAD, &unread) == 0 && unread > 0)
+                invoker__fd_epoll_sleep(inv->urgent_fd, gather_for);
+            atomic_store(inv->table.gathering, 0);
+        }
         int n = epoll_wait(inv->epfd, evs, 64, wait_ms);
         if (n < 0 && errno != EINTR)
             return -errno;

@@ -114,7 +114,11 @@ void invoker__fd_epoll_sleep(int epfd, uint64_t ns)
 {
     struct epoll_event ev;
 #ifdef SYS_epoll_pwait2
-    struct timespec ts = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) };
+    /* The kernel's __kernel_timespec: two 64-bit words whatever time_t is
+     * (glibc converts for its own wrapper; a raw syscall must not pass a
+     * 32-bit struct timespec). */
+    struct { int64_t tv_sec, tv_nsec; } ts = { (int64_t)(ns / 1000000000ull),
+                                               (int64_t)(ns % 1000000000ull) };
     if (syscall(SYS_epoll_pwait2, epfd, &ev, 1, &ts, NULL, (size_t)0) >= 0 || errno != ENOSYS)
         return;
 #endif

@@ -138,6 +138,7 @@ typedef struct invoker__table {
     size_t         slot_size;
     unsigned       nslots;
     _Atomic uint64_t *cancelled;  /* [INVOKER__CANCEL_RING] ids, in the header */
+    _Atomic uint64_t *gathering;  /* in the header: non-zero while the parent gathers */
 } invoker__table;
 
 int            invoker__table_create(invoker__table *t, unsigned nslots);
@@ -389,7 +390,7 @@ void  invoker__forkserver_stop(struct invoker *inv);    /* kills and reaps it */
 /* ---- the invoker ------------------------------------------------------- */
 
 enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
-       INVOKER__EV_SERVER };
+       INVOKER__EV_SERVER, INVOKER__EV_IDLE };
 
 struct invoker {
     uint64_t        magic;
@@ -402,6 +403,8 @@ struct invoker {
     int             epfd, timerfd, kickfd;
     int             urgent_fd;      /* epoll set of what a gather must not delay
                                        (see invoker__watch); -1: no gathering */
+    int             idle_rd, idle_wr; /* a pipe a worker writes a byte to when it
+                                       finds the queue empty during a gather */
     int             queue_rd, queue_wr;
     uint64_t        queue_written;  /* bytes written to the queue, ever */
     size_t          queue_slots;    /* tickets the queue pipe can hold */
@@ -453,8 +456,9 @@ static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
 }
 
 /* invoker.c: the descriptors the parent waits on.  Every one is in epfd;
- * the timer, the kick and the workers' pidfds are in urgent_fd too, so a
- * gather (see invoker__dispatch_run) sleeps on results only. */
+ * the timer, the kick, the idle note and the workers' pidfds are in
+ * urgent_fd too, so a gather (see invoker__dispatch_run) sleeps on results
+ * only. */
 int  invoker__watch(invoker *inv, int fd, unsigned type, unsigned k);   /* 0 or -errno */
 void invoker__unwatch(invoker *inv, int fd);
 

@@ -93,7 +93,7 @@ int invoker__watch(invoker *inv, int fd, unsigned type, unsigned k)
     if (epoll_ctl(inv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -errno;
     bool urgent = type == INVOKER__EV_TIMER || type == INVOKER__EV_KICK ||
-                  type == INVOKER__EV_PIDFD;
+                  type == INVOKER__EV_PIDFD || type == INVOKER__EV_IDLE;
     /* A set that misses one could hold a deadline or a death back for a
      * whole gather: without it, results are never gathered. */
     if (urgent && inv->urgent_fd >= 0 && epoll_ctl(inv->urgent_fd, EPOLL_CTL_ADD, fd, &ev) != 0)
@@ -116,6 +116,8 @@ static void release(invoker *inv)
     invoker__fd_close(&inv->queue_rd);
     invoker__fd_close(&inv->timerfd);
     invoker__fd_close(&inv->kickfd);
+    invoker__fd_close(&inv->idle_rd);
+    invoker__fd_close(&inv->idle_wr);
     invoker__fd_close(&inv->urgent_fd);
     invoker__fd_close(&inv->epfd);
     if (inv->workers)
@@ -160,7 +162,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     invoker *inv = calloc(1, sizeof *inv);
     if (!inv)
         return -ENOMEM;
-    inv->epfd = inv->urgent_fd = inv->timerfd = inv->kickfd = inv->queue_rd = inv->queue_wr = -1;
+    inv->epfd = inv->urgent_fd = inv->timerfd = inv->kickfd = inv->idle_rd = inv->idle_wr = -1;
+    inv->queue_rd = inv->queue_wr = -1;
     inv->fs.sock = inv->fs.pidfd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
     int rc = take_config(cfg, &inv->cfg);
@@ -188,8 +191,15 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         rc = -errno;
         goto fail;
     }
+    /* A pipe, not an eventfd: its inode is its own (see test_hygiene). */
+    int idle[2];
+    if ((rc = invoker__fd_pipe(idle, false)) != 0)
+        goto fail;
+    inv->idle_rd = idle[0];
+    inv->idle_wr = idle[1];
     if ((rc = invoker__watch(inv, inv->timerfd, INVOKER__EV_TIMER, 0)) != 0 ||
-        (rc = invoker__watch(inv, inv->kickfd, INVOKER__EV_KICK, 0)) != 0)
+        (rc = invoker__watch(inv, inv->kickfd, INVOKER__EV_KICK, 0)) != 0 ||
+        (rc = invoker__watch(inv, inv->idle_rd, INVOKER__EV_IDLE, 0)) != 0)
         goto fail;
     if (inv->cfg.inline_mode) {
         *out = inv;

@@ -1,6 +1,7 @@
 /*
- * The shared-memory task-id table: a header page (the ring of cancelled
- * ids, read-only to workers) and one page-aligned slot per worker.  Mapped
+ * The shared-memory task-id table: a header (the ring of cancelled ids and
+ * the parent's gathering flag, read-only to workers) and one page-aligned
+ * slot per worker.  Mapped
  * MAP_SHARED before any fork, so every worker sees the same pages.
  */
 #include "internal.h"
@@ -23,7 +24,7 @@ int invoker__table_create(invoker__table *t, unsigned nslots)
     if (page <= 0)
         page = 4096;
     memset(t, 0, sizeof *t);
-    t->header_size = round_up(INVOKER__CANCEL_RING * sizeof(uint64_t), (size_t)page);
+    t->header_size = round_up(INVOKER__CANCEL_RING * sizeof(uint64_t) + 64, (size_t)page);
     t->slot_size = round_up(sizeof(invoker__slot), (size_t)page);
     t->nslots = nslots;
     t->size = t->header_size + t->slot_size * nslots;
@@ -32,6 +33,7 @@ int invoker__table_create(invoker__table *t, unsigned nslots)
         return -errno;
     t->base = p;
     t->cancelled = (_Atomic uint64_t *)p;
+    t->gathering = t->cancelled + INVOKER__CANCEL_RING;
     return 0;
 }
 

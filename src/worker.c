@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -384,6 +385,20 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     return true;
 }
 
+/* The parent sizes a gather from the tasks' average run time; when they
+ * turn out shorter, the queue runs dry before it ends, and we say so
+ * rather than wait out the rest of it.  Only while it gathers: one
+ * FIONREAD per task then, nothing otherwise. */
+static void note_if_idle(const invoker *inv)
+{
+    int unread = 0;
+    if (atomic_load(inv->table.gathering) && ioctl(inv->queue_rd, FIONREAD, &unread) == 0 &&
+        unread == 0) {
+        char one = 1;
+        (void)invoker__fd_write(inv->idle_wr, &one, 1);   /* a full pipe has said it already */
+    }
+}
+
 /* A packet's tasks are short (the parent batches no others), so their
  * frames are held in the slot and leave in one write with the last one's:
  * one write per packet rather than per task, and a death loses none of
@@ -404,6 +419,7 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
     if (invoker__result_reserve(&c.out, 0) != 0)
         _exit(1);
     for (;;) {
+        note_if_idle(inv);
         /* The read that takes a packet of tickets is also the one that
          * records them: the kernel copies it into our slot as it leaves
          * the queue. */
@@ -449,8 +465,8 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
 
 /* Leaves a new process (a worker forked by the parent, or the fork
  * server) holding only what a worker may: default signal handling, no
- * descriptor of this invoker or of any other (keep and the two every
- * worker reads excepted), no writable mapping of the arena. */
+ * descriptor of this invoker or of any other (keep and the three every
+ * worker uses excepted), no writable mapping of the arena. */
 void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
 {
     child_reset_signals();
@@ -467,8 +483,9 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
     }
     /* This invoker's own went by name above; any other close-on-exec one
      * goes by scanning, which also covers systems without /proc. */
-    int all[8] = { inv->queue_rd, inv->arena.ro_fd };
-    size_t n = 2;
+    invoker__fd_close(&inv->idle_rd);
+    int all[8] = { inv->queue_rd, inv->arena.ro_fd, inv->idle_wr };
+    size_t n = 3;
     for (size_t i = 0; i < nkeep && n < 8; i++)
         all[n++] = keep[i];
     child_close_fds(all, n);

@@ -1,7 +1,7 @@
 /* Gathering: while every worker has queued work, invoker_wait lets results
  * wait up to a bound so that one wake of the parent takes several; a
- * deadline or a death still wakes it at once, and invoker_poll never
- * gathers.  The bound is raised here (inv->gather_max_ns) so that a gather
+ * deadline, a death or a worker finding the queue empty still wakes it at
+ * once, and invoker_poll never gathers.  The bound is raised here (inv->gather_max_ns) so that a gather
  * is far longer than any delay a loaded machine adds. */
 #include "helpers.h"
 #include "internal.h"
@@ -172,6 +172,27 @@ static void test_a_death_ends_a_gather_at_once(void **state)
     urgent_event_ends_a_gather(A_CRASH, 0, INVOKER_FAIL_CRASH);
 }
 
+/* The parent sizes a gather from the tasks' average run time.  When the
+ * tasks now queued are far shorter (here it believes 50 ms, and they take
+ * 0.1 ms), the queue runs dry long before the gather would end (200 ms):
+ * a worker that finds it empty ends it, rather than idle through it. */
+static void test_a_worker_finding_the_queue_empty_ends_a_gather(void **state)
+{
+    (void)state;
+    recorder r;
+    int fds = count_open_fds();
+    invoker *inv = make(&r, 2);
+    inv->gather_max_ns = 10ull * 1000000000ull;
+    inv->avg_run_ns = 50ull * 1000000ull;
+    double t0 = now_seconds();
+    for (int i = 0; i < 64; i++)
+        submit(inv, A_SLEEP, 100, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(r.results, 64);
+    assert_true(now_seconds() - t0 < 0.1 * slack());
+    finish(&r, fds);
+}
+
 static int leftovers(void **state)
 {
     (void)state;
@@ -186,6 +207,7 @@ int main(void)
                                   leftovers),
         cmocka_unit_test_teardown(test_a_deadline_ends_a_gather_at_once, leftovers),
         cmocka_unit_test_teardown(test_a_death_ends_a_gather_at_once, leftovers),
+        cmocka_unit_test_teardown(test_a_worker_finding_the_queue_empty_ends_a_gather, leftovers),
     };
     set_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

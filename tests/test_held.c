@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum act { A_OK = 0, A_KILL, A_SCRIBBLE_KILL, A_SLEEP };
+enum act { A_OK = 0, A_KILL, A_SCRIBBLE_KILL, A_SLEEP, A_FORGE_SKIP_KILL };
 typedef struct { uint32_t idx, act, ms; } order;
 
 #define MAXT 4096
@@ -20,6 +20,7 @@ typedef struct {
     _Atomic int runs[MAXT];        /* objective calls per task index */
     _Atomic int scribbled;         /* held frames a scribbler spoiled */
     uint64_t    slots[16];         /* the slots' addresses, set by the parent */
+    uint64_t    key;               /* the invoker's, for a forger */
 } board;
 
 static board *g_board;             /* MAP_SHARED: seen by every worker */
@@ -57,6 +58,25 @@ static int obj(const void *arg, size_t len, invoker_result *out, void *ctx)
         }
         raise(SIGKILL);
     }
+    if (o.act == A_FORGE_SKIP_KILL && g_worker < 16 && g_board->slots[g_worker]) {
+        /* A well-sealed SKIPPED frame for our own task, with a good hash,
+         * as if held: a skip is no outcome, whatever the hold says. */
+        invoker__slot *slot = (invoker__slot *)(uintptr_t)g_board->slots[g_worker];
+        invoker__ticket tk;
+        memcpy(&tk, slot->ticket, sizeof tk);
+        invoker__frame f;
+        memset(&f, 0, sizeof f);
+        f.kind = INVOKER__FRAME_SKIPPED;
+        f.id = tk.id;
+        f.gen = tk.gen;
+        invoker__proto_frame_seal(&f, g_board->key);
+        uint64_t trailer[2] = { invoker__proto_held_hash((const unsigned char *)&f, sizeof f,
+                                                         g_board->key), 0 };
+        memcpy(slot->held_frames, &f, sizeof f);
+        memcpy(slot->held_frames + sizeof f, trailer, sizeof trailer);
+        atomic_store(&slot->held, sizeof f + sizeof trailer);
+        raise(SIGKILL);
+    }
     if (o.act == A_SLEEP)
         usleep(o.ms * 1000u);
     uint64_t v = expected(o.idx);
@@ -89,6 +109,7 @@ static invoker *make(recorder *r)
     r->inv = track(inv);
     for (unsigned k = 0; k < inv->nworkers && k < 16; k++)
         g_board->slots[k] = (uint64_t)(uintptr_t)invoker__table_slot(&inv->table, k);
+    g_board->key = inv->key;
     return inv;
 }
 
@@ -241,6 +262,24 @@ static void test_results_held_behind_a_long_task_arrive_within_ms(void **state)
     finish(&r, fds);
 }
 
+/* A worker that dies with a forged SKIPPED frame held for its own task:
+ * the task is its crash, not an outcome the frame could be read as. */
+static void test_a_held_skip_is_no_outcome(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, MAXT);
+    int fds = count_open_fds();
+    invoker *inv = make(&r);
+    submit(inv, 1, A_FORGE_SKIP_KILL, 0);
+    submit(inv, 2, A_OK, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(rec_get(&r, 1)->errors, 1);
+    assert_int_equal(rec_get(&r, 1)->failure, INVOKER_FAIL_CRASH);
+    check_result(&r, 2);
+    finish(&r, fds);
+}
+
 /* A failed assertion leaves its invoker (its worker perhaps stopped). */
 static int leftovers(void **state)
 {
@@ -257,6 +296,7 @@ int main(void)
                                   leftovers),
         cmocka_unit_test_teardown(test_results_held_behind_a_long_task_arrive_within_ms,
                                   leftovers),
+        cmocka_unit_test_teardown(test_a_held_skip_is_no_outcome, leftovers),
     };
     set_filter();
     return cmocka_run_group_tests(tests, setup, teardown);
