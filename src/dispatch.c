@@ -1108,6 +1108,21 @@ static uint64_t gather_ns(const invoker *inv)
     return ns;
 }
 
+/* Sleeps on the urgent set while results gather, if gather_ns says so. */
+static void gather_results(invoker *inv)
+{
+    uint64_t ns = gather_ns(inv);
+    if (!ns)
+        return;
+    /* Raised before we look at the queue, so that a worker that finds it
+     * empty later sees it and wakes us (note_if_idle). */
+    atomic_store(inv->table.gathering, 1);
+    int unread = 0;
+    if (ioctl(inv->queue_rd, FIONREAD, &unread) == 0 && unread > 0)
+        invoker__fd_epoll_sleep(inv->urgent_fd, ns);
+    atomic_store(inv->table.gathering, 0);
+}
+
 static void handle_event(invoker *inv, const struct epoll_event *ev)
 {
     unsigned type = (unsigned)(ev->data.u64 >> 32);
@@ -1172,16 +1187,8 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather)
                 wait_ms = now >= until ? 0 : (int)((until - now + 999999) / 1000000);
             }
         }
-        uint64_t gather_for = gather && wait_ms < 0 ? gather_ns(inv) : 0;
-        if (gather_for) {
-            /* Raised before we look at the queue, so that a worker that
-             * finds it empty later sees it and wakes us (note_if_idle). */
-            atomic_store(inv->table.gathering, 1);
-            int unread = 0;
-            if (ioctl(inv->queue_rd, FIONREAD, &unread) == 0 && unread > 0)
-                invoker__fd_epoll_sleep(inv->urgent_fd, gather_for);
-            atomic_store(inv->table.gathering, 0);
-        }
+        if (gather && wait_ms < 0)
+            gather_results(inv);
         int n = epoll_wait(inv->epfd, evs, 64, wait_ms);
         if (n < 0 && errno != EINTR)
             return -errno;

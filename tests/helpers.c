@@ -227,6 +227,13 @@ void destroy_leftovers(void)
         }
 }
 
+int leftovers_teardown(void **state)
+{
+    (void)state;
+    destroy_leftovers();
+    return 0;
+}
+
 void set_filter(void)
 {
     const char *f = getenv("INVOKER_TEST_FILTER");

@@ -80,6 +80,7 @@ double slack(void);
 invoker *track(invoker *inv);
 int      destroy_tracked(invoker *inv);
 void     destroy_leftovers(void);
+int      leftovers_teardown(void **state);   /* destroy_leftovers as a cmocka teardown */
 /* Callbacks that record nothing. */
 void     mute_result(const invoker_task *t, const void *r, size_t l, void *u);
 void     mute_error(const invoker_task *t, invoker_failure f, int c, void *u);

@@ -63,6 +63,16 @@ static invoker *make(recorder *r, unsigned workers)
     return inv;
 }
 
+/* An invoker whose parent believes its tasks take avg_ms, with the bound
+ * raised past any gather that belief gives. */
+static invoker *make_believing(recorder *r, unsigned workers, uint64_t avg_ms)
+{
+    invoker *inv = make(r, workers);
+    inv->gather_max_ns = 10ull * 1000000000ull;
+    inv->avg_run_ns = avg_ms * 1000000ull;
+    return inv;
+}
+
 static void submit(invoker *inv, uint32_t act, uint32_t us, double timeout)
 {
     order o = { act, us };
@@ -143,9 +153,7 @@ static void urgent_event_ends_a_gather(uint32_t act, double timeout, invoker_fai
 {
     recorder r;
     int fds = count_open_fds();
-    invoker *inv = make(&r, 1);
-    inv->gather_max_ns = 10ull * 1000000000ull;
-    inv->avg_run_ns = 400ull * 1000000ull;
+    invoker *inv = make_believing(&r, 1, 400);
     double t0 = now_seconds();
     submit(inv, act, 100000, timeout);
     for (int i = 0; i < 8; i++)
@@ -181,9 +189,7 @@ static void test_a_worker_finding_the_queue_empty_ends_a_gather(void **state)
     (void)state;
     recorder r;
     int fds = count_open_fds();
-    invoker *inv = make(&r, 2);
-    inv->gather_max_ns = 10ull * 1000000000ull;
-    inv->avg_run_ns = 50ull * 1000000ull;
+    invoker *inv = make_believing(&r, 2, 50);
     double t0 = now_seconds();
     for (int i = 0; i < 64; i++)
         submit(inv, A_SLEEP, 100, 0);
@@ -193,21 +199,15 @@ static void test_a_worker_finding_the_queue_empty_ends_a_gather(void **state)
     finish(&r, fds);
 }
 
-static int leftovers(void **state)
-{
-    (void)state;
-    destroy_leftovers();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_wait_gathers_results_within_the_bound_and_poll_never_does,
-                                  leftovers),
-        cmocka_unit_test_teardown(test_a_deadline_ends_a_gather_at_once, leftovers),
-        cmocka_unit_test_teardown(test_a_death_ends_a_gather_at_once, leftovers),
-        cmocka_unit_test_teardown(test_a_worker_finding_the_queue_empty_ends_a_gather, leftovers),
+                                  leftovers_teardown),
+        cmocka_unit_test_teardown(test_a_deadline_ends_a_gather_at_once, leftovers_teardown),
+        cmocka_unit_test_teardown(test_a_death_ends_a_gather_at_once, leftovers_teardown),
+        cmocka_unit_test_teardown(test_a_worker_finding_the_queue_empty_ends_a_gather,
+                                  leftovers_teardown),
     };
     set_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);

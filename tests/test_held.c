@@ -280,23 +280,16 @@ static void test_a_held_skip_is_no_outcome(void **state)
     finish(&r, fds);
 }
 
-/* A failed assertion leaves its invoker (its worker perhaps stopped). */
-static int leftovers(void **state)
-{
-    (void)state;
-    destroy_leftovers();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_a_death_mid_packet_loses_no_finished_result, leftovers),
+        cmocka_unit_test_teardown(test_a_death_mid_packet_loses_no_finished_result,
+                                  leftovers_teardown),
         cmocka_unit_test_teardown(test_a_scribbled_held_result_runs_again_never_delivered,
-                                  leftovers),
+                                  leftovers_teardown),
         cmocka_unit_test_teardown(test_results_held_behind_a_long_task_arrive_within_ms,
-                                  leftovers),
-        cmocka_unit_test_teardown(test_a_held_skip_is_no_outcome, leftovers),
+                                  leftovers_teardown),
+        cmocka_unit_test_teardown(test_a_held_skip_is_no_outcome, leftovers_teardown),
     };
     set_filter();
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -60,6 +60,17 @@ static void assert_echoes(recorder *r, const size_t *sizes, const uint64_t *expe
     }
 }
 
+/* An invoker of obj_echo on workers, its recorder ready for n tasks. */
+static invoker *echo_invoker(recorder *r, size_t n, unsigned workers)
+{
+    rec_init(r, n + 1);
+    invoker_config cfg;
+    rec_config(r, &cfg, obj_echo, workers);
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    return inv;
+}
+
 static void test_sizes_from_zero_to_64mib_arrive_intact(void **state)
 {
     (void)state;
@@ -68,12 +79,8 @@ static void test_sizes_from_zero_to_64mib_arrive_intact(void **state)
                              (1u << 20) + 3, 64u << 20 };
     enum { N = sizeof sizes / sizeof sizes[0] };
     recorder r;
-    rec_init(&r, N + 1);
     int fds = count_open_fds();
-    invoker_config cfg;
-    rec_config(&r, &cfg, obj_echo, 2);
-    invoker *inv;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    invoker *inv = echo_invoker(&r, N, 2);
     uint64_t expect[N + 1];
     for (size_t i = 0; i < N; i++) {
         invoker_id id;
@@ -97,12 +104,8 @@ static void test_big_results_of_changing_sizes_through_one_worker_arrive_intact(
                              6u << 20, 100u << 10, (4u << 20) - 7, 70000 };
     enum { N = sizeof sizes / sizeof sizes[0] };
     recorder r;
-    rec_init(&r, N + 1);
     int fds = count_open_fds();
-    invoker_config cfg;
-    rec_config(&r, &cfg, obj_echo, 1);
-    invoker *inv;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    invoker *inv = echo_invoker(&r, N, 1);
     uint64_t expect[N + 1];
     for (size_t i = 0; i < N; i++) {
         invoker_id id;
