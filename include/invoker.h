@@ -103,6 +103,13 @@ typedef struct invoker_task {
     unsigned    attempts;     /* times a worker started it; 0 if it never ran */
     int         worker;       /* worker slot of its last attempt, -1 if none */
     double      run_seconds;  /* wall time of its last attempt in a worker */
+    /* With invoker_config.capture_stderr: the last bytes (4 KiB at most)
+     * that its last attempt wrote to stderr, the objective's own and its
+     * child processes' (see capture_stderr for which bytes count as the
+     * attempt's).  Not NUL-terminated; valid during the callback.  NULL and
+     * 0 when it wrote nothing, never ran, or capture is off. */
+    const char *stderr_tail;
+    size_t      stderr_tail_len;
 } invoker_task;
 
 typedef enum invoker_failure {
@@ -202,10 +209,49 @@ typedef struct invoker_config {
      * forks them itself, from its memory of the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
+    /* Capture of the workers' stderr (descriptor 2: the objective's, and
+     * that of every program it starts).  INVOKER_STDERR_OFF (0): workers
+     * write to the parent's stderr directly.  Otherwise each worker's
+     * descriptor 2 is a pipe to the parent, which
+     *   - forwards the bytes to its own stderr (as it was at
+     *     invoker_create) as they come, each line prefixed "[worker N] "
+     *     (N the slot): always with INVOKER_STDERR_PREFIX, only when that
+     *     stderr is a terminal with INVOKER_STDERR_TTY, never (the bytes
+     *     verbatim) with INVOKER_STDERR_PLAIN; INVOKER_STDERR_TAIL forwards
+     *     nothing.  Forwarding never blocks the parent: where its stderr
+     *     would block (a full pipe or terminal), the bytes are dropped and
+     *     counted in invoker_stats.stderr_dropped;
+     *   - gives each task's callback the last 4 KiB its last attempt wrote
+     *     (invoker_task.stderr_tail).  The worker marks the end of each task
+     *     in the stream, so the bytes a task wrote are its own exactly, in a
+     *     batch of short tasks too; bytes written between tasks (by
+     *     worker_init, or by a process a task left behind) count toward the
+     *     next task that worker runs; those written after worker_init and
+     *     before the first task, toward none.  A task that times out, is
+     *     cancelled or whose worker dies gets what was read by then.
+     * The parent reads each worker's pipe a bounded amount per pass, so a
+     * worker flooding stderr slows only itself (it blocks on the full pipe)
+     * and its own task; the others' results and every deadline are served.
+     * Other values: -EINVAL. */
+    int                  capture_stderr;
+    /* Adaptive timeouts.  0: off.  Otherwise, once 10 tasks have succeeded,
+     * a task submitted with invoker_submit (not invoker_submit_timeout,
+     * whose timeout always wins) gets the timeout timeout_factor times the
+     * median run time of the last 100 successes, never under timeout_min
+     * and never over timeout when that is set (before the 10th success it
+     * has timeout).  A task's timeout is fixed when the parent first sees
+     * it running (within milliseconds of its start, or at the latest by
+     * the deadline the last estimate gave it), counted from its start in
+     * the worker; a retry gets a new one.  Finite and >= 0, else -EINVAL. */
+    double               timeout_factor;
+    double               timeout_min;   /* seconds; 0: 1 s.  Finite and >= 0,
+                                           else -EINVAL */
 } invoker_config;
 
 enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS = 2 };
 enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
+enum { INVOKER_STDERR_OFF = 0, INVOKER_STDERR_PREFIX = 1, INVOKER_STDERR_TTY = 2,
+       INVOKER_STDERR_PLAIN = 3, INVOKER_STDERR_TAIL = 4 };
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */
@@ -213,7 +259,9 @@ INVOKER_API void invoker_config_init(invoker_config *cfg);
 
 /* Creates an invoker and forks its workers.  The config is copied.
  * 0 and *out set, or -EINVAL (out or cfg NULL, a required callback NULL,
- * a timeout or cpu_limit negative or not finite, size unknown), -ENOMEM,
+ * a timeout, cpu_limit, timeout_factor or timeout_min negative or not
+ * finite, an unknown spares, fork_server or capture_stderr, size unknown),
+ * -ENOMEM,
  * -EMFILE/-ENFILE, -EAGAIN (a worker could not be forked), or another
  * negative errno from the system.  On failure *out is untouched and no
  * process or descriptor is left behind. */
@@ -249,6 +297,16 @@ INVOKER_API int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg
  * 0, or -EINVAL (inv NULL), -ENOENT (unknown id, or the task was already
  * reported or cancelled). */
 INVOKER_API int invoker_cancel(invoker *inv, invoker_id id);
+
+/* Cancels, as invoker_cancel does, every task submitted with this tag and
+ * not yet reported (nor already cancelled): queued ones never run, running
+ * ones have their workers killed and replaced; each gets its on_error
+ * (INVOKER_FAIL_CANCELLED) from the next invoker_poll/invoker_wait.  May be
+ * called inside a callback.  Tasks of other tags are untouched.  Looks at
+ * every unreported task once (no index by tag, so that submit costs
+ * nothing more).  Returns how many it cancelled (>= 0; 0 for a tag no
+ * unreported task has), or -EINVAL (inv NULL). */
+INVOKER_API int invoker_cancel_tag(invoker *inv, void *tag);
 
 /* Runs what is due: reads results, enforces deadlines, replaces dead
  * workers and calls the callbacks.  Waits up to timeout_ms for at least one
@@ -294,6 +352,8 @@ typedef struct invoker_stats {
                                         invoker_config.spares) */
     unsigned fork_server;            /* right now: 1 while a fork server forks
                                         the workers (see invoker_config.fork_server) */
+    uint64_t stderr_dropped;         /* bytes of the workers' stderr not forwarded
+                                        because the parent's would have blocked */
 } invoker_stats;
 
 /* Fills *out (zeroes it when inv is NULL).  May be called inside a callback. */

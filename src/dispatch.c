@@ -37,6 +37,13 @@
 #define GATHER_RESULTS  8u                /* results one gather aims to take */
 #define GATHER_MIN_NS   (200000ull)
 #define GATHER_PIPE_BYTES (32u << 10)     /* half a result pipe at its smallest */
+/* A worker's stderr read per event: a flood gets its share of each pass,
+ * like results (read_worker's budget), and deadlines come between. */
+#define ERR_PASS_BYTES  (64u << 10)
+/* ...and before its frames, until the marks they follow are read: no more
+ * than its pipe can hold (a worker blocks on a full one), unless it grew
+ * it or a process it left behind writes on. */
+#define ERR_DRAIN_BYTES (1u << 20)
 
 static uint64_t to_ns(double seconds)
 {
@@ -74,12 +81,20 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
     v->attempts = t->attempts;
     v->worker = t->worker;
     v->run_seconds = t->run_seconds;
+    v->stderr_tail = t->err_len ? (const char *)t->err_tail : NULL;
+    v->stderr_tail_len = t->err_len;
+}
+
+/* Whether t may have a deadline in flight: the same answer all its life. */
+static bool timed(const invoker__task *t)
+{
+    return t->timeout > 0 || t->adaptive;
 }
 
 static void leave_flight(invoker *inv, invoker__task *t)
 {
     invoker__list_unlink(&inv->inflight, t);
-    if (t->timeout > 0)
+    if (timed(t))
         inv->inflight_timeouts--;
     if (t->batched) {
         t->batched = false;
@@ -114,6 +129,8 @@ static void call_result(invoker *inv, invoker__task *t, const void *data, size_t
     detach(inv, t);
     fill_view(inv, t, &v);
     inv->stats.succeeded++;
+    if (inv->cfg.timeout_factor > 0)
+        invoker__adapt_note(inv, (uint64_t)(t->run_seconds * 1e9));
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
@@ -174,6 +191,8 @@ static void requeue(invoker *inv, invoker__task *t)
         leave_flight(inv, t);
     t->gen++;           /* any copy of the old ticket is now stale */
     t->start_ns = 0;
+    if (t->err_tail || t->err_marked)
+        invoker__err_forget(t);   /* the next attempt writes its own */
     t->state = INVOKER__TASK_PENDING;
     invoker__list_push_front(&inv->pending, t);
 }
@@ -238,11 +257,18 @@ static void dispatched(invoker *inv, invoker__task *t, uint64_t end)
     t->suspect = 0;
     t->queue_end = end;
     invoker__list_push_back(&inv->inflight, t);
-    if (t->timeout > 0) {
+    if (timed(t)) {
         inv->inflight_timeouts++;
         /* It may start at any instant from now on: make sure the
-         * descriptor wakes an event loop by its earliest deadline. */
-        invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(t->timeout));
+         * descriptor wakes an event loop by its earliest deadline (an
+         * adaptive one's as it would be now: it is fixed once seen). */
+        double timeout = t->timeout;
+        if (t->adaptive) {
+            t->run_timeout = 0;
+            timeout = invoker__adapt_timeout(inv);
+        }
+        if (timeout > 0)
+            invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(timeout));
     }
 }
 
@@ -358,6 +384,8 @@ static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__f
                     const void *payload)
 {
     note_ran(inv, t, k, f);
+    if (inv->workers[k].err)
+        invoker__err_claim(inv, k, t);   /* its mark unread: what came so far */
     inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
                                       : f->run_ns + 1;
     inv->avg_result_bytes = inv->avg_result_bytes - inv->avg_result_bytes / 8 + f->len / 8;
@@ -464,8 +492,10 @@ static uint64_t look_at_held(invoker *inv, uint64_t now)
             continue;
         const invoker__slot *slot = invoker__table_slot(&inv->table, k);
         uint64_t since = atomic_load(&slot->held_since);
-        if (atomic_load(&slot->held) && since <= now && now - since >= INVOKER__HOLD_WAKE_NS)
+        if (atomic_load(&slot->held) && since <= now && now - since >= INVOKER__HOLD_WAKE_NS) {
+            (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);   /* their marks */
             deliver_held(inv, k);
+        }
     }
     return held_look_at(now);
 }
@@ -561,6 +591,9 @@ static bool read_worker(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     invoker__rx *rx = &w->rx;
+    /* Its stderr first: the marks of the tasks whose frames follow. */
+    if (w->err)
+        (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
     if (!rx->buf && !(rx->buf = malloc(RX_CAP)))
         return true;   /* try again on the next event */
     rx->cap = RX_CAP;
@@ -737,6 +770,8 @@ static void worker_gone(invoker *inv, unsigned k)
         if (casualty) {
             note_start(inv, t, k, start);
             t->run_seconds = (double)(now - start) / 1e9;
+            if (w->err)
+                invoker__err_claim(inv, k, t);
             invoker_failure fail;
             int code;
             classify(inv, status, &fail, &code);
@@ -811,6 +846,8 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
         (void)read_worker(inv, k);
     if (!(t = current(inv, id, gen)))
         return;
+    if (inv->workers[k].err)
+        invoker__err_claim(inv, k, t);   /* read_worker read its stderr */
     /* Signalled at the end of this pass, once the task is reported and a
      * spare has its word: a process woken to die runs its exit where it
      * is woken, often on this CPU, ahead of both. */
@@ -843,20 +880,34 @@ static uint64_t check_running(invoker *inv, uint64_t now)
         invoker__task *t = invoker__tasks_find(&inv->tasks, id);
         if (!t || t->state != INVOKER__TASK_INFLIGHT)
             continue;   /* finished a moment ago, or cancelled */
-        if (t->start_ns != start)
+        if (t->start_ns != start) {
             note_start(inv, t, k, start);
-        if (t->timeout <= 0 || start > now)
+            if (t->adaptive)   /* fixed for this attempt from now on */
+                t->run_timeout = invoker__adapt_timeout(inv);
+        }
+        if (t->run_timeout <= 0 || start > now)
             continue;
-        uint64_t deadline = start + to_ns(t->timeout);
+        uint64_t deadline = start + to_ns(t->run_timeout);
         if (now >= deadline)
             timeout_task(inv, k, t, now);
         else if (deadline < next)
             next = deadline;
     }
-    /* Tasks not yet seen started may start any moment. */
-    for (invoker__task *t = inv->inflight.head; t; t = t->next)
-        if (t->timeout > 0 && t->start_ns == 0 && now + to_ns(t->timeout) < next)
-            next = now + to_ns(t->timeout);
+    /* Tasks not yet seen started may start any moment: an adaptive one
+     * with the timeout it would be given now. */
+    double adaptive = inv->cfg.timeout_factor > 0 ? -1 : 0;
+    for (invoker__task *t = inv->inflight.head; t; t = t->next) {
+        if (!timed(t) || t->start_ns != 0)
+            continue;
+        double timeout = t->timeout;
+        if (t->adaptive) {
+            if (adaptive < 0)
+                adaptive = invoker__adapt_timeout(inv);
+            timeout = adaptive;
+        }
+        if (timeout > 0 && now + to_ns(timeout) < next)
+            next = now + to_ns(timeout);
+    }
     return next;
 }
 
@@ -1155,6 +1206,10 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
     case INVOKER__EV_SERVER:
         invoker__forkserver_stop(inv);   /* killed by someone: reaped; we fork from now on */
         break;
+    case INVOKER__EV_STDERR:
+        if (k < inv->nrecords && inv->workers[k].err)
+            (void)invoker__err_read(inv, k, ERR_PASS_BYTES);
+        break;
     default:
         break;
     }
@@ -1229,12 +1284,15 @@ void invoker__dispatch_shutdown(invoker *inv)
     for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
-    deliver_done(inv);
-    invoker__task *t;
-    while ((t = inv->inflight.head) != NULL)
+    /* A callback may cancel others (invoker_cancel_tag): those go to the
+     * done list, delivered before the rest. */
+    for (;;) {
+        deliver_done(inv);
+        invoker__task *t = inv->inflight.head ? inv->inflight.head : inv->pending.head;
+        if (!t)
+            break;
         call_error(inv, t, INVOKER_FAIL_SHUTDOWN, 0);
-    while ((t = inv->pending.head) != NULL)
-        call_error(inv, t, INVOKER_FAIL_SHUTDOWN, 0);
+    }
 }
 
 /* invoker_cancel's half.  The worker side pairs with this (see the worker
@@ -1255,6 +1313,10 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
             if (start && start <= now) {
                 note_start(inv, t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;
+            }
+            if (inv->workers[k].err) {   /* what it wrote until now (no callback made here) */
+                (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
+                invoker__err_claim(inv, k, t);
             }
             invoker__worker_kill(inv, k, INVOKER_FAIL_CANCELLED);
         }

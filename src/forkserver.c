@@ -54,8 +54,9 @@ static long clone_as_sibling(void)
 #endif
 }
 
-/* A request's message: one word (the record number) and room for two
- * descriptors (the worker's end of its result pipe and of its go socket). */
+/* A request's message: one word (the record number) and room for three
+ * descriptors (the worker's end of its result pipe, of its go socket and,
+ * with capture_stderr, of its stderr pipe). */
 static struct msghdr request_msg(struct iovec *word, void *ctl, size_t ctl_len)
 {
     struct msghdr msg;
@@ -68,11 +69,11 @@ static struct msghdr request_msg(struct iovec *word, void *ctl, size_t ctl_len)
 }
 
 /* One request, as send_request sends it. */
-static int recv_request(int sock, uint32_t *k, int fds[2])
+static int recv_request(int sock, uint32_t *k, int fds[3])
 {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(3 * sizeof(int))];
     } ctl;
     struct iovec iov = { k, sizeof *k };
     struct msghdr msg = request_msg(&iov, ctl.buf, sizeof ctl.buf);
@@ -82,9 +83,10 @@ static int recv_request(int sock, uint32_t *k, int fds[2])
     while (n < 0 && errno == EINTR);
     struct cmsghdr *c = n == (ssize_t)sizeof *k ? CMSG_FIRSTHDR(&msg) : NULL;
     if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-        c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+        (c->cmsg_len != CMSG_LEN(2 * sizeof(int)) && c->cmsg_len != CMSG_LEN(3 * sizeof(int))))
         return -1;
-    memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+    fds[2] = -1;
+    memcpy(fds, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0));
     return 0;
 }
 
@@ -101,7 +103,7 @@ static void server_main(invoker *inv, int sock, pid_t parent)
         robust_len = 0;
     for (;;) {
         uint32_t k;
-        int fds[2];
+        int fds[3];
         if (recv_request(sock, &k, fds) != 0 || k >= inv->nrecords)
             _exit(0);   /* the parent is gone, or it is not the parent talking */
         cpu_set_t allowed;   /* before the clone: see invoker__worker_run */
@@ -114,11 +116,13 @@ static void server_main(invoker *inv, int sock, pid_t parent)
             /* The parent's death signal is not inherited: set again. */
             if (!invoker__child_bind_to_parent(parent))
                 _exit(0);
-            invoker__worker_run(inv, k, fds[0], fds[1], have_mask ? &allowed : NULL);
+            invoker__worker_run(inv, k, fds[0], fds[1], fds[2], have_mask ? &allowed : NULL);
         }
         int32_t reply = pid < 0 ? -errno : (int32_t)pid;
         close(fds[0]);
         close(fds[1]);
+        if (fds[2] >= 0)
+            close(fds[2]);
         if (invoker__fd_write_all(sock, &reply, sizeof reply) != 0)
             _exit(0);
     }
@@ -154,21 +158,22 @@ int invoker__forkserver_start(invoker *inv)
     return 0;
 }
 
-static int send_request(int sock, uint32_t k, int result_wr, int go)
+static int send_request(int sock, uint32_t k, int result_wr, int go, int err_wr)
 {
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(3 * sizeof(int))];
     } ctl;
     memset(&ctl, 0, sizeof ctl);
+    size_t nfds = err_wr >= 0 ? 3 : 2;
     struct iovec iov = { &k, sizeof k };
-    struct msghdr msg = request_msg(&iov, ctl.buf, sizeof ctl.buf);
+    struct msghdr msg = request_msg(&iov, ctl.buf, CMSG_SPACE(nfds * sizeof(int)));
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-    int fds[2] = { result_wr, go };
-    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    int fds[3] = { result_wr, go, err_wr };
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     ssize_t n;
     do
         n = sendmsg(sock, &msg, MSG_NOSIGNAL);
@@ -199,12 +204,12 @@ static int32_t read_reply(int sock)
     }
 }
 
-pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go)
+pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
     if (inv->fs.pid <= 0)
         return 0;
     int32_t reply = 0;
-    if (send_request(inv->fs.sock, k, result_wr, go) == 0)
+    if (send_request(inv->fs.sock, k, result_wr, go, err_wr) == 0)
         reply = read_reply(inv->fs.sock);
     /* A shortage the parent's own fork would meet too is the answer; any
      * other failure is the server's, and ends it. */
@@ -251,9 +256,9 @@ int invoker__forkserver_start(invoker *inv)
     return -ENOSYS;
 }
 
-pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go)
+pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
-    (void)inv, (void)k, (void)result_wr, (void)go;
+    (void)inv, (void)k, (void)result_wr, (void)go, (void)err_wr;
     return 0;
 }
 

@@ -205,6 +205,13 @@ typedef struct invoker__task {
     size_t          arg_len;
     uint64_t        arg_off;        /* in the arena, when arg_len > INVOKER__INLINE_MAX */
     double          timeout;        /* seconds; 0: none */
+    double          run_timeout;    /* of the current attempt: timeout, or for an
+                                       adaptive task fixed once seen running; 0: none */
+    bool            adaptive;       /* its timeout is timeout_factor's (see adaptive.c) */
+    bool            err_marked;     /* the worker's end-of-task mark for this
+                                       attempt was read (see stderr.c) */
+    uint16_t        err_len;        /* bytes at err_tail */
+    unsigned char  *err_tail;       /* its attempt's stderr tail, malloc'd; NULL: none */
     uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
     uint64_t        queue_end;      /* end offset of its ticket in the queue stream */
     uint32_t        gen;            /* dispatch count; a ticket carries it */
@@ -300,6 +307,7 @@ typedef struct invoker__worker {
     int          init_code;       /* worker_init's code, when it sent one */
     int          go;              /* a spare's socket, for the word to start; else -1 */
     invoker__rx  rx;
+    struct invoker__errpipe *err; /* with capture_stderr; else NULL */
 } invoker__worker;
 
 /* What a worker slot remembers across the processes that fill it. */
@@ -354,11 +362,12 @@ pid_t invoker__fork_blocked(void);
 /* In a new process: asks to die with parent; false if it is already gone. */
 bool invoker__child_bind_to_parent(pid_t parent);
 /* In a cleaned process: becomes worker k, writing to result_wr (a spare,
- * or any worker with go >= 0, first waits for the word); never returns.
+ * or any worker with go >= 0, first waits for the word), its descriptor 2
+ * the capture pipe err_wr when that is >= 0; never returns.
  * allowed: the CPUs it may run on (or NULL), read by the process that
  * forked it before the fork: the parent may pin it the moment it learns
  * its pid, so its own reading could already be the pin (see adopt). */
-void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go,
+void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go, int err_wr,
                          const cpu_set_t *allowed) __attribute__((noreturn));
 
 /* ---- forkserver.c: the process that forks workers --------------------- */
@@ -381,16 +390,77 @@ typedef struct invoker__forkserver {
 bool  invoker__forkserver_supported(void);
 int   invoker__forkserver_start(struct invoker *inv);   /* 0 or -errno: then none */
 /* Has the server fork a worker into record k (a child of this process,
- * its group the server's until the caller moves it), giving it result_wr
- * and go.  Its pid; 0 when there is no server (the caller forks), or a
+ * its group the server's until the caller moves it), giving it result_wr,
+ * go and err_wr (its stderr, when >= 0).  Its pid; 0 when there is no server (the caller forks), or a
  * shortage as -errno. */
-pid_t invoker__forkserver_spawn(struct invoker *inv, unsigned k, int result_wr, int go);
+pid_t invoker__forkserver_spawn(struct invoker *inv, unsigned k, int result_wr, int go,
+                                int err_wr);
 void  invoker__forkserver_stop(struct invoker *inv);    /* kills and reaps it */
+
+/* ---- adaptive.c: timeouts from the run times of recent successes ------ */
+
+#define INVOKER__ADAPT_RING     100u    /* successes whose median counts */
+#define INVOKER__ADAPT_MIN_SEEN 10u     /* successes before it applies */
+
+typedef struct invoker__adapt {
+    uint64_t     runs[INVOKER__ADAPT_RING];   /* ns, a ring */
+    uint64_t     seen;            /* successes noted, ever */
+    uint64_t     median_ns;       /* of runs, once computed */
+    bool         stale;           /* runs changed since median_ns */
+} invoker__adapt;
+
+struct invoker;
+/* A success that ran run_ns (only with timeout_factor). */
+void   invoker__adapt_note(struct invoker *inv, uint64_t run_ns);
+/* The timeout, in seconds (0: none), an adaptive task starting now gets. */
+double invoker__adapt_timeout(struct invoker *inv);
+
+/* ---- stderr.c: the workers' captured stderr (capture_stderr) ---------- */
+
+#define INVOKER__ERR_TAIL       4096u   /* bytes of a task's stderr its callback gets */
+#define INVOKER__ERR_MARK       24u     /* a worker's end-of-task mark in the stream */
+
+typedef struct invoker__errpipe {
+    int            fd;            /* the parent's read end; -1 */
+    size_t         len;           /* bytes in tail: the last ones since the last mark */
+    size_t         carry;         /* bytes at hold that may begin a mark */
+    bool           mid_line;      /* forwarding: the last byte sent was no newline */
+    bool           dropping;      /* bytes since the last mark are no task's */
+    unsigned char  hold[INVOKER__ERR_MARK];
+    unsigned char  tail[INVOKER__ERR_TAIL];
+} invoker__errpipe;
+
+typedef struct invoker__errsink {
+    int            fd;            /* where forwarded bytes go; -1: nowhere */
+    bool           own;           /* fd is ours (a non-blocking reopening of 2) */
+    bool           sock;          /* send() with MSG_DONTWAIT */
+    bool           fifo;          /* a pipe: a vanished reader must not raise SIGPIPE */
+    bool           prefix;        /* "[worker N] " before each line */
+    uint64_t       sync;          /* the first word of every mark, from the key */
+} invoker__errsink;
+
+/* At create: where forwarded bytes go.  0 or -errno. */
+int   invoker__err_open_sink(struct invoker *inv);
+void  invoker__err_close_sink(struct invoker *inv);
+/* A pipe for worker record k: its read end kept in the record (watched),
+ * its write end in *wr for the worker's descriptor 2.  0 or -errno. */
+int   invoker__err_open(struct invoker *inv, unsigned k, int *wr);
+/* Reads, forwards and attributes what worker record k wrote, up to a
+ * budget of bytes (0: until the pipe is empty or at its end).  Never makes
+ * a callback.  Returns false at the end of the pipe (then closed). */
+bool  invoker__err_read(struct invoker *inv, unsigned k, size_t budget);
+/* Gives task t what record k wrote since its last mark (t's attempt died
+ * or ended unmarked there). */
+void  invoker__err_claim(struct invoker *inv, unsigned k, struct invoker__task *t);
+void  invoker__err_close(struct invoker *inv, unsigned k);
+/* In a worker: the end of task (id, gen) in its stream; id 0: of set-up. */
+void  invoker__err_mark(const struct invoker *inv, uint64_t id, uint32_t gen);
+void  invoker__err_forget(struct invoker__task *t);   /* its tail freed */
 
 /* ---- the invoker ------------------------------------------------------- */
 
 enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
-       INVOKER__EV_SERVER, INVOKER__EV_IDLE };
+       INVOKER__EV_SERVER, INVOKER__EV_IDLE, INVOKER__EV_STDERR };
 
 struct invoker {
     uint64_t        magic;
@@ -446,6 +516,8 @@ struct invoker {
     uint64_t        held_delivered; /* held frames the parent delivered itself (for tests) */
     size_t          batched_out;    /* in-flight tasks sent in packets of several */
     struct invoker_result inline_out; /* inline mode's reused result buffer */
+    invoker__adapt  adapt;          /* with timeout_factor */
+    invoker__errsink err_sink;      /* with capture_stderr */
     invoker_stats   stats;
 };
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -61,7 +62,10 @@ static int take_config(const invoker_config *in, invoker_config *out)
     out->size = sizeof *out;
     if (!out->objective || !out->on_result || !out->on_error)
         return -EINVAL;
-    if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit))
+    if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit) ||
+        !valid_seconds(out->timeout_factor) || !valid_seconds(out->timeout_min))
+        return -EINVAL;
+    if (out->capture_stderr < INVOKER_STDERR_OFF || out->capture_stderr > INVOKER_STDERR_TAIL)
         return -EINVAL;
     if (out->spares < INVOKER_SPARES_AUTO || out->spares > INVOKER_SPARES_ALWAYS)
         return -EINVAL;
@@ -124,7 +128,11 @@ static void release(invoker *inv)
         for (unsigned k = 0; k < inv->nrecords; k++) {
             free(inv->workers[k].rx.buf);
             free(inv->workers[k].rx.kept);
+            if (inv->workers[k].err)
+                invoker__fd_close(&inv->workers[k].err->fd);
+            free(inv->workers[k].err);
         }
+    invoker__err_close_sink(inv);
     free(inv->workers);
     free(inv->seats);
     free(inv->inline_out.buf);
@@ -165,6 +173,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->epfd = inv->urgent_fd = inv->timerfd = inv->kickfd = inv->idle_rd = inv->idle_wr = -1;
     inv->queue_rd = inv->queue_wr = -1;
     inv->fs.sock = inv->fs.pidfd = -1;
+    inv->err_sink.fd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
@@ -173,6 +182,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     }
     inv->magic = INVOKER__MAGIC;
     inv->key = draw_key(inv);
+    if (inv->cfg.inline_mode)
+        inv->cfg.capture_stderr = INVOKER_STDERR_OFF;   /* the objective runs here */
     inv->parent_pid = getpid();
     inv->nworkers = inv->cfg.inline_mode ? 0 : inv->cfg.workers;
     inv->nrecords = 2 * inv->nworkers;
@@ -217,7 +228,16 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     for (unsigned k = 0; k < inv->nrecords; k++) {
         invoker__worker *w = &inv->workers[k];
         w->result_rd = w->pidfd = w->go = -1;
+        if (inv->cfg.capture_stderr) {
+            if (!(w->err = malloc(sizeof *w->err))) {
+                rc = -ENOMEM;
+                goto fail;
+            }
+            w->err->fd = -1;
+        }
     }
+    if (inv->cfg.capture_stderr && (rc = invoker__err_open_sink(inv)) != 0)
+        goto fail;
     for (unsigned s = 0; s < inv->nworkers; s++)
         inv->seats[s].free_cpu = -1;
     /* Before any worker, so that none of theirs is in its copy.  Without
@@ -239,10 +259,11 @@ fail:
     return rc;
 }
 
-int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,
-                           double timeout, invoker_id *id)
+/* adaptive: the task's timeout is timeout_factor's once it applies. */
+static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, double timeout,
+                  bool adaptive, invoker_id *id)
 {
-    if (!valid(inv) || (!arg && arg_len > 0) || !valid_seconds(timeout))
+    if ((!arg && arg_len > 0) || !valid_seconds(timeout))
         return -EINVAL;
     if (inv->destroying)
         return -ECANCELED;
@@ -272,13 +293,15 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     inv->next_id++;
     t->tag = tag;
     t->timeout = timeout;
+    t->run_timeout = timeout;
+    t->adaptive = adaptive;
     t->state = INVOKER__TASK_PENDING;
     invoker__list_push_back(&inv->pending, t);
     inv->outstanding++;
     inv->stats.submitted++;
     if (id)
         *id = t->id;
-    if (timeout > 0 && inv->cfg.spares == INVOKER_SPARES_AUTO)
+    if ((timeout > 0 || adaptive) && inv->cfg.spares == INVOKER_SPARES_AUTO)
         inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
     if (inv->cfg.inline_mode)
@@ -293,11 +316,19 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     return 0;
 }
 
+int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,
+                           double timeout, invoker_id *id)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    return submit(inv, arg, arg_len, tag, timeout, false, id);
+}
+
 int invoker_submit(invoker *inv, const void *arg, size_t arg_len, void *tag, invoker_id *id)
 {
     if (!valid(inv))
         return -EINVAL;
-    return invoker_submit_timeout(inv, arg, arg_len, tag, inv->cfg.timeout, id);
+    return submit(inv, arg, arg_len, tag, inv->cfg.timeout, inv->cfg.timeout_factor > 0, id);
 }
 
 int invoker_cancel(invoker *inv, invoker_id id)
@@ -309,6 +340,26 @@ int invoker_cancel(invoker *inv, invoker_id id)
         return -ENOENT;
     invoker__dispatch_cancel(inv, t);
     return 0;
+}
+
+int invoker_cancel_tag(invoker *inv, void *tag)
+{
+    if (!valid(inv))
+        return -EINVAL;
+    /* Cancelling moves a task to the done list only: the next one, saved
+     * before, stays where it was. */
+    int n = 0;
+    invoker__list *lists[2] = { &inv->pending, &inv->inflight };
+    for (int i = 0; i < 2; i++) {
+        for (invoker__task *t = lists[i]->head, *next; t; t = next) {
+            next = t->next;
+            if (t->tag != tag)
+                continue;
+            invoker__dispatch_cancel(inv, t);
+            n += n < INT_MAX;
+        }
+    }
+    return n;
 }
 
 int invoker_poll(invoker *inv, int timeout_ms)

@@ -207,7 +207,19 @@ typedef struct child {
     size_t               send_len;
     size_t               held_len;      /* bytes of slot->held_frames in use */
     uint64_t             held_since;    /* when the oldest held task ended */
+    bool                 err_pipe;      /* descriptor 2 is the capture pipe... */
+    dev_t                err_dev;       /* ...this one, while it still is */
+    ino_t                err_ino;
 } child;
+
+/* The end of task (id, gen) in the captured stderr, unless the objective
+ * put something else at descriptor 2 (a mark there would be its bytes). */
+static void mark_stderr(const child *c, uint64_t id, uint32_t gen)
+{
+    struct stat st;
+    if (c->err_pipe && fstat(2, &st) == 0 && st.st_dev == c->err_dev && st.st_ino == c->err_ino)
+        invoker__err_mark(c->inv, id, gen);
+}
 
 /* Sends the held frames and then frame (len bytes, may be 0) in as few
  * writes as they fit, and only then forgets the held ones: a death before
@@ -331,6 +343,8 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     out->too_large = false;
     int rc = cfg->objective(arg, (size_t)tk.arg_len, out, cfg->objective_ctx);
     uint64_t run_ns = invoker__now_ns() - start;
+    /* Before any frame of it: the parent reads our stderr first. */
+    mark_stderr(c, tk.id, tk.gen);
 
     /* The objective may have written over our slot; the parent must not
      * trust what it would read there, so say so and make way. */
@@ -418,6 +432,13 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
 
     if (invoker__result_reserve(&c.out, 0) != 0)
         _exit(1);
+    struct stat st;
+    if (cfg->capture_stderr && fstat(2, &st) == 0 && S_ISFIFO(st.st_mode)) {
+        c.err_pipe = true;
+        c.err_dev = st.st_dev;
+        c.err_ino = st.st_ino;
+        mark_stderr(&c, 0, 0);   /* what worker_init wrote is no task's */
+    }
     for (;;) {
         note_if_idle(inv);
         /* The read that takes a packet of tickets is also the one that
@@ -484,6 +505,11 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
     /* This invoker's own went by name above; any other close-on-exec one
      * goes by scanning, which also covers systems without /proc. */
     invoker__fd_close(&inv->idle_rd);
+    for (unsigned j = 0; j < inv->nrecords; j++)
+        if (inv->workers[j].err)
+            invoker__fd_close(&inv->workers[j].err->fd);
+    if (inv->err_sink.own)
+        invoker__fd_close(&inv->err_sink.fd);
     int all[8] = { inv->queue_rd, inv->arena.ro_fd, inv->idle_wr };
     size_t n = 3;
     for (size_t i = 0; i < nkeep && n < 8; i++)
@@ -492,10 +518,22 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
     child_drop_arena(&inv->arena);
 }
 
-void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go,
+void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go, int err_wr,
                          const cpu_set_t *allowed)
 {
     invoker__worker *w = &inv->workers[k];
+    if (err_wr >= 0) {
+        /* Our stderr, and that of every program we start: blocking, so a
+         * flood waits for the parent rather than losing bytes. */
+        (void)invoker__fd_set_blocking(err_wr, true);
+        if (err_wr != 2) {
+            if (dup2(err_wr, 2) < 0)
+                _exit(1);
+            close(err_wr);
+        } else {
+            (void)fcntl(2, F_SETFD, 0);   /* the parent had closed its own 2 */
+        }
+    }
     /* Our end, made blocking: the parent's end stays non-blocking, and
      * each end is its own open file description, so this changes only ours. */
     (void)invoker__fd_set_blocking(result_wr, true);
@@ -542,9 +580,10 @@ bool invoker__child_bind_to_parent(pid_t parent)
 }
 
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        const int *go, const cpu_set_t *allowed) __attribute__((noreturn));
+                        const int *go, int err_wr, const cpu_set_t *allowed)
+    __attribute__((noreturn));
 static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, int result_wr,
-                        const int *go, const cpu_set_t *allowed)
+                        const int *go, int err_wr, const cpu_set_t *allowed)
 {
     (void)setpgid(0, 0);
     if (!invoker__child_bind_to_parent(parent))
@@ -552,9 +591,9 @@ static void child_start(invoker *inv, unsigned k, pid_t parent, int result_rd, i
     close(result_rd);
     if (go)
         close(go[0]);
-    int keep[2] = { result_wr, go ? go[1] : -1 };
-    invoker__child_clean(inv, keep, 2);
-    invoker__worker_run(inv, k, result_wr, go ? go[1] : -1, allowed);
+    int keep[3] = { result_wr, go ? go[1] : -1, err_wr };
+    invoker__child_clean(inv, keep, 3);
+    invoker__worker_run(inv, k, result_wr, go ? go[1] : -1, err_wr, allowed);
 }
 
 pid_t invoker__fork_blocked(void)
@@ -573,14 +612,14 @@ pid_t invoker__fork_blocked(void)
 }
 
 /* The parent's own fork: the worker's pid, or -errno. */
-static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go)
+static pid_t fork_here(invoker *inv, unsigned k, const int res[2], const int *go, int err_wr)
 {
     cpu_set_t allowed;
     bool have_mask = go && sched_getaffinity(0, sizeof allowed, &allowed) == 0;
     pid_t parent = getpid();
     pid_t pid = invoker__fork_blocked();
     if (pid == 0)
-        child_start(inv, k, parent, res[0], res[1], go, have_mask ? &allowed : NULL);
+        child_start(inv, k, parent, res[0], res[1], go, err_wr, have_mask ? &allowed : NULL);
     return pid;
 }
 
@@ -615,15 +654,26 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
         close(res[1]);
         return rc;
     }
+    int err_wr = -1;
+    if (w->err && (rc = invoker__err_open(inv, k, &err_wr)) != 0) {
+        close(res[0]);
+        close(res[1]);
+        invoker__fd_close(&go[0]);
+        invoker__fd_close(&go[1]);
+        return rc;
+    }
     invoker__table_reset_slot(&inv->table, k);
-    pid_t pid = invoker__forkserver_spawn(inv, k, res[1], go[1]);
+    pid_t pid = invoker__forkserver_spawn(inv, k, res[1], go[1], err_wr);
     if (pid == 0)
-        pid = fork_here(inv, k, res, go[0] >= 0 ? go : NULL);
+        pid = fork_here(inv, k, res, go[0] >= 0 ? go : NULL, err_wr);
     close(res[1]);
     invoker__fd_close(&go[1]);
+    invoker__fd_close(&err_wr);
     if (pid < 0) {
         close(res[0]);
         invoker__fd_close(&go[0]);
+        if (w->err)
+            invoker__fd_close(&w->err->fd);
         return (int)pid;
     }
     /* Also here, so that killing the group cannot miss a worker that has
@@ -648,6 +698,8 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
         send_word(w, -1);
 
     rc = invoker__watch(inv, w->result_rd, INVOKER__EV_RESULT, k);
+    if (rc == 0 && w->err)
+        rc = invoker__watch(inv, w->err->fd, INVOKER__EV_STDERR, k);
     if (w->pidfd < 0)   /* its death would show only at its pipe's end: never gather */
         invoker__fd_close(&inv->urgent_fd);
     else if (rc == 0)
@@ -733,6 +785,7 @@ void invoker__worker_close(invoker *inv, unsigned k)
     invoker__fd_close(&w->result_rd);
     invoker__fd_close(&w->pidfd);
     invoker__fd_close(&w->go);
+    invoker__err_close(inv, k);   /* drained before, by worker_gone */
     free(w->rx.big);
     free(w->rx.kept);
     w->rx.big = w->rx.kept = NULL;
