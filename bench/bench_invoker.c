@@ -178,6 +178,10 @@ static void make(bench *b)
                                                  : INVOKER_SPARES_AUTO;
     cfg.fork_server = !strcmp(opt.fork_server, "never") ? INVOKER_FORK_SERVER_NEVER
                                                         : INVOKER_FORK_SERVER_AUTO;
+    cfg.timeout_factor = opt.timeout_factor;
+    cfg.capture_stderr = !strcmp(opt.capture_stderr, "prefix") ? INVOKER_STDERR_PREFIX
+                         : !strcmp(opt.capture_stderr, "tail") ? INVOKER_STDERR_TAIL
+                                                               : INVOKER_STDERR_OFF;
     int rc = invoker_create(&b->inv, &cfg);
     if (rc < 0)
         die_err("invoker_create", rc);

@@ -76,6 +76,7 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
     o->passes = 3;
     o->spares = "auto";
     o->fork_server = "auto";
+    o->capture_stderr = "off";
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--workers"))
@@ -111,6 +112,12 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
         else if (!strcmp(a, "--fork-server") && i + 1 < argc &&
                  (!strcmp(argv[i + 1], "auto") || !strcmp(argv[i + 1], "never")))
             o->fork_server = argv[++i];
+        else if (!strcmp(a, "--timeout-factor"))
+            o->timeout_factor = dbl_arg(argc, argv, &i);
+        else if (!strcmp(a, "--capture-stderr") && i + 1 < argc &&
+                 (!strcmp(argv[i + 1], "off") || !strcmp(argv[i + 1], "prefix") ||
+                  !strcmp(argv[i + 1], "tail")))
+            o->capture_stderr = argv[++i];
         else
             usage_exit(a);
     }

@@ -64,6 +64,10 @@ typedef struct bench_opts {
                            invoker_config.spares, default auto */
     const char *fork_server; /* --fork-server auto|never (bench_invoker):
                                 invoker_config.fork_server, default auto */
+    double   timeout_factor; /* --timeout-factor (bench_invoker):
+                                invoker_config.timeout_factor, default 0 */
+    const char *capture_stderr; /* --capture-stderr off|prefix|tail
+                                   (bench_invoker), default off */
 } bench_opts;
 
 int64_t now_ns(void);

@@ -213,25 +213,31 @@ typedef struct invoker_config {
      * that of every program it starts).  INVOKER_STDERR_OFF (0): workers
      * write to the parent's stderr directly.  Otherwise each worker's
      * descriptor 2 is a pipe to the parent, which
-     *   - forwards the bytes to its own stderr (as it was at
-     *     invoker_create) as they come, each line prefixed "[worker N] "
-     *     (N the slot): always with INVOKER_STDERR_PREFIX, only when that
-     *     stderr is a terminal with INVOKER_STDERR_TTY, never (the bytes
-     *     verbatim) with INVOKER_STDERR_PLAIN; INVOKER_STDERR_TAIL forwards
-     *     nothing.  Forwarding never blocks the parent: where its stderr
-     *     would block (a full pipe or terminal), the bytes are dropped and
-     *     counted in invoker_stats.stderr_dropped;
+     *   - forwards the bytes to its own stderr (descriptor 2 as it was at
+     *     invoker_create) as they come, each line prefixed "[worker N] " (N
+     *     the slot): always with INVOKER_STDERR_PREFIX, only when that
+     *     stderr is a terminal with INVOKER_STDERR_TTY, never (the bytes as
+     *     written) with INVOKER_STDERR_PLAIN; INVOKER_STDERR_TAIL forwards
+     *     nothing.  Workers' lines come whole, unless one is written in
+     *     pieces or outruns the parent's reads (a flood): then another
+     *     worker's lines may come between its pieces.  Forwarding never
+     *     blocks the parent:
+     *     what its stderr (a pipe, terminal or socket) would not take at
+     *     once is dropped and counted in invoker_stats.stderr_dropped;
      *   - gives each task's callback the last 4 KiB its last attempt wrote
-     *     (invoker_task.stderr_tail).  The worker marks the end of each task
-     *     in the stream, so the bytes a task wrote are its own exactly, in a
-     *     batch of short tasks too; bytes written between tasks (by
-     *     worker_init, or by a process a task left behind) count toward the
-     *     next task that worker runs; those written after worker_init and
-     *     before the first task, toward none.  A task that times out, is
-     *     cancelled or whose worker dies gets what was read by then.
-     * The parent reads each worker's pipe a bounded amount per pass, so a
-     * worker flooding stderr slows only itself (it blocks on the full pipe)
-     * and its own task; the others' results and every deadline are served.
+     *     (invoker_task.stderr_tail).  At the end of each task the worker
+     *     writes a 24-byte mark to its descriptor 2 (never forwarded), so
+     *     a task's bytes are its own exactly, two workers writing at once
+     *     or a batch of short tasks alike.  What worker_init writes is no
+     *     task's; what a process left behind by a task writes after that
+     *     task ended counts toward the worker's next task.  A task that
+     *     times out, is cancelled or whose worker dies gets what was read
+     *     by then.  An objective that puts another file at descriptor 2
+     *     writes there, and its bytes go to no tail.
+     * The parent reads a worker's pipe 64 KiB per pass at most (and before
+     * its results), so a worker flooding stderr slows only itself (it
+     * blocks on its full pipe) and its own task: the others' results and
+     * every deadline are served meanwhile.  Inline mode captures nothing.
      * Other values: -EINVAL. */
     int                  capture_stderr;
     /* Adaptive timeouts.  0: off.  Otherwise, once 10 tasks have succeeded,
