@@ -718,6 +718,8 @@ static void worker_gone(invoker *inv, unsigned k)
     invoker__worker *w = &inv->workers[k];
     if (w->state == INVOKER__WORKER_EMPTY)
         return;
+    if (w->err)   /* its last words, even when its result pipe closed long ago */
+        (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
     if (w->result_rd >= 0)
         (void)read_worker(inv, k);   /* what it finished before is delivered */
     bool spare = w->go >= 0;   /* never let go: it took no task, failed no start-up */
@@ -842,6 +844,8 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
     invoker_id id = t->id;
     uint32_t gen = t->gen;
     /* It may have finished just now: a result in the pipe wins. */
+    if (inv->workers[k].err)
+        (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
     if (inv->workers[k].result_rd >= 0)
         (void)read_worker(inv, k);
     if (!(t = current(inv, id, gen)))
