@@ -40,10 +40,7 @@
 /* A worker's stderr read per event: a flood gets its share of each pass,
  * like results (read_worker's budget), and deadlines come between. */
 #define ERR_PASS_BYTES  (64u << 10)
-/* ...and before its frames, until the marks they follow are read: no more
- * than its pipe can hold (a worker blocks on a full one), unless it grew
- * it or a process it left behind writes on. */
-#define ERR_DRAIN_BYTES (1u << 20)
+#define ERR_DRAIN_BYTES INVOKER__ERR_DRAIN
 
 static uint64_t to_ns(double seconds)
 {
@@ -385,7 +382,7 @@ static void deliver(invoker *inv, unsigned k, invoker__task *t, const invoker__f
 {
     note_ran(inv, t, k, f);
     if (inv->workers[k].err)
-        invoker__err_claim(inv, k, t);   /* its mark unread: what came so far */
+        invoker__err_claim(inv, k, t);   /* unless its mark was read */
     inv->avg_run_ns = inv->avg_run_ns ? inv->avg_run_ns - inv->avg_run_ns / 8 + f->run_ns / 8
                                       : f->run_ns + 1;
     inv->avg_result_bytes = inv->avg_result_bytes - inv->avg_result_bytes / 8 + f->len / 8;

@@ -419,6 +419,11 @@ double invoker__adapt_timeout(struct invoker *inv);
 
 #define INVOKER__ERR_TAIL       4096u   /* bytes of a task's stderr its callback gets */
 #define INVOKER__ERR_MARK       24u     /* a worker's end-of-task mark in the stream */
+/* What the parent reads of a worker's stderr before its frames, until the
+ * marks they follow are read: no more than its pipe can hold (a worker
+ * blocks on a full one), unless it grew it or a process it left behind
+ * writes on. */
+#define INVOKER__ERR_DRAIN      (1u << 20)
 
 typedef struct invoker__errpipe {
     int            fd;            /* the parent's read end; -1 */
@@ -449,8 +454,10 @@ int   invoker__err_open(struct invoker *inv, unsigned k, int *wr);
  * budget of bytes (0: until the pipe is empty or at its end).  Never makes
  * a callback.  Returns false at the end of the pipe (then closed). */
 bool  invoker__err_read(struct invoker *inv, unsigned k, size_t budget);
-/* Gives task t what record k wrote since its last mark (t's attempt died
- * or ended unmarked there). */
+/* Gives task t its tail unless its mark was read: after reading the pipe
+ * again (a frame in hand means its mark, written before it, is in the
+ * pipe), what record k wrote since its last mark (t died there, or its
+ * mark is beyond the read budget). */
 void  invoker__err_claim(struct invoker *inv, unsigned k, struct invoker__task *t);
 void  invoker__err_close(struct invoker *inv, unsigned k);
 /* In a worker: the end of task (id, gen) in its stream; id 0: of set-up. */

@@ -351,6 +351,11 @@ void invoker__err_claim(invoker *inv, unsigned k, invoker__task *t)
     invoker__errpipe *e = inv->workers[k].err;
     if (!e || t->err_marked)
         return;
+    /* Read before the frame came, the pipe may have lacked the bytes and
+     * mark written just before it. */
+    (void)invoker__err_read(inv, k, INVOKER__ERR_DRAIN);
+    if (t->err_marked)
+        return;
     attach(t, e);
     e->len = 0;
 }
