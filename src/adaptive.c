@@ -1,8 +1,10 @@
 /*
  * Adaptive timeouts (invoker_config.timeout_factor): a task's timeout from
  * the median run time of the last successes.  A success costs one store in
- * a ring; the median is recomputed only when an adaptive task starts and
- * the ring has changed since, by selection over its 100 words (no sort).
+ * a ring; the median is recomputed only when an adaptive task is seen
+ * started and the ring has changed since, by selection over its 100 words
+ * (no sort).  Guesses of when a task not yet seen started may time out
+ * (to arm the timer) take the median as last computed.
  */
 #include "internal.h"
 
@@ -46,12 +48,12 @@ static uint64_t select_kth(uint64_t *v, size_t n, size_t k)
     return v[k];
 }
 
-double invoker__adapt_timeout(invoker *inv)
+double invoker__adapt_timeout(invoker *inv, bool fresh)
 {
     invoker__adapt *a = &inv->adapt;
     if (a->seen < INVOKER__ADAPT_MIN_SEEN)
         return inv->cfg.timeout;
-    if (a->stale) {
+    if (a->stale && (fresh || !a->median_ns)) {
         size_t n = a->seen < INVOKER__ADAPT_RING ? (size_t)a->seen : INVOKER__ADAPT_RING;
         uint64_t v[INVOKER__ADAPT_RING];
         for (size_t i = 0; i < n; i++)

@@ -262,7 +262,7 @@ static void dispatched(invoker *inv, invoker__task *t, uint64_t end)
         double timeout = t->timeout;
         if (t->adaptive) {
             t->run_timeout = 0;
-            timeout = invoker__adapt_timeout(inv);
+            timeout = invoker__adapt_timeout(inv, false);
         }
         if (timeout > 0)
             invoker__dispatch_arm_timer(inv, invoker__now_ns() + to_ns(timeout));
@@ -884,7 +884,7 @@ static uint64_t check_running(invoker *inv, uint64_t now)
         if (t->start_ns != start) {
             note_start(inv, t, k, start);
             if (t->adaptive)   /* fixed for this attempt from now on */
-                t->run_timeout = invoker__adapt_timeout(inv);
+                t->run_timeout = invoker__adapt_timeout(inv, true);
         }
         if (t->run_timeout <= 0 || start > now)
             continue;
@@ -903,7 +903,7 @@ static uint64_t check_running(invoker *inv, uint64_t now)
         double timeout = t->timeout;
         if (t->adaptive) {
             if (adaptive < 0)
-                adaptive = invoker__adapt_timeout(inv);
+                adaptive = invoker__adapt_timeout(inv, false);
             timeout = adaptive;
         }
         if (timeout > 0 && now + to_ns(timeout) < next)

@@ -412,8 +412,9 @@ typedef struct invoker__adapt {
 struct invoker;
 /* A success that ran run_ns (only with timeout_factor). */
 void   invoker__adapt_note(struct invoker *inv, uint64_t run_ns);
-/* The timeout, in seconds (0: none), an adaptive task starting now gets. */
-double invoker__adapt_timeout(struct invoker *inv);
+/* The timeout, in seconds (0: none), an adaptive task starting now gets;
+ * !fresh: from the median as last computed (a guess, for the timer). */
+double invoker__adapt_timeout(struct invoker *inv, bool fresh);
 
 /* ---- stderr.c: the workers' captured stderr (capture_stderr) ---------- */
 
@@ -537,7 +538,7 @@ static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
 /* invoker.c: the descriptors the parent waits on.  Every one is in epfd;
  * the timer, the kick, the idle note and the workers' pidfds are in
  * urgent_fd too, so a gather (see invoker__dispatch_run) sleeps on results
- * only. */
+ * (and the workers' stderr pipes) only. */
 int  invoker__watch(invoker *inv, int fd, unsigned type, unsigned k);   /* 0 or -errno */
 void invoker__unwatch(invoker *inv, int fd);
 

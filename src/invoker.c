@@ -99,7 +99,9 @@ int invoker__watch(invoker *inv, int fd, unsigned type, unsigned k)
     bool urgent = type == INVOKER__EV_TIMER || type == INVOKER__EV_KICK ||
                   type == INVOKER__EV_PIDFD || type == INVOKER__EV_IDLE;
     /* A set that misses one could hold a deadline or a death back for a
-     * whole gather: without it, results are never gathered. */
+     * whole gather: without it, results are never gathered.  A worker's
+     * stderr (INVOKER__EV_STDERR) is not urgent: bytes wait in its pipe,
+     * and a worker that fills it blocks for one gather at most. */
     if (urgent && inv->urgent_fd >= 0 && epoll_ctl(inv->urgent_fd, EPOLL_CTL_ADD, fd, &ev) != 0)
         invoker__fd_close(&inv->urgent_fd);
     return 0;
