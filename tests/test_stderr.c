@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 enum act { A_LINES = 0, A_FLOOD, A_SAY_HANG, A_SAY_SEGV, A_FDS, A_NOTHING, A_CRASH };
@@ -462,6 +463,41 @@ static void test_forwarding_plain_tty_into_a_pipe_and_tail_only(void **state)
     forwarded_lines(INVOKER_STDERR_TAIL, false);
 }
 
+/* TTY mode into a terminal: prefixed.  The test's stderr becomes a
+ * pseudo-terminal (output processing off, so lines stay as written). */
+static void test_tty_mode_prefixes_on_a_terminal(void **state)
+{
+    (void)state;
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
+        skip();
+    int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    assert_true(slave >= 0);
+    struct termios tio;
+    assert_int_equal(tcgetattr(slave, &tio), 0);
+    tio.c_oflag &= ~(tcflag_t)OPOST;
+    assert_int_equal(tcsetattr(slave, TCSANOW, &tio), 0);
+    int saved = stderr_to(slave);
+    recorder r;
+    int fds = count_open_fds();
+    invoker *inv = make(&r, INVOKER_STDERR_TTY, 1, NULL);
+    submit(inv, A_LINES, 2, 0, 55, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    finish(&r, fds);
+    stderr_back(saved);
+    close(slave);
+    char got[512], want[512];
+    size_t len = slurp(master, got, sizeof got);
+    close(master);
+    size_t wl = 0;
+    for (uint32_t i = 0; i < 2; i++) {
+        wl += (size_t)snprintf(want + wl, sizeof want - wl, "[worker 0] ");
+        wl += line_of(want + wl, sizeof want - wl, 55, i);
+    }
+    assert_int_equal(len, wl);
+    assert_memory_equal(got, want, wl);
+}
+
 /* Into a regular file too (written to descriptor 2 itself). */
 static void test_forwarding_into_a_file(void **state)
 {
@@ -696,6 +732,7 @@ int main(void)
         cmocka_unit_test_teardown(test_forwarding_plain_tty_into_a_pipe_and_tail_only,
                                   leftovers_teardown),
         cmocka_unit_test_teardown(test_forwarding_into_a_file, leftovers_teardown),
+        cmocka_unit_test_teardown(test_tty_mode_prefixes_on_a_terminal, leftovers_teardown),
         cmocka_unit_test_teardown(test_capture_off_changes_nothing, leftovers_teardown),
         cmocka_unit_test_teardown(test_worker_descriptors_with_capture_on_and_off,
                                   leftovers_teardown),
