@@ -841,14 +841,12 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
     invoker_id id = t->id;
     uint32_t gen = t->gen;
     /* It may have finished just now: a result in the pipe wins. */
-    if (inv->workers[k].err)
-        (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
     if (inv->workers[k].result_rd >= 0)
         (void)read_worker(inv, k);
     if (!(t = current(inv, id, gen)))
         return;
     if (inv->workers[k].err)
-        invoker__err_claim(inv, k, t);   /* read_worker read its stderr */
+        invoker__err_claim(inv, k, t);   /* what it wrote until now */
     /* Signalled at the end of this pass, once the task is reported and a
      * spare has its word: a process woken to die runs its exit where it
      * is woken, often on this CPU, ahead of both. */
@@ -1315,10 +1313,8 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
                 note_start(inv, t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;
             }
-            if (inv->workers[k].err) {   /* what it wrote until now (no callback made here) */
-                (void)invoker__err_read(inv, k, ERR_DRAIN_BYTES);
+            if (inv->workers[k].err)   /* what it wrote until now (makes no callback) */
                 invoker__err_claim(inv, k, t);
-            }
             invoker__worker_kill(inv, k, INVOKER_FAIL_CANCELLED);
         }
     }
