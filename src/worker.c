@@ -533,6 +533,9 @@ void invoker__worker_run(invoker *inv, unsigned k, int result_wr, int go, int er
         } else {
             (void)fcntl(2, F_SETFD, 0);   /* the parent had closed its own 2 */
         }
+    } else {
+        /* Our copy: no marks into a descriptor 2 that is not the pipe. */
+        inv->cfg.capture_stderr = INVOKER_STDERR_OFF;
     }
     /* Our end, made blocking: the parent's end stays non-blocking, and
      * each end is its own open file description, so this changes only ours. */
