@@ -175,13 +175,15 @@ static void test_cancel_tag_inside_a_callback(void **state)
     finish(&r, fds);
 }
 
-/* Inside destroy: the first SHUTDOWN callback cancels a generation still
- * queued; each of its tasks is still reported exactly once. */
+/* Inside destroy: the SHUTDOWN callback of a queued task (generation 3:
+ * not the running one, reported as its worker is reaped, but one reported
+ * after) cancels generation 2, queued behind it; each of its tasks is
+ * still reported exactly once. */
 static int g_in_destroy = -1;
 static void cancel_on_shutdown(const invoker_task *t, invoker_failure f, int code, void *user)
 {
     recorder *r = user;
-    if (f == INVOKER_FAIL_SHUTDOWN && g_in_destroy < 0)
+    if (f == INVOKER_FAIL_SHUTDOWN && t->tag == &g_tags[3] && g_in_destroy < 0)
         g_in_destroy = invoker_cancel_tag(r->inv, &g_tags[2]);
     rec_on_error(t, f, code, user);
 }
@@ -195,6 +197,7 @@ static void test_cancel_tag_inside_destroy_reports_each_once(void **state)
     inv->cfg.on_error = cancel_on_shutdown;
     g_in_destroy = -1;
     invoker_id first = submit(inv, 1, 30000);
+    invoker_id queued = submit(inv, 3, 1);
     invoker_id g2[5];
     for (int i = 0; i < 5; i++)
         g2[i] = submit(inv, 2, 1);
@@ -203,11 +206,13 @@ static void test_cancel_tag_inside_destroy_reports_each_once(void **state)
     assert_int_equal(g_in_destroy, 5);
     assert_int_equal(rec_get(&r, first)->errors, 1);
     assert_int_equal(rec_get(&r, first)->failure, INVOKER_FAIL_SHUTDOWN);
+    assert_int_equal(rec_get(&r, queued)->errors, 1);
+    assert_int_equal(rec_get(&r, queued)->failure, INVOKER_FAIL_SHUTDOWN);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(rec_get(&r, g2[i])->errors, 1);
         assert_int_equal(rec_get(&r, g2[i])->failure, INVOKER_FAIL_CANCELLED);
     }
-    assert_int_equal(r.errors, 6);
+    assert_int_equal(r.errors, 7);
     assert_int_equal(count_open_fds(), fds);
     assert_int_equal(count_children(), 0);
     rec_free(&r);
