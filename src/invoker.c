@@ -4,6 +4,7 @@
  * it changes anything, so a failed call leaves the invoker as it was.
  */
 #include "internal.h"
+#include "invoker_sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -165,10 +166,46 @@ static int open_queue(invoker *inv)
     return 0;
 }
 
-int invoker_create(invoker **out, const invoker_config *cfg)
+/* ---- the local fork backend's ops (dispatch.c and below) ---------------- */
+
+static int local_run(invoker *inv, int timeout_ms, bool gather)
 {
-    if (!out || !cfg)
-        return -EINVAL;
+    if (inv->cfg.inline_mode)
+        return invoker__dispatch_inline(inv);
+    return invoker__dispatch_run(inv, timeout_ms, gather);
+}
+
+static unsigned local_busy(const invoker *inv)
+{
+    return inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
+}
+
+static void local_stats(const invoker *inv, invoker_stats *out)
+{
+    /* Serving workers: one killed, or one whose result pipe has closed,
+     * and not yet reaped no longer counts. */
+    for (unsigned k = 0; k < inv->nrecords; k++) {
+        const invoker__worker *w = &inv->workers[k];
+        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
+        out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
+    }
+    out->fork_server = inv->fs.pid > 0;
+}
+
+static const invoker__backend_ops local_ops = {
+    .refill = invoker__dispatch_refill,
+    .run = local_run,
+    .cancel = invoker__dispatch_cancel,
+    .busy = local_busy,
+    .stats = local_stats,
+    .shutdown = invoker__dispatch_shutdown,
+    .release = NULL,
+};
+
+/* The scheduler's half of an invoker: config, ids, descriptors; no
+ * workers.  0 and *out, or a negative errno with nothing left behind. */
+static int create_sched(invoker **out, const invoker_config *cfg, const invoker__backend_ops *ops)
+{
     invoker *inv = calloc(1, sizeof *inv);
     if (!inv)
         return -ENOMEM;
@@ -214,6 +251,42 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         (rc = invoker__watch(inv, inv->kickfd, INVOKER__EV_KICK, 0)) != 0 ||
         (rc = invoker__watch(inv, inv->idle_rd, INVOKER__EV_IDLE, 0)) != 0)
         goto fail;
+    inv->ops = ops;
+    *out = inv;
+    return 0;
+
+fail:
+    release(inv);
+    return rc;
+}
+
+int invoker__sched_create(invoker **out, const invoker_config *cfg,
+                          const invoker__backend_ops *ops, void *state)
+{
+    if (!out || !cfg || !ops)
+        return -EINVAL;
+    /* Read no more of it than it says it has (take_config checks size). */
+    invoker_config c;
+    size_t size = cfg->size ? cfg->size : sizeof *cfg;
+    memset(&c, 0, sizeof c);
+    memcpy(&c, cfg, size < sizeof c ? size : sizeof c);
+    c.workers = 1;   /* the backend's business: take_config looks no further */
+    int rc = create_sched(out, &c, ops);
+    if (rc)
+        return rc;
+    (*out)->nworkers = (*out)->nrecords = 0;
+    (*out)->backend = state;
+    return 0;
+}
+
+int invoker_create(invoker **out, const invoker_config *cfg)
+{
+    if (!out || !cfg)
+        return -EINVAL;
+    invoker *inv;
+    int rc = create_sched(&inv, cfg, &local_ops);
+    if (rc)
+        return rc;
     if (inv->cfg.inline_mode) {
         *out = inv;
         return 0;
@@ -273,7 +346,7 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
         return -EMSGSIZE;
     if (inv->cfg.max_queued) {
         size_t queued = inv->pending.count + inv->inflight.count;
-        unsigned busy = invoker__dispatch_busy(inv);
+        unsigned busy = inv->ops->busy(inv);
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
@@ -311,7 +384,7 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
     else if (inv->spawn_tripped && inv->live == 0 && invoker__now_ns() < inv->untrip_at)
         invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
     else if (t == inv->pending.head && inv->depth == 0)
-        (void)invoker__dispatch_refill(inv);   /* on error it waits in pending */
+        (void)inv->ops->refill(inv);   /* on error it waits in pending */
     /* From a callback it waits for the end of the poll, which stocks the
      * queue once for all the callbacks of its batch of results: tickets
      * then travel several to a packet rather than one write each. */
@@ -340,7 +413,7 @@ int invoker_cancel(invoker *inv, invoker_id id)
     invoker__task *t = id ? invoker__tasks_find(&inv->tasks, id) : NULL;
     if (!t)
         return -ENOENT;
-    invoker__dispatch_cancel(inv, t);
+    inv->ops->cancel(inv, t);
     return 0;
 }
 
@@ -357,7 +430,7 @@ int invoker_cancel_tag(invoker *inv, void *tag)
             next = t->next;
             if (t->tag != tag)
                 continue;
-            invoker__dispatch_cancel(inv, t);
+            inv->ops->cancel(inv, t);
             n += n < INT_MAX;
         }
     }
@@ -370,9 +443,7 @@ int invoker_poll(invoker *inv, int timeout_ms)
         return -EINVAL;
     if (inv->depth > 0)
         return -EBUSY;
-    if (inv->cfg.inline_mode)
-        return invoker__dispatch_inline(inv);
-    return invoker__dispatch_run(inv, timeout_ms < 0 ? -1 : timeout_ms, false);
+    return inv->ops->run(inv, timeout_ms < 0 ? -1 : timeout_ms, false);
 }
 
 int invoker_wait(invoker *inv)
@@ -382,8 +453,7 @@ int invoker_wait(invoker *inv)
     if (inv->depth > 0)
         return -EBUSY;
     while (inv->outstanding > 0) {
-        int rc = inv->cfg.inline_mode ? invoker__dispatch_inline(inv)
-                                      : invoker__dispatch_run(inv, -1, true);
+        int rc = inv->ops->run(inv, -1, true);
         if (rc < 0)
             return rc;
     }
@@ -403,15 +473,8 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
     if (!valid(inv))
         return;
     *out = inv->stats;
-    /* Serving workers: one killed, or one whose result pipe has closed,
-     * and not yet reaped no longer counts. */
-    for (unsigned k = 0; k < inv->nrecords; k++) {
-        const invoker__worker *w = &inv->workers[k];
-        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
-        out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
-    }
-    out->fork_server = inv->fs.pid > 0;
-    out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
+    inv->ops->stats(inv, out);
+    out->busy = inv->ops->busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);
 }
@@ -424,7 +487,9 @@ int invoker_destroy(invoker *inv)
         return -EINVAL;
     if (inv->depth > 0)
         return -EBUSY;
-    invoker__dispatch_shutdown(inv);
+    inv->ops->shutdown(inv);
+    if (inv->ops->release)
+        inv->ops->release(inv);
     release(inv);
     return 0;
 }
