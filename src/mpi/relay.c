@@ -59,7 +59,9 @@ static void spoil(relay *r)
     case 1:   /* a record longer than its message */
         rec.len = r->len;
         break;
-    case 2:   /* an id never issued */
+    case 2:   /* an id never issued, in an outcome */
+        if (rec.type != INVOKER__MPI_RESULT && rec.type != INVOKER__MPI_ERROR)
+            return;
         rec.id = UINT64_MAX / 2;
         break;
     case 3:   /* garbage */
