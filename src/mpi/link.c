@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -63,7 +64,12 @@ int invoker__link_send(invoker__link *l, const void *buf, size_t len)
 int invoker__link_flush(invoker__link *l)
 {
     while (l->fd >= 0 && l->out_off < l->out_len) {
-        ssize_t n = invoker__fd_write(l->fd, l->out + l->out_off, l->out_len - l->out_off);
+        /* MSG_NOSIGNAL: a dead peer is an error here, not a SIGPIPE (MPICH
+         * leaves SIGPIPE's default, which would end the rank). */
+        ssize_t n = send(l->fd, l->out + l->out_off, l->out_len - l->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n < 0)
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
         l->out_off += (size_t)n;

@@ -51,9 +51,15 @@ typedef struct invoker__mpi_rec {   /* 48 bytes, then len bytes padded to 16 */
     double   value;
 } invoker__mpi_rec;
 
+typedef struct invoker__mpi_hello {
+    int32_t  workers;             /* its agent's (0: none) */
+    int32_t  pid;                 /* the relay's */
+    char     host[64];            /* gethostname, NUL-terminated */
+} invoker__mpi_hello;
+
 /* MPI tags between rank 0 and a relay. */
 enum {
-    INVOKER__TAG_HELLO = 1,   /* relay -> 0: int32 its agent's workers (0: none) */
+    INVOKER__TAG_HELLO = 1,   /* relay -> 0: struct invoker__mpi_hello */
     INVOKER__TAG_DATA,        /* either way: records */
     INVOKER__TAG_BEAT,        /* relay -> 0: the relay lives */
     INVOKER__TAG_AGENT_LOST,  /* relay -> 0: its agent died or went silent */

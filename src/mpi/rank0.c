@@ -49,6 +49,7 @@ typedef struct endpoint {
     double         avg_run;       /* seconds, moving average; 0: none seen */
     unsigned       beat_workers, beat_busy;
     uint64_t       beat_started;
+    pid_t          pid;           /* its relay's, when on rank 0's node; else 0 */
     unsigned char *batch;         /* records waiting to leave */
     size_t         len, cap;
 } endpoint;
@@ -408,8 +409,8 @@ static size_t window(const endpoint *ep)
 {
     size_t per = 2;
     if (ep->avg_run > 0) {
-        double want = ceil(PREFETCH_NS / 1e9 / ep->avg_run);
-        per = want > PREFETCH_MAX ? PREFETCH_MAX : (want < 1 ? 1 : (size_t)want);
+        double want = PREFETCH_NS / 1e9 / ep->avg_run + 1;   /* rounded up */
+        per = want > PREFETCH_MAX ? PREFETCH_MAX : (size_t)want;
     }
     return ep->workers + ep->workers * per;
 }
@@ -627,8 +628,13 @@ static void finish(rank0 *r)
     r->env.agent_pid = -1;
     stop_ranks(r);
     if (r->any_stuck) {
-        /* A stuck relay cannot be ended by us: MPI's launcher ends the
-         * job (see invoker_mpi.h).  Every callback has been made. */
+        /* A stuck relay cannot be ended through MPI: the launcher ends the
+         * job (see invoker_mpi.h).  Every callback has been made.  One on
+         * this node is killed first: a stopped process never ends on
+         * SIGTERM, and MPICH's hydra then waits for it without end. */
+        for (int e = 1; e < r->neps; e++)
+            if (r->eps[e].state == EP_STUCK && r->eps[e].pid > 1)
+                (void)kill(r->eps[e].pid, SIGKILL);
         fflush(NULL);
         MPI_Abort(r->env.comm, 1);
     }
@@ -696,6 +702,8 @@ static int own_agent(rank0 *r)
 static void hellos(rank0 *r)
 {
     int missing = r->neps - 1;
+    char host[64] = "";
+    (void)gethostname(host, sizeof host - 1);
     uint64_t until = invoker__now_ns() + (uint64_t)(r->env.rank_timeout * 1e9);
     while (missing > 0 && invoker__now_ns() < until) {
         int flag = 0;
@@ -709,17 +717,22 @@ static void hellos(rank0 *r)
         }
         unsigned char *buf;
         size_t len;
-        int rc = receive(&m, &st, 64, &buf, &len);
+        int rc = receive(&m, &st, sizeof(invoker__mpi_hello), &buf, &len);
         int e = st.MPI_SOURCE;
-        int32_t workers = 0;
-        if (rc == 0 && len == sizeof workers)
-            memcpy(&workers, buf, sizeof workers);
+        invoker__mpi_hello hello;
+        memset(&hello, 0, sizeof hello);
+        if (rc == 0 && len == sizeof hello)
+            memcpy(&hello, buf, sizeof hello);
+        hello.host[sizeof hello.host - 1] = 0;
+        int32_t workers = hello.workers;
         free(buf);
         if (e <= 0 || e >= r->neps || r->eps[e].heard_ns)
             continue;
         missing--;
         endpoint *ep = &r->eps[e];
         ep->heard_ns = invoker__now_ns();
+        if (hello.pid > 1 && !strcmp(hello.host, host))
+            ep->pid = (pid_t)hello.pid;
         if (workers > 0) {
             ep->state = EP_LIVE;
             ep->workers = ep->beat_workers = (unsigned)workers;

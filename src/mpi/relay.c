@@ -203,7 +203,12 @@ int invoker__relay_main(invoker__mpi_env *env)
         invoker__agent_end(env->agent_pid, 1000);
         env->agent_pid = -1;
     }
-    int rc = send0(&r, INVOKER__TAG_HELLO, &workers, sizeof workers);
+    invoker__mpi_hello hello;
+    memset(&hello, 0, sizeof hello);
+    hello.workers = workers;
+    hello.pid = (int32_t)getpid();
+    (void)gethostname(hello.host, sizeof hello.host - 1);
+    int rc = send0(&r, INVOKER__TAG_HELLO, &hello, sizeof hello);
     uint64_t beat_ns = (uint64_t)(env->rank_timeout / 4 * 1e9);
     uint64_t next_beat = invoker__now_ns() + beat_ns;
     while (rc == 0) {
