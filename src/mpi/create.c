@@ -45,9 +45,8 @@ static unsigned cpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-/* rank0_workers -1: serve when rank 0 is alone on its node, leaving it a
- * CPU for itself. */
-static unsigned rank0_auto(MPI_Comm comm)
+/* How many ranks share this node.  Collective: every rank calls it. */
+static int ranks_here(MPI_Comm comm)
 {
     MPI_Comm node;
     int n = 0;
@@ -55,8 +54,7 @@ static unsigned rank0_auto(MPI_Comm comm)
         return 0;
     (void)MPI_Comm_size(node, &n);
     (void)MPI_Comm_free(&node);
-    unsigned c = cpus();
-    return n == 1 && c > 1 ? c - 1 : 0;
+    return n;
 }
 
 int invoker_mpi_create(invoker **out, const invoker_config *cfg, const invoker_mpi_options *opt,
@@ -124,6 +122,7 @@ int invoker_mpi_create(invoker **out, const invoker_config *cfg, const invoker_m
         MPI_Abort(MPI_COMM_WORLD, 1);
         return -EPROTO;
     }
+    int here = ranks_here(env.comm);
     if (env.rank != 0) {
         env.agent_workers = o.workers_per_rank ? o.workers_per_rank : cpus();
         (void)invoker__relay_main(&env);
@@ -133,7 +132,13 @@ int invoker_mpi_create(invoker **out, const invoker_config *cfg, const invoker_m
     }
     if (o.rank0_workers > 0)
         env.agent_workers = (unsigned)o.rank0_workers;
-    else if (o.rank0_workers < 0)
-        env.agent_workers = env.size == 1 ? cpus() : rank0_auto(env.comm);
+    else if (o.rank0_workers < 0 && here == 1) {
+        /* Alone on its node: its agent serves, leaving a CPU to rank 0
+         * (all of them when it is the whole job). */
+        unsigned c = cpus();
+        env.agent_workers = env.size == 1 ? c : c - (c > 1);
+        if (env.size > 1 && c == 1)
+            env.agent_workers = 0;
+    }
     return invoker__rank0_create(out, cfg, &env);
 }
