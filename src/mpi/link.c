@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -189,4 +190,14 @@ int invoker__link_start_agent(invoker__link *l, unsigned workers, double beat_s,
             return 0;
     }
     return 0;
+}
+
+void invoker__mpi_nap(int fd, short events, uint64_t *nap_ns)
+{
+    uint64_t ns = *nap_ns ? *nap_ns : INVOKER__MPI_NAP_NS;
+    struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ns };
+    struct pollfd p = { .fd = fd, .events = events };
+    (void)ppoll(&p, fd >= 0 ? 1 : 0, &ts, NULL);
+    ns += ns / 4;   /* a millisecond after some 14 quiet passes (~4 ms) */
+    *nap_ns = ns < INVOKER__MPI_TICK_NS ? ns : INVOKER__MPI_TICK_NS;
 }

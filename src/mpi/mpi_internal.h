@@ -70,6 +70,13 @@ enum {
 
 #define INVOKER__MPI_BATCH      ((size_t)256 << 10)  /* a batch's records, past one big one */
 #define INVOKER__MPI_TICK_NS    1000000ull           /* longest sleep with tasks out */
+#define INVOKER__MPI_NAP_NS     50000ull             /* first sleep after traffic */
+
+/* Sleeps in ppoll on fd (or just sleeps when fd < 0) for *nap_ns, then
+ * lengthens *nap_ns by a quarter, up to INVOKER__MPI_TICK_NS: MPI has no descriptor, so
+ * the MPI processes look at it often right after traffic (a round trip
+ * costs no whole millisecond) and every millisecond when idle. */
+void invoker__mpi_nap(int fd, short events, uint64_t *nap_ns);
 
 static inline size_t invoker__mpi_rec_size(uint64_t len)
 {

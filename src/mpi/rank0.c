@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,8 @@ typedef struct rank0 {
     bool           ticking;
     bool           any_stuck;
     size_t         max_msg;       /* bound on a data message from an endpoint */
+    bool           traffic;       /* something moved in this pass */
+    uint64_t       nap_ns;
 } rank0;
 
 static rank0 *state(const invoker *inv)
@@ -125,6 +128,7 @@ static void flush_ep(rank0 *r, int e)
     endpoint *ep = &r->eps[e];
     if (!ep->len)
         return;
+    r->traffic = true;
     if (e == 0) {
         if (invoker__link_send(&r->agent, ep->batch, ep->len) != 0)
             ep->state = ep->state == EP_LIVE ? EP_RETIRED : ep->state;   /* seen by pump */
@@ -344,6 +348,7 @@ static void pump_mpi(rank0 *r, uint64_t now)
         size_t len;
         int rc = receive(&m, &st, bound, &buf, &len);
         ep->heard_ns = now;
+        r->traffic |= st.MPI_TAG == INVOKER__TAG_DATA;
         if (st.MPI_TAG == INVOKER__TAG_BYE)
             ep->bye = true;
         if (rc == -EMSGSIZE || rc == -EPROTO) {
@@ -374,6 +379,7 @@ static void pump_agent(rank0 *r)
     const unsigned char *msg;
     while (ep->state == EP_LIVE &&
            (msg = invoker__link_next(&r->agent, &len, r->max_msg, &bad)) != NULL) {
+        r->traffic = true;
         if (!take(r, 0, msg, len))
             bad = true;
         if (bad)
@@ -485,7 +491,6 @@ static int mpi_run(invoker *inv, int timeout_ms, bool gather)
     rank0 *r = state(inv);
     uint64_t calls0 = inv->calls;
     uint64_t until = timeout_ms > 0 ? invoker__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
-    struct epoll_event evs[16];
     for (;;) {
         invoker__sched_deliver(inv);
         pump(r);
@@ -496,11 +501,16 @@ static int mpi_run(invoker *inv, int timeout_ms, bool gather)
         uint64_t now = invoker__now_ns();
         if (timeout_ms > 0 && now >= until)
             break;
-        /* MPI has no descriptor: with tasks out, look again within a tick. */
-        int wait_ms = 1;
-        if (timeout_ms > 0 && until - now < 1000000ull)
-            wait_ms = 0;
-        int n = epoll_wait(inv->epfd, evs, 16, wait_ms);
+        /* MPI has no descriptor: with tasks out, look again within a
+         * tick, sooner right after traffic (see invoker__mpi_nap). */
+        if (r->traffic)
+            r->nap_ns = INVOKER__MPI_NAP_NS;
+        r->traffic = false;
+        if (timeout_ms > 0 && until - now < r->nap_ns)
+            r->nap_ns = until - now;
+        invoker__mpi_nap(inv->epfd, POLLIN, &r->nap_ns);
+        struct epoll_event evs[16];
+        int n = epoll_wait(inv->epfd, evs, 16, 0);
         for (int i = 0; i < n; i++) {
             uint64_t scratch;
             unsigned type = (unsigned)(evs[i].data.u64 >> 32);

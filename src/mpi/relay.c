@@ -27,6 +27,8 @@ typedef struct relay {
     unsigned char    *batch;      /* agent messages for rank 0 */
     size_t            len, cap;
     size_t            max_in;     /* bound on a message from rank 0 */
+    bool              traffic;    /* something moved in this pass */
+    uint64_t          nap_ns;
 } relay;
 
 static int send0(relay *r, int tag, const void *buf, size_t len)
@@ -93,6 +95,7 @@ static int forward(relay *r)
 #endif
     int rc = send0(r, INVOKER__TAG_DATA, r->batch, r->len);
     r->len = 0;
+    r->traffic = true;
     return rc;
 }
 
@@ -137,6 +140,7 @@ static int from_rank0(relay *r)
         int rc = 0;
         switch (st.MPI_TAG) {
         case INVOKER__TAG_DATA:
+            r->traffic = true;
             if (r->agent_ok && invoker__link_send(&r->link, buf, (size_t)count) != 0)
                 agent_lost(r);
             break;
@@ -221,9 +225,11 @@ int invoker__relay_main(invoker__mpi_env *env)
             rc = send0(&r, INVOKER__TAG_BEAT, NULL, 0);
             next_beat = now + beat_ns;
         }
-        struct pollfd p = { .fd = r.link.fd,
-                            .events = POLLIN | (r.link.out_len ? POLLOUT : 0) };
-        (void)poll(&p, r.agent_ok ? 1 : 0, (int)(INVOKER__MPI_TICK_NS / 1000000ull));
+        if (r.traffic)
+            r.nap_ns = INVOKER__MPI_NAP_NS;
+        r.traffic = false;
+        invoker__mpi_nap(r.agent_ok ? r.link.fd : -1,
+                         (short)(POLLIN | (r.link.out_len ? POLLOUT : 0)), &r.nap_ns);
     }
     /* STOP (rc 1) or MPI failing: either way the agent goes first. */
     invoker__link_close(&r.link);
