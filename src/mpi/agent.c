@@ -30,7 +30,19 @@ typedef struct agent {
     unsigned char *out;           /* outcome records not yet sent */
     size_t         len, cap;
     bool           broken;        /* out of memory: the outcomes are lost */
+    uint64_t       since;         /* when the oldest unsent outcome came; 0: none */
+    unsigned       workers;
 } agent;
+
+#define HOLD_NS 1000000ull
+
+/* Every worker has at least one task queued behind the one it runs. */
+static bool deep(const agent *a)
+{
+    invoker_stats st;
+    invoker_get_stats(a->inv, &st);
+    return st.queued >= a->workers;
+}
 
 static void *tag_of(uint64_t id, uint32_t gen)
 {
@@ -212,6 +224,7 @@ void invoker__agent_main(int fd, const invoker_config *cfg, const invoker_mpi_op
     }
     invoker_stats st;
     invoker_get_stats(a.inv, &st);
+    a.workers = c.workers;
     send_ready(&a, (int)c.workers);
 
     uint64_t period = start.value > 0 ? (uint64_t)(start.value * 1e9) : 1000000000ull;
@@ -223,16 +236,25 @@ void invoker__agent_main(int fd, const invoker_config *cfg, const invoker_mpi_op
             beat(&a);
             next_beat = now + period;
         }
-        if (a.len) {
+        /* Outcomes leave at once, unless every worker has tasks queued
+         * behind it: then rank 0 is in no hurry, and those of a
+         * millisecond leave together (one wake of the relay and of rank 0
+         * rather than one each). */
+        if (a.len && !a.since)
+            a.since = now;
+        if (a.len && (now - a.since >= HOLD_NS || !deep(&a))) {
             if (a.broken || invoker__link_send(&a.link, a.out, a.len) != 0)
                 break;   /* the relay is gone, or its outcomes are: end */
             a.len = 0;
+            a.since = 0;
         }
         struct pollfd p[2] = {
             { .fd = a.link.fd, .events = POLLIN | (a.link.out_len ? POLLOUT : 0) },
             { .fd = invoker_fd(a.inv), .events = POLLIN },
         };
         int wait_ms = (int)((next_beat - now) / 1000000ull) + 1;
+        if (a.len)
+            wait_ms = 1;
         (void)poll(p, 2, wait_ms);
         if (invoker__link_flush(&a.link) != 0)
             break;

@@ -485,6 +485,19 @@ static int mpi_refill(invoker *inv)
     return rc;
 }
 
+/* Whether every endpoint with tasks holds more than twice its workers:
+ * then none waits on us, and a millisecond's sleep costs nothing but a
+ * little latency, where shorter ones would cost its workers' CPUs. */
+static bool stocked(const rank0 *r)
+{
+    for (int e = 0; e < r->neps; e++) {
+        const endpoint *ep = &r->eps[e];
+        if (ep->state == EP_LIVE && ep->inflight && ep->inflight <= 2 * (size_t)ep->workers)
+            return false;
+    }
+    return true;
+}
+
 static int mpi_run(invoker *inv, int timeout_ms, bool gather)
 {
     (void)gather;
@@ -503,7 +516,7 @@ static int mpi_run(invoker *inv, int timeout_ms, bool gather)
             break;
         /* MPI has no descriptor: with tasks out, look again within a
          * tick, sooner right after traffic (see invoker__mpi_nap). */
-        if (r->traffic)
+        if (r->traffic && !stocked(r))
             r->nap_ns = INVOKER__MPI_NAP_NS;
         r->traffic = false;
         if (timeout_ms > 0 && until - now < r->nap_ns)

@@ -28,6 +28,8 @@ typedef struct relay {
     size_t            len, cap;
     size_t            max_in;     /* bound on a message from rank 0 */
     bool              traffic;    /* something moved in this pass */
+    int64_t           backlog;    /* tasks sent to the agent, less outcomes back */
+    int32_t           workers;    /* the agent's */
     uint64_t          nap_ns;
 } relay;
 
@@ -116,6 +118,21 @@ static int gather(relay *r, const unsigned char *msg, size_t len)
     return 0;
 }
 
+/* The records of type in a message, counted from their headers. */
+static int64_t count(const unsigned char *msg, size_t len, uint32_t type, uint32_t type2)
+{
+    int64_t n = 0;
+    for (size_t off = 0; len - off >= sizeof(invoker__mpi_rec);) {
+        invoker__mpi_rec rec;
+        memcpy(&rec, msg + off, sizeof rec);
+        n += rec.type == type || rec.type == type2;
+        if (rec.len > len - off - sizeof rec)
+            break;
+        off += invoker__mpi_rec_size(rec.len);
+    }
+    return n;
+}
+
 /* What rank 0 sent; 1 at STOP, or -errno. */
 static int from_rank0(relay *r)
 {
@@ -127,13 +144,13 @@ static int from_rank0(relay *r)
             return -EPROTO;
         if (!flag)
             return 0;
-        int count = 0;
-        if (MPI_Get_count(&st, MPI_BYTE, &count) != MPI_SUCCESS || count < 0)
+        int count_bytes = 0;
+        if (MPI_Get_count(&st, MPI_BYTE, &count_bytes) != MPI_SUCCESS || count_bytes < 0)
             return -EPROTO;
-        unsigned char *buf = count ? malloc((size_t)count) : NULL;
-        if (count && !buf)
+        unsigned char *buf = count_bytes ? malloc((size_t)count_bytes) : NULL;
+        if (count_bytes && !buf)
             return -ENOMEM;
-        if (MPI_Mrecv(buf, count, MPI_BYTE, &m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+        if (MPI_Mrecv(buf, count_bytes, MPI_BYTE, &m, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
             free(buf);
             return -EPROTO;
         }
@@ -141,7 +158,8 @@ static int from_rank0(relay *r)
         switch (st.MPI_TAG) {
         case INVOKER__TAG_DATA:
             r->traffic = true;
-            if (r->agent_ok && invoker__link_send(&r->link, buf, (size_t)count) != 0)
+            r->backlog += count(buf, (size_t)count_bytes, INVOKER__MPI_TASK, INVOKER__MPI_TASK);
+            if (r->agent_ok && invoker__link_send(&r->link, buf, (size_t)count_bytes) != 0)
                 agent_lost(r);
             break;
         case INVOKER__TAG_RETIRE:
@@ -182,6 +200,7 @@ static int from_agent(relay *r, uint64_t now)
             return -EPROTO;
         if (gather(r, msg, len) != 0)
             return -ENOMEM;
+        r->backlog -= count(msg, len, INVOKER__MPI_RESULT, INVOKER__MPI_ERROR);
     }
     if (forward(r) != 0)
         return -EPROTO;
@@ -202,6 +221,7 @@ int invoker__relay_main(invoker__mpi_env *env)
                                                 env->rank_timeout / 4,
                                                 (int)(env->rank_timeout * 1000));
     r.agent_ok = workers > 0;
+    r.workers = workers;
     if (!r.agent_ok) {
         invoker__link_close(&r.link);
         invoker__agent_end(env->agent_pid, 1000);
@@ -225,8 +245,13 @@ int invoker__relay_main(invoker__mpi_env *env)
             rc = send0(&r, INVOKER__TAG_BEAT, NULL, 0);
             next_beat = now + beat_ns;
         }
-        if (r.traffic)
+        /* Short naps only while the agent may run dry: with more than
+         * twice its workers' tasks in hand, rank 0's next ones can wait a
+         * millisecond, and the CPUs are its workers'. */
+        if (r.traffic && r.backlog <= 2 * (int64_t)r.workers)
             r.nap_ns = INVOKER__MPI_NAP_NS;
+        else if (r.backlog > 2 * (int64_t)r.workers)
+            r.nap_ns = 2 * INVOKER__MPI_TICK_NS;
         r.traffic = false;
         invoker__mpi_nap(r.agent_ok ? r.link.fd : -1,
                          (short)(POLLIN | (r.link.out_len ? POLLOUT : 0)), &r.nap_ns);
