@@ -39,8 +39,10 @@
  * are MPI's rules.  So when a relay was lost by silence, invoker_destroy
  * first makes every callback (each task reported once, as always), then
  * ends the whole job with MPI_Abort(comm, 1): the program does not return
- * from invoker_destroy, and the launcher exits non-zero.  A rank lost only
- * through its agent is not stuck: the job ends normally.
+ * from invoker_destroy, and the launcher exits non-zero.  A stuck relay on
+ * rank 0's own node is SIGKILLed first (a stopped process ignores the
+ * launcher's SIGTERM, and MPICH's launcher then waits for ever).  A rank
+ * lost only through its agent is not stuck: the job ends normally.
  *
  * invoker_fd on rank 0 is readable when there is work for invoker_poll,
  * and at least every millisecond while tasks are out on other ranks (MPI
@@ -79,13 +81,14 @@ INVOKER_API void invoker_mpi_options_init(invoker_mpi_options *opt);
  * On the other ranks: serves tasks until rank 0 destroys its invoker,
  * then finalises MPI and returns INVOKER_MPI_SERVED (> 0): return from main.
  *
- * Errors, as negative errno (on every rank, before any MPI call unless
- * said): -EINVAL (out, cfg or a required callback NULL, cfg.inline_mode
- * set, an option out of range, or anything invoker_create rejects: then
- * on rank 0 after MPI_Init, with every rank stopped and MPI finalised),
- * -EALREADY (MPI already initialised), -EPROTO (MPI_Init or another MPI
- * call failed), or what socketpair and fork return.  cfg.workers is
- * ignored (workers_per_rank and rank0_workers count them). */
+ * Errors, as negative errno, before any MPI call and on every rank:
+ * -EINVAL (out, cfg or a required callback NULL, cfg.size out of range,
+ * cfg.inline_mode set, an option out of range), -EALREADY (MPI already
+ * initialised), or what socketpair and fork return.  After MPI_Init, on
+ * rank 0 only (the serving ranks then return INVOKER_MPI_SERVED, and MPI
+ * is finalised everywhere): -EINVAL (anything else invoker_create
+ * rejects), -ENOMEM, -EPROTO (an MPI call failed).  cfg.workers is
+ * ignored (workers_per_rank and rank0_workers count the workers). */
 INVOKER_API int invoker_mpi_create(invoker **out, const invoker_config *cfg,
                                    const invoker_mpi_options *opt, int *argc, char ***argv);
 #define INVOKER_MPI_SERVED 1
