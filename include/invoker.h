@@ -89,6 +89,13 @@ INVOKER_API int invoker_result_write(invoker_result *out, const void *data, size
 typedef int (*invoker_objective_fn)(const void *arg, size_t arg_len,
                                     invoker_result *out, void *objective_ctx);
 
+/* Inside an objective: the running task's id, its attempt (1 the first
+ * time a worker starts it, 2 for its first retry...; 0 when unknown) and
+ * the worker slot running it (0 in inline_mode), each where the pointer is
+ * not NULL.  0, or -EINVAL (out NULL). */
+INVOKER_API int invoker_current_task(const invoker_result *out, invoker_id *id,
+                                     unsigned *attempt, unsigned *worker);
+
 /* ------------------------------------------------------------------------
  * Parent side.
  * ---------------------------------------------------------------------- */
@@ -103,6 +110,25 @@ typedef struct invoker_task {
     unsigned    attempts;     /* times a worker started it; 0 if it never ran */
     int         worker;       /* worker slot of its last attempt, -1 if none */
     double      run_seconds;  /* wall time of its last attempt in a worker */
+    /* Forensics of its last attempt (0 and -1 when it never ran).
+     * cpu_seconds: user + system CPU, the children the worker reaped during
+     * the attempt included (a program run by invoker_command_objective is).
+     * max_rss_kib: the peak resident set of the attempt in KiB: the
+     * worker's own peak since the attempt began (Linux resets the kernel's
+     * lifetime peak through /proc/self/clear_refs before each task) or the
+     * peak of a child reaped during it, whichever is larger; -1 when the
+     * kernel cannot tell (no /proc/self/clear_refs).  A child's peak counts
+     * the worker's pages it was forked with until it exec'd.
+     * For an attempt cut short: a worker that died by itself (CRASH, EXIT,
+     * CPU, MEMORY) is measured at its reaping (wait4): its CPU since the
+     * attempt began and its peak since then, with the children it had
+     * reaped (over its whole life, for their peak).  TIMEOUT and CANCELLED
+     * are reported at once, from /proc/PID while the worker still runs:
+     * its CPU since the attempt began, counted in clock ticks, and its own
+     * peak (VmHWM), neither counting children it has not reaped (a program
+     * still running).  SHUTDOWN, PROTOCOL and NO_WORKER: 0 and -1. */
+    double      cpu_seconds;
+    long        max_rss_kib;
 } invoker_task;
 
 typedef enum invoker_failure {
@@ -202,10 +228,90 @@ typedef struct invoker_config {
      * forks them itself, from its memory of the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
+    /* Seconds between SIGTERM and SIGKILL when a worker is killed for a
+     * timeout, a cancel or invoker_destroy; 0: SIGKILL at once.  Its whole
+     * process group gets SIGTERM first, so that a program it runs (see
+     * invoker_command) can flush and exit; SIGKILL follows after the grace
+     * if the worker still lives, and the group gets SIGKILL once the
+     * worker is reaped.  The task is reported at its deadline (or cancel)
+     * all the same; its slot takes a new worker only once the old one is
+     * gone.  invoker_destroy waits up to kill_grace for the workers it
+     * signalled.  A worker killed for breaking the protocol gets no grace.
+     * Finite and >= 0, else -EINVAL. */
+    double               kill_grace;
 } invoker_config;
 
 enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS = 2 };
 enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
+
+/* ------------------------------------------------------------------------
+ * The external-program objective: each task runs a program, safely.
+ *
+ *   invoker_command cmd;
+ *   invoker_command_init(&cmd);
+ *   static const char *const argv[] = { "./simulate", "--quiet", NULL };
+ *   cmd.argv = argv;
+ *   cfg.objective = invoker_command_objective;
+ *   cfg.objective_ctx = &cmd;
+ *
+ * Each attempt of a task (a retry is another attempt) runs in a fresh work
+ * directory, WORKDIR_ROOT/invoker-TAG-ID-ATTEMPT (TAG: 8 hex digits drawn
+ * per invoker, ID the task id, ATTEMPT the attempt), made with mode 0700
+ * and the program's current directory.  The program is started with
+ * execvp (PATH searched when argv[0] has no '/'), never through a shell,
+ * in the worker's process group (a timeout or a cancel kills it and
+ * everything it started), with only descriptors 0, 1 and 2 open: 0 as
+ * input says, 1 a pipe to the worker when output_name is NULL (else the
+ * worker's stdout), 2 the worker's stderr.  Its environment is the
+ * worker's, then envp, then INVOKER_TASK_ID, INVOKER_ATTEMPT,
+ * INVOKER_WORKER (the slot) and INVOKER_WORKDIR (the work directory's
+ * absolute path, when workdir_root is absolute).
+ *
+ * Outcome: exit status 0 is success, the result being the program's
+ * stdout or the output file.  Otherwise the task fails with
+ * INVOKER_FAIL_OBJECTIVE and code:
+ *   1..125   the program's exit status
+ *   126      the program was found but could not be executed
+ *   127      the program was not found
+ *   128 + N  the program was killed by signal N (SIGSEGV: 139)
+ *   < 0      -errno: the attempt could not be set up (work directory,
+ *            input file, pipes, fork) or, after exit 0, output_name could
+ *            not be read (-ENOENT: the program did not write it)
+ * and with INVOKER_FAIL_TOO_LARGE when the output passes max_result_bytes
+ * (the program is then killed with SIGKILL at once).  invoker_config's
+ * timeout, kill_grace and retries apply as to any objective.
+ * ---------------------------------------------------------------------- */
+enum { INVOKER_INPUT_STDIN = 0, INVOKER_INPUT_FILE = 1, INVOKER_INPUT_NONE = 2 };
+
+typedef struct invoker_command {
+    const char *const *argv;   /* program and arguments, NULL-terminated; run
+                                  with execvp, never through a shell */
+    const char *workdir_root;  /* each attempt runs in a fresh directory made
+                                  under it (mode 0700); NULL: $TMPDIR or /tmp */
+    int         input;         /* INVOKER_INPUT_STDIN (0): argument bytes on
+                                  stdin; INVOKER_INPUT_FILE: in input_name in
+                                  the work directory (stdin /dev/null);
+                                  INVOKER_INPUT_NONE: stdin /dev/null */
+    const char *input_name;    /* NULL: "input" */
+    const char *output_name;   /* NULL: the result is the program's stdout;
+                                  else that file of the work directory, read
+                                  after the program exited 0 */
+    int         keep_workdir;  /* 0: removed after every attempt (by the parent
+                                  when the worker died during it); 1: kept when
+                                  the attempt failed; 2: always kept */
+    const char *const *envp;   /* extra NAME=value entries; NULL: none */
+} invoker_command;
+
+/* Zeroes *cmd (stdin input, stdout output, nothing kept).  NULL: no-op. */
+INVOKER_API void invoker_command_init(invoker_command *cmd);
+
+/* An invoker_objective_fn: set cfg.objective = invoker_command_objective and
+ * cfg.objective_ctx = &cmd (the struct and what it points to must outlive
+ * the invoker).  Runs one attempt as described above.  A bad command (cmd
+ * or argv or argv[0] NULL, input or keep_workdir out of range, input_name
+ * or output_name empty or containing '/') fails the task with code -EINVAL. */
+INVOKER_API int invoker_command_objective(const void *arg, size_t arg_len,
+                                          invoker_result *out, void *cmd);
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */

@@ -61,7 +61,8 @@ static int take_config(const invoker_config *in, invoker_config *out)
     out->size = sizeof *out;
     if (!out->objective || !out->on_result || !out->on_error)
         return -EINVAL;
-    if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit))
+    if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit) ||
+        !valid_seconds(out->kill_grace))
         return -EINVAL;
     if (out->spares < INVOKER_SPARES_AUTO || out->spares > INVOKER_SPARES_ALWAYS)
         return -EINVAL;
