@@ -57,6 +57,17 @@ uint32_t invoker__command_dir_tag(uint64_t key)
     return (uint32_t)(invoker__proto_mix(key ^ 0x776f726b646972ull) >> 32);
 }
 
+/* A program named by a relative path with a '/' ("./sim") is the caller's,
+ * not the work directory's: made absolute before the child's chdir. */
+static const char *program_path(const char *prog, char *buf, size_t size)
+{
+    char cwd[PATH_MAX];
+    if (prog[0] == '/' || !strchr(prog, '/') || !getcwd(cwd, sizeof cwd))
+        return prog;
+    int n = snprintf(buf, size, "%s/%s", cwd, prog);
+    return n > 0 && (size_t)n < size ? buf : prog;
+}
+
 static const char *root_of(const invoker_command *cmd)
 {
     if (cmd->workdir_root && cmd->workdir_root[0])
@@ -182,8 +193,13 @@ static char **build_env(const invoker_command *cmd, const char *dir, const invok
         if (!drop)
             env[n++] = environ[i];
     }
-    for (size_t j = 0; j < nextra; j++)
-        env[n++] = (char *)cmd->envp[j];
+    for (size_t j = 0; j < nextra; j++) {
+        bool drop = false;
+        for (size_t i = 0; i < 4 && !drop; i++)
+            drop = same_name(cmd->envp[j], ours[i]);
+        if (!drop)   /* ours win: they are what the program is told */
+            env[n++] = (char *)cmd->envp[j];
+    }
     int len = snprintf(own, text, "INVOKER_TASK_ID=%llu", (unsigned long long)out->task_id);
     env[n++] = own;
     own += len + 1, text -= (size_t)len + 1;
@@ -279,11 +295,11 @@ static void child_fail(int note_fd, int stage)
 
 /* In the forked child: async-signal-safe calls only (the process that
  * forked may have had threads, in inline_mode). */
-static void child_exec(const invoker_command *cmd, const char *dir, char **env, int in_fd,
-                       int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
+static void child_exec(const invoker_command *cmd, const char *prog, const char *dir, char **env,
+                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
     __attribute__((noreturn));
-static void child_exec(const invoker_command *cmd, const char *dir, char **env, int in_fd,
-                       int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
+static void child_exec(const invoker_command *cmd, const char *prog, const char *dir, char **env,
+                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
 {
 #ifdef __linux__
     /* The worker dies with the parent; its program with the worker. */
@@ -321,7 +337,7 @@ static void child_exec(const invoker_command *cmd, const char *dir, char **env, 
                 (void)close((int)fd);
     }
     (void)sigprocmask(SIG_SETMASK, mask, NULL);
-    execvpe(cmd->argv[0], (char *const *)cmd->argv, env);
+    execvpe(prog, (char *const *)cmd->argv, env);
     child_fail(note_fd, 1);
 }
 
@@ -448,10 +464,12 @@ static int run_program(const invoker_command *cmd, const char *dir, const void *
     sigaddset(&block, SIGPIPE);
     sigaddset(&block, SIGTERM);
     sigprocmask(SIG_BLOCK, &block, &old);
+    char prog_buf[PATH_MAX];
+    const char *prog = program_path(cmd->argv[0], prog_buf, sizeof prog_buf);
     pid_t self = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(cmd, dir, env, in[0], res[1], note[1], &old, self);
+        child_exec(cmd, prog, dir, env, in[0], res[1], note[1], &old, self);
     int fork_err = errno;
     free(env);
     invoker__fd_close(&in[0]);

@@ -785,6 +785,17 @@ void invoker__worker_kill_soon(invoker *inv, unsigned k, invoker_failure why)
     w->kill_reason = why;
     w->state = INVOKER__WORKER_DYING;
     w->kill_due = true;
+    /* A timeout, a cancel or the end: with a grace, the group is asked
+     * first (SIGTERM), so that a simulator can flush; SIGKILL follows from
+     * invoker__workers_grace.  Decided now, so that the slot waits from
+     * this pass on (see staff_slots).  A worker that broke the protocol
+     * gets no grace. */
+    if (inv->cfg.kill_grace > 0 && (why == INVOKER_FAIL_TIMEOUT ||
+                                    why == INVOKER_FAIL_CANCELLED ||
+                                    why == INVOKER_FAIL_SHUTDOWN)) {
+        double ns = inv->cfg.kill_grace * 1e9;
+        w->term_at = invoker__now_ns() + (ns >= 1e18 ? (uint64_t)1e18 : (uint64_t)ns);
+    }
 }
 
 void invoker__worker_kill(invoker *inv, unsigned k, invoker_failure why)
@@ -800,20 +811,7 @@ void invoker__workers_kill_due(invoker *inv)
         if (!w->kill_due)
             continue;
         w->kill_due = false;
-        /* A timeout, a cancel or the end: with a grace, the group is asked
-         * first (SIGTERM), so that a simulator can flush; SIGKILL follows
-         * from invoker__workers_grace.  A worker that broke the protocol
-         * gets no grace. */
-        int sig = SIGKILL;
-        if (inv->cfg.kill_grace > 0 && (w->kill_reason == INVOKER_FAIL_TIMEOUT ||
-                                        w->kill_reason == INVOKER_FAIL_CANCELLED ||
-                                        w->kill_reason == INVOKER_FAIL_SHUTDOWN)) {
-            sig = SIGTERM;
-            double ns = inv->cfg.kill_grace * 1e9;
-            w->term_at = invoker__now_ns() + (ns >= 1e18 ? (uint64_t)1e18 : (uint64_t)ns);
-            if (!w->term_at)
-                w->term_at = 1;
-        }
+        int sig = w->term_at ? SIGTERM : SIGKILL;   /* see invoker__worker_kill_soon */
         /* The group first: an objective's own children go with it.  The
          * worker is not yet reaped, so its pid, and so its group, is
          * still ours. */
