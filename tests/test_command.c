@@ -74,6 +74,22 @@ static void box_free(box *b)
     free(b);
 }
 
+/* Empties b, results included. */
+static void box_reset(box *b)
+{
+    for (size_t i = 0; i < 600; i++)
+        free(b->s[i].result);
+    memset(b->s, 0, sizeof b->s);
+}
+
+/* Under ASan (its quarantine keeps freed memory resident) or valgrind (the
+ * worker is valgrind), a worker's resident set says little about a task,
+ * and a program forked from it starts with the worker's as its peak. */
+static int rss_meaningful(void)
+{
+    return !UNDER_ASAN && !getenv("INVOKER_UNDER_VALGRIND");
+}
+
 static char root[256];
 
 /* A fresh work-directory root for each test, removed (empty) at its end. */
@@ -260,7 +276,7 @@ static void test_input_file_and_output_file_modes(void **state)
     static invoker_command cmd3;
     command(&cmd3, argv3);
     cmd3.output_name = "out.dat";
-    memset(b->s, 0, sizeof b->s);
+    box_reset(b);
     inv = make(b, &cmd3, 1, 0, 0);
     invoker_id id3;
     assert_int_equal(invoker_submit(inv, "x", 1, NULL, &id3), 0);
@@ -396,7 +412,7 @@ static void test_failure_codes_not_found_not_executable_signal_exit(void **state
         assert_int_equal(st.workers_started, 1);
         assert_int_equal(st.crashed, 0);
         assert_int_equal(destroy_tracked(inv), 0);
-        memset(b->s, 0, sizeof b->s);
+        box_reset(b);
     }
     assert_int_equal(unlink(noexec), 0);
     assert_int_equal(entries(root), 0);
@@ -443,7 +459,7 @@ static void test_bad_commands_and_arguments_are_refused(void **state)
         assert_int_equal(b->s[id].failure, INVOKER_FAIL_OBJECTIVE);
         assert_int_equal(b->s[id].code, -EINVAL);
         assert_int_equal(destroy_tracked(inv), 0);
-        memset(b->s, 0, sizeof b->s);
+        box_reset(b);
     }
     assert_int_equal(invoker_command_objective(NULL, 0, NULL, &cmds[0]), -EINVAL);
     assert_int_equal(entries(root), 0);
@@ -807,8 +823,10 @@ static void test_forensics_of_a_program_burning_cpu_and_memory(void **state)
     assert_near((double)s->task.max_rss_kib, (double)rss, 0.2);
     seen *s2 = &b->s[id2];
     assert_int_equal(s2->ok, 1);
-    assert_true(s2->task.cpu_seconds >= 0.04 && s2->task.cpu_seconds < 0.3);
-    assert_true(s2->task.max_rss_kib > 0 && s2->task.max_rss_kib < 50 * 1024);
+    assert_true(s2->task.cpu_seconds >= 0.04 && s2->task.cpu_seconds < 0.3 * slack());
+    assert_true(s2->task.max_rss_kib > 0);
+    if (rss_meaningful())
+        assert_true(s2->task.max_rss_kib < 50 * 1024);
     assert_int_equal(destroy_tracked(inv), 0);
     box_free(b);
 }
@@ -865,18 +883,23 @@ static void test_forensics_of_every_callback_success_and_failure(void **state)
     for (int i = 0; i < 5; i++) {
         const invoker_task *t = &b->s[ids[i]].task;
         double want = kinds[i] == 2 ? 0.6 : 0.3;
-        if (t->cpu_seconds < 0.5 * want || t->cpu_seconds > t->run_seconds + 0.05)
+        /* TIMEOUT's figure is counted in clock ticks, which run ahead of
+         * the exact count under load (see cpu_limit): a bound, not a match. */
+        if (t->cpu_seconds < 0.5 * want || t->cpu_seconds > 1.25 * t->run_seconds + 0.05)
             fail_msg("task %d: cpu %.3f for %.3f s", i, t->cpu_seconds, t->run_seconds);
     }
     const invoker_task *big = &b->s[ids[0]].task, *smallt = &b->s[ids[1]].task;
     assert_true(big->max_rss_kib >= 100 * 1024);
     /* Per attempt: the worker's 100 MiB peak of the task before is not its. */
-    assert_true(smallt->max_rss_kib > 0 && smallt->max_rss_kib < big->max_rss_kib - 50 * 1024);
+    assert_true(smallt->max_rss_kib > 0);
+    if (rss_meaningful())
+        assert_true(smallt->max_rss_kib < big->max_rss_kib - 50 * 1024);
     assert_int_equal(b->s[ids[2]].failure, INVOKER_FAIL_OBJECTIVE);
     assert_true(b->s[ids[2]].task.max_rss_kib > 0);
     assert_int_equal(b->s[ids[3]].failure, INVOKER_FAIL_CRASH);
-    assert_true(b->s[ids[3]].task.max_rss_kib > 0 &&
-                b->s[ids[3]].task.max_rss_kib < big->max_rss_kib - 50 * 1024);
+    assert_true(b->s[ids[3]].task.max_rss_kib > 0);
+    if (rss_meaningful())   /* from wait4: the peak since its attempt began */
+        assert_true(b->s[ids[3]].task.max_rss_kib < big->max_rss_kib - 50 * 1024);
     assert_int_equal(b->s[ids[4]].failure, INVOKER_FAIL_TIMEOUT);
     assert_true(b->s[ids[4]].task.max_rss_kib > 0);
     /* invoker_current_task: the task's own id, attempt and slot. */
