@@ -694,8 +694,11 @@ static void test_timeout_kills_the_program_and_its_grandchild(void **state)
     box_free(b);
 }
 
-static void run_trap(double grace, const char *how, box *b, invoker_id *id, invoker_id *next,
-                     char *file, size_t size)
+/* One worker runs the trap helper (how: "write" or "ignore") until its
+ * timeout (0.3 s), or until cancelled when cancel is set; then a task that
+ * exits at once, in the slot's next worker. */
+static void run_trap_with(double grace, const char *how, int spares, int cancel, box *b,
+                          invoker_id *id, invoker_id *next, char *file, size_t size)
 {
     snprintf(file, size, "%s.flushed", root);
     unlink(file);
@@ -706,14 +709,37 @@ static void run_trap(double grace, const char *how, box *b, invoker_id *id, invo
     static invoker_command cmd;
     command(&cmd, argv);
     cmd.envp = envp;
-    invoker *inv = make(b, &cmd, 1, 0.3, grace);
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.objective = invoker_command_objective;
+    cfg.objective_ctx = &cmd;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    cfg.timeout = cancel ? 0 : 0.3;
+    cfg.kill_grace = grace;
+    cfg.spares = spares;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
     assert_int_equal(invoker_submit(inv, NULL, 0, NULL, id), 0);
+    if (cancel) {
+        assert_int_equal(invoker_poll(inv, 300), 0);   /* running, its trap set */
+        assert_int_equal(invoker_cancel(inv, *id), 0);
+    }
     while (b->s[*id].calls == 0)
         assert_true(invoker_poll(inv, -1) >= 0);
     /* The next task, in the replaced slot: told to exit at once. */
     assert_int_equal(invoker_submit(inv, "quick", 5, NULL, next), 0);
     assert_int_equal(invoker_wait(inv), 0);
     assert_int_equal(destroy_tracked(inv), 0);
+}
+
+static void run_trap(double grace, const char *how, box *b, invoker_id *id, invoker_id *next,
+                     char *file, size_t size)
+{
+    run_trap_with(grace, how, INVOKER_SPARES_AUTO, 0, b, id, next, file, size);
 }
 
 static void test_kill_grace_lets_a_trapping_program_flush(void **state)
@@ -758,6 +784,29 @@ static void test_kill_grace_ends_in_sigkill_and_the_slot_waits_for_it(void **sta
     assert_int_equal(helpers_gone_within(2), 0);
     assert_int_equal(entries(root), 0);
     box_free(b);
+}
+
+static void test_kill_grace_on_cancel_and_with_spares_ready(void **state)
+{
+    (void)state;
+    char file[400];
+    invoker_id id, next;
+    box *b = calloc(1, sizeof *b);
+    run_trap_with(2.0, "write", INVOKER_SPARES_ALWAYS, 1, b, &id, &next, file, sizeof file);
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_CANCELLED);
+    assert_int_equal(b->s[next].ok, 1);
+    assert_int_equal(access(file, F_OK), 0);
+    unlink(file);
+    box_free(b);
+    /* A spare waiting does not take the slot before the group is gone. */
+    b = calloc(1, sizeof *b);
+    run_trap_with(0.6, "ignore", INVOKER_SPARES_ALWAYS, 0, b, &id, &next, file, sizeof file);
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_TIMEOUT);
+    assert_int_equal(b->s[next].ok, 1);
+    assert_true(b->s[next].at - b->s[id].at >= 0.5);
+    box_free(b);
+    assert_int_equal(helpers_gone_within(2), 0);
+    assert_int_equal(entries(root), 0);
 }
 
 static void test_destroy_gives_running_programs_the_grace(void **state)
@@ -934,6 +983,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_kills_the_program_and_its_grandchild, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_grace_lets_a_trapping_program_flush, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_grace_ends_in_sigkill_and_the_slot_waits_for_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_grace_on_cancel_and_with_spares_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
