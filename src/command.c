@@ -178,7 +178,7 @@ static char **build_env(const invoker_command *cmd, const char *dir, const invok
     while (cmd->envp && cmd->envp[nextra])
         nextra++;
     size_t nptr = nenv + nextra + 5;
-    size_t text = 3 * 48 + strlen(dir) + 32;
+    size_t text = (size_t)3 * 48 + strlen(dir) + 32;
     char **env = malloc(nptr * sizeof *env + text);
     if (!env)
         return NULL;

@@ -855,15 +855,21 @@ static bool read_stat_cpu(pid_t pid, double *cpu)
         return false;
     buf[n] = 0;
     const char *p = strrchr(buf, ')');
-    for (int field = 2; p && field < 13; field++)
+    for (int field = 2; p && field < 14; field++)
         p = strchr(p + 1, ' ');
     if (!p)
         return false;
-    unsigned long long v[4];   /* utime stime cutime cstime, in clock ticks */
-    if (sscanf(p + 1, "%llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3]) != 4)
-        return false;
+    /* utime stime cutime cstime, in clock ticks */
+    unsigned long long ticks = 0;
+    char *end = (char *)p;
+    for (int i = 0; i < 4; i++) {
+        const char *at = end;
+        ticks += strtoull(at, &end, 10);
+        if (end == at)
+            return false;
+    }
     long hz = sysconf(_SC_CLK_TCK);
-    *cpu = (double)(v[0] + v[1] + v[2] + v[3]) / (double)(hz > 0 ? hz : 100);
+    *cpu = (double)ticks / (double)(hz > 0 ? hz : 100);
     return true;
 }
 
@@ -880,8 +886,11 @@ static long read_status_hwm(pid_t pid)
         return -1;
     buf[n] = 0;
     const char *p = strstr(buf, "\nVmHWM:");
-    long kib;
-    return p && sscanf(p + 7, "%ld", &kib) == 1 ? kib : -1;
+    if (!p)
+        return -1;
+    char *end;
+    long kib = strtol(p + 7, &end, 10);
+    return end != p + 7 && kib >= 0 ? kib : -1;
 }
 
 void invoker__worker_usage(const invoker *inv, unsigned k, double *cpu, long *rss)
