@@ -307,7 +307,11 @@ INVOKER_API void invoker_command_init(invoker_command *cmd);
 
 /* An invoker_objective_fn: set cfg.objective = invoker_command_objective and
  * cfg.objective_ctx = &cmd (the struct and what it points to must outlive
- * the invoker).  Runs one attempt as described above.  A bad command (cmd
+ * the invoker; workers see it as it was when they were forked: change it
+ * only before invoker_create).  Runs one attempt as described above.  An
+ * objective of your own may call it too, but the parent removes the work
+ * directory of a worker killed mid-attempt only when it is the config's
+ * objective itself.  A bad command (cmd
  * or argv or argv[0] NULL, input or keep_workdir out of range, input_name
  * or output_name empty or containing '/') fails the task with code -EINVAL. */
 INVOKER_API int invoker_command_objective(const void *arg, size_t arg_len,

@@ -966,6 +966,48 @@ static void test_forensics_of_every_callback_success_and_failure(void **state)
     box_free(b);
 }
 
+/* inline_mode: the same objective in the calling process, attempt 1. */
+static void test_inline_mode_runs_the_program_from_the_caller(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "env", NULL };
+    static const char *const three[] = { CMD_HELPER, "exit", "3", NULL };
+    static invoker_command cmd, cmd3;
+    command(&cmd, argv);
+    command(&cmd3, three);
+    box *b = calloc(1, sizeof *b);
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.inline_mode = 1;
+    cfg.objective = invoker_command_objective;
+    cfg.objective_ctx = &cmd;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b->s[id].ok, 1);
+    assert_string_equal(line_value((const char *)b->s[id].result, "INVOKER_ATTEMPT="), "1");
+    assert_string_equal(line_value((const char *)b->s[id].result, "INVOKER_WORKER="), "0");
+    assert_true(b->s[id].task.max_rss_kib > 0);   /* the program's, from wait4 */
+    assert_int_equal(destroy_tracked(inv), 0);
+    cfg.objective_ctx = &cmd3;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_OBJECTIVE);
+    assert_int_equal(b->s[id].code, 3);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(count_children(), 0);
+    assert_int_equal(entries(root), 0);
+    box_free(b);
+}
+
 int main(void)
 {
     set_filter();
@@ -987,6 +1029,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_mode_runs_the_program_from_the_caller, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
