@@ -104,8 +104,9 @@ static uint64_t frame_check(const invoker__frame *f, uint64_t key)
     uint64_t h = invoker__proto_mix(key ^ f->id ^ ((uint64_t)f->kind << 56));
     h = invoker__proto_mix(h ^ f->len);
     h = invoker__proto_mix(h ^ f->run_ns);
-    h = invoker__proto_mix(h ^ f->cpu_ns);
-    h = invoker__proto_mix(h ^ (uint64_t)f->max_rss_kib);
+    /* One round for both: a peak moves the high half, where CPU times of
+     * less than 136 years leave zeros. */
+    h = invoker__proto_mix(h ^ f->cpu_ns ^ ((uint64_t)f->max_rss_kib << 32 | (uint64_t)f->max_rss_kib >> 32));
     h = invoker__proto_mix(h ^ ((uint64_t)f->gen << 32 | (uint32_t)f->code));
     return h ^ f->magic;
 }

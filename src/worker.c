@@ -264,6 +264,7 @@ typedef struct child {
     uint64_t             held_since;    /* when the oldest held task ended */
     int                  clear_refs;    /* /proc/self/clear_refs, or -1 */
     bool                 have_base;     /* base is the end of the task before */
+    bool                 peak_known;    /* the peak was reset at the packet's start */
     usage                base;
 } child;
 
@@ -390,16 +391,16 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     out->task_id = tk.id;
     out->attempt = tk.flags >> INVOKER__TICKET_ATTEMPT_SHIFT;
     out->child_rss_kib = -1;
-    /* The first task of a packet measures its own start; its packet-mates
-     * start where the one before ended (nothing runs in between). */
-    if (!c->have_base)
+    /* The first task of a packet measures its start and resets the peak;
+     * its packet-mates start where the one before ended (nothing runs in
+     * between) and share the reset. */
+    if (!c->have_base) {
         usage_now(&c->base);
+        c->peak_known = reset_peak(c->clear_refs);
+    }
     atomic_store(&slot->cpu_start_ns, c->base.cpu_ns);
-    bool peak_known = reset_peak(c->clear_refs);
     int rc = cfg->objective(arg, (size_t)tk.arg_len, out, cfg->objective_ctx);
     uint64_t run_ns = invoker__now_ns() - start;
-    usage end_use;
-    usage_now(&end_use);
 
     /* The objective may have written over our slot; the parent must not
      * trust what it would read there, so say so and make way. */
@@ -415,18 +416,6 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     f.id = tk.id;
     f.gen = tk.gen;
     f.run_ns = run_ns;
-    f.cpu_ns = end_use.cpu_ns > c->base.cpu_ns ? end_use.cpu_ns - c->base.cpu_ns : 0;
-    /* The worker's own peak since the reset; a child's from its reaping
-     * (the command objective's wait4), or from RUSAGE_CHILDREN when that
-     * lifetime maximum grew during the task: then a child of this task set it. */
-    long rss = peak_known ? end_use.self_rss : -1;
-    if (out->child_rss_kib > rss)
-        rss = out->child_rss_kib;
-    if (end_use.child_rss > c->base.child_rss && end_use.child_rss > rss)
-        rss = end_use.child_rss;
-    f.max_rss_kib = rss;
-    c->base = end_use;
-    c->have_base = more;
     if (out->too_large) {
         f.kind = INVOKER__FRAME_TOO_LARGE;
     } else if (rc != 0) {
@@ -443,8 +432,34 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     bool hold = more && run_ns < INVOKER__BATCH_RUN_NS &&
                 (!c->held_len || end - c->held_since < INVOKER__HOLD_NS) &&
                 total + INVOKER__HELD_TRAILER <= INVOKER__HELD_MAX - c->held_len;
-    if (hold)
+    if (hold) {
+        /* A task of microseconds, held for its packet: four syscalls would
+         * cost it more than it ran (bench_invoker trivial: 2.4 -> 0.9
+         * million tasks/s).  Its CPU is its run time (it did not block:
+         * it took microseconds), its peak unknown unless a child it
+         * reaped told (the packet's next measured task counts it). */
         f.kind |= INVOKER__FRAME_HELD;
+        f.cpu_ns = run_ns;
+        f.max_rss_kib = out->child_rss_kib;
+        c->base.cpu_ns += run_ns;
+        c->have_base = true;
+    } else {
+        usage end_use;
+        usage_now(&end_use);
+        f.cpu_ns = end_use.cpu_ns > c->base.cpu_ns ? end_use.cpu_ns - c->base.cpu_ns : 0;
+        /* The worker's own peak since the reset; a child's from its
+         * reaping (the command objective's wait4), or from RUSAGE_CHILDREN
+         * when that lifetime maximum grew during the task: then a child of
+         * this task set it. */
+        long rss = c->peak_known ? end_use.self_rss : -1;
+        if (out->child_rss_kib > rss)
+            rss = out->child_rss_kib;
+        if (end_use.child_rss > c->base.child_rss && end_use.child_rss > rss)
+            rss = end_use.child_rss;
+        f.max_rss_kib = rss;
+        c->base = end_use;
+        c->have_base = more;
+    }
     invoker__proto_frame_seal(&f, inv->key);
     memcpy(out->buf, &f, sizeof f);
     memset(out->buf + INVOKER__FRAME_HDR + f.len, 0, total - INVOKER__FRAME_HDR - f.len);
