@@ -119,6 +119,11 @@ typedef struct invoker_task {
      * peak of a child reaped during it, whichever is larger; -1 when the
      * kernel cannot tell (no /proc/self/clear_refs).  A child's peak counts
      * the worker's pages it was forked with until it exec'd.
+     * Tasks of microseconds sent to a worker together (see invoker_submit)
+     * share one reset, at their packet's start; one whose result waits for
+     * its packet-mates (it ran under 20 us) is not measured, so as to cost
+     * no syscall: its cpu_seconds is its run time and its max_rss_kib -1
+     * (or the peak of a child it reaped).
      * For an attempt cut short: a worker that died by itself (CRASH, EXIT,
      * CPU, MEMORY) is measured at its reaping (wait4): its CPU since the
      * attempt began and its peak since then, with the children it had

@@ -966,6 +966,56 @@ static void test_forensics_of_every_callback_success_and_failure(void **state)
     box_free(b);
 }
 
+static int obj_tiny(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    return invoker_result_write(out, arg, len);
+}
+
+typedef struct tiny_seen {
+    int    held, measured, bad;
+} tiny_seen;
+
+static void tiny_ok(const invoker_task *t, const void *res, size_t len, void *user)
+{
+    (void)res;
+    (void)len;
+    tiny_seen *s = user;
+    if (t->cpu_seconds < 0 || t->cpu_seconds > 0.5 || t->max_rss_kib < -1 || t->max_rss_kib == 0)
+        s->bad++;
+    else if (t->max_rss_kib == -1)
+        s->held++;   /* held for its packet: its run time, no peak */
+    else
+        s->measured++;
+}
+
+/* Tasks of microseconds go in packets; those held for their packet are
+ * not measured (their CPU is their run time), the others are. */
+static void test_forensics_of_batched_microsecond_tasks(void **state)
+{
+    (void)state;
+    tiny_seen tally = { 0, 0, 0 };
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.objective = obj_tiny;
+    cfg.on_result = tiny_ok;
+    cfg.on_error = mute_error;
+    cfg.user = &tally;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    for (int round = 0; round < 5 && tally.held == 0; round++) {
+        for (int i = 0; i < 20000; i++)
+            assert_int_equal(invoker_submit(inv, &i, sizeof i, NULL, NULL), 0);
+        assert_int_equal(invoker_wait(inv), 0);
+    }
+    assert_int_equal(tally.bad, 0);
+    assert_true(tally.held > 0);
+    assert_true(tally.measured > 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+}
+
 /* inline_mode: the same objective in the calling process, attempt 1. */
 static void test_inline_mode_runs_the_program_from_the_caller(void **state)
 {
@@ -1030,6 +1080,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_mode_runs_the_program_from_the_caller, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
