@@ -262,15 +262,22 @@ enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
  * Each attempt of a task (a retry is another attempt) runs in a fresh work
  * directory, WORKDIR_ROOT/invoker-TAG-ID-ATTEMPT (TAG: 8 hex digits drawn
  * per invoker, ID the task id, ATTEMPT the attempt), made with mode 0700
- * and the program's current directory.  The program is started with
- * execvp (PATH searched when argv[0] has no '/'), never through a shell,
+ * and the program's current directory (a relative workdir_root is taken
+ * from the worker's current directory).  The program is started with
+ * execvp (PATH searched when argv[0] has no '/'; a relative path with a
+ * '/', "./sim", is taken from the worker's current directory, not the
+ * work directory), never through a shell,
  * in the worker's process group (a timeout or a cancel kills it and
  * everything it started), with only descriptors 0, 1 and 2 open: 0 as
  * input says, 1 a pipe to the worker when output_name is NULL (else the
  * worker's stdout), 2 the worker's stderr.  Its environment is the
  * worker's, then envp, then INVOKER_TASK_ID, INVOKER_ATTEMPT,
  * INVOKER_WORKER (the slot) and INVOKER_WORKDIR (the work directory's
- * absolute path, when workdir_root is absolute).
+ * absolute path); those four win over envp's.  While it runs, the worker
+ * blocks SIGPIPE (a program that does not read its input) and SIGTERM (so
+ * that, with kill_grace, it waits for its program to flush, then dies of
+ * the pending SIGTERM); the program starts with the worker's mask as it
+ * was and SIGPIPE and SIGTERM at their defaults.
  *
  * Outcome: exit status 0 is success, the result being the program's
  * stdout or the output file.  Otherwise the task fails with
@@ -307,7 +314,8 @@ typedef struct invoker_command {
     const char *const *envp;   /* extra NAME=value entries; NULL: none */
 } invoker_command;
 
-/* Zeroes *cmd (stdin input, stdout output, nothing kept).  NULL: no-op. */
+/* Zeroes *cmd (stdin input, stdout output, nothing kept, root $TMPDIR or
+ * /tmp).  NULL: no-op. */
 INVOKER_API void invoker_command_init(invoker_command *cmd);
 
 /* An invoker_objective_fn: set cfg.objective = invoker_command_objective and
@@ -316,9 +324,9 @@ INVOKER_API void invoker_command_init(invoker_command *cmd);
  * only before invoker_create).  Runs one attempt as described above.  An
  * objective of your own may call it too, but the parent removes the work
  * directory of a worker killed mid-attempt only when it is the config's
- * objective itself.  A bad command (cmd
- * or argv or argv[0] NULL, input or keep_workdir out of range, input_name
- * or output_name empty or containing '/') fails the task with code -EINVAL. */
+ * objective itself.  A bad command (cmd, argv or argv[0] NULL or empty,
+ * input or keep_workdir out of range, input_name or output_name empty,
+ * "." or "..", or containing '/') fails the task with code -EINVAL. */
 INVOKER_API int invoker_command_objective(const void *arg, size_t arg_len,
                                           invoker_result *out, void *cmd);
 
