@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,7 +371,7 @@ static void io_feed(io *s)
     invoker__fd_close(&s->in_fd);   /* EOF: all of it is there */
 }
 
-/* Reads what stdout has; false once it is at its end (or we stopped). */
+/* Reads what stdout has now; closes it at its end (or once we stopped). */
 static void io_drain(io *s, invoker_result *out)
 {
     char buf[16384];
@@ -463,7 +464,7 @@ static int run_program(const invoker_command *cmd, const char *dir, const void *
     sigemptyset(&block);
     sigaddset(&block, SIGPIPE);
     sigaddset(&block, SIGTERM);
-    sigprocmask(SIG_BLOCK, &block, &old);
+    pthread_sigmask(SIG_BLOCK, &block, &old);   /* one thread's: inline_mode may have more */
     char prog_buf[PATH_MAX];
     const char *prog = program_path(cmd->argv[0], prog_buf, sizeof prog_buf);
     pid_t self = getpid();
@@ -528,7 +529,7 @@ static int run_program(const invoker_command *cmd, const char *dir, const void *
         struct timespec zero = { 0, 0 };
         (void)sigtimedwait(&pipe_only, NULL, &zero);
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc == 0 && cmd->output_name && !out->too_large)
         rc = read_file(dir, cmd->output_name, out);
     return rc;
