@@ -128,10 +128,11 @@ typedef struct invoker_task {
      * CPU, MEMORY) is measured at its reaping (wait4): its CPU since the
      * attempt began and its peak since then, with the children it had
      * reaped (over its whole life, for their peak).  TIMEOUT and CANCELLED
-     * are reported at once, from /proc/PID while the worker still runs:
-     * its CPU since the attempt began, counted in clock ticks, and its own
-     * peak (VmHWM), neither counting children it has not reaped (a program
-     * still running).  SHUTDOWN, PROTOCOL and NO_WORKER: 0 and -1. */
+     * are reported at once, from /proc while the worker still runs: its
+     * CPU since the attempt began, counted in clock ticks, and its own
+     * peak (VmHWM), with those of its running children (a program still
+     * running: its whole CPU and its peak; Linux 4.2+, where /proc lists a
+     * process's children).  SHUTDOWN, PROTOCOL and NO_WORKER: 0 and -1. */
     double      cpu_seconds;
     long        max_rss_kib;
 } invoker_task;

@@ -382,7 +382,8 @@ void invoker__workers_kill_due(struct invoker *inv);
  * returns when the next grace ends (UINT64_MAX: none). */
 uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
 /* Worker k's CPU since its current task began and its peak RSS since then
- * (VmHWM), from /proc while it lives: -1 each when unknown. */
+ * (VmHWM), its running children's added, from /proc while it lives: -1
+ * each when unknown. */
 void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
 /* In a new process: leaves it only what a worker may hold (keep, and the

@@ -908,6 +908,32 @@ static long read_status_hwm(pid_t pid)
     return end != p + 7 && kib >= 0 ? kib : -1;
 }
 
+/* The running children of pid (a program the command objective waits
+ * for), as Linux 4.2+ lists them: their CPU (with what they reaped) is
+ * added to *cpu, their peaks are taken into *rss. */
+static void add_children_usage(pid_t pid, double *cpu, long *rss)
+{
+    char path[96], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = invoker__fd_read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    buf[n] = 0;
+    char *p = buf, *end;
+    for (long kid; (kid = strtol(p, &end, 10)) > 0 && end != p; p = end) {
+        double c;
+        if (read_stat_cpu((pid_t)kid, &c))
+            *cpu += c;
+        long peak = read_status_hwm((pid_t)kid);
+        if (peak > *rss)
+            *rss = peak;
+    }
+}
+
 void invoker__worker_usage(const invoker *inv, unsigned k, double *cpu, long *rss)
 {
     const invoker__worker *w = &inv->workers[k];
@@ -917,6 +943,7 @@ void invoker__worker_usage(const invoker *inv, unsigned k, double *cpu, long *rs
     if (read_stat_cpu(w->pid, &total)) {
         double start = (double)atomic_load(&invoker__table_slot(&inv->table, k)->cpu_start_ns) / 1e9;
         *cpu = total > start ? total - start : 0;
+        add_children_usage(w->pid, cpu, rss);
     }
 }
 

@@ -903,6 +903,31 @@ static double cpu_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Reported at its deadline, a running program is measured from /proc. */
+static void test_forensics_of_a_timed_out_program(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "burn", "-", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make(b, &cmd, 1, 1.0, 0);
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, "60 64", 5, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    const seen *s = &b->s[id];
+    assert_int_equal(s->failure, INVOKER_FAIL_TIMEOUT);
+    /* Its 64 MiB were touched at once; its CPU is most of its second
+     * (bounded loosely: the machine may be loaded). */
+    if (rss_meaningful())
+        assert_true(s->task.max_rss_kib >= 64 * 1024);
+    if (s->task.cpu_seconds < 0.1 || s->task.cpu_seconds > 1.25 * s->task.run_seconds + 0.05)
+        fail_msg("cpu %.3f for %.3f s", s->task.cpu_seconds, s->task.run_seconds);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(helpers_gone_within(2), 0);
+    box_free(b);
+}
+
 /* A C objective: the worker's own usage, per task. */
 static int obj_burn(const void *arg, size_t len, invoker_result *out, void *ctx)
 {
@@ -1105,6 +1130,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forensics_of_a_timed_out_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_mode_runs_the_program_from_the_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
     };
