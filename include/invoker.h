@@ -293,9 +293,8 @@ enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
  * and with INVOKER_FAIL_TOO_LARGE when the output passes max_result_bytes
  * (the program is then killed with SIGKILL at once).  invoker_config's
  * timeout, kill_grace and retries apply as to any objective; the program
- * inherits the worker's limits (memory_limit; for cpu_limit, what is left
- * of the task's budget as the kernel counts the worker's own CPU: a
- * program past it dies of SIGXCPU, code 152).
+ * inherits memory_limit, and gets cpu_limit (whole seconds, rounded up) as
+ * its own RLIMIT_CPU: a program past it dies of SIGXCPU, code 152.
  * ---------------------------------------------------------------------- */
 enum { INVOKER_INPUT_STDIN = 0, INVOKER_INPUT_FILE = 1, INVOKER_INPUT_NONE = 2 };
 

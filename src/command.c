@@ -297,10 +297,11 @@ static void child_fail(int note_fd, int stage)
 /* In the forked child: async-signal-safe calls only (the process that
  * forked may have had threads, in inline_mode). */
 static void child_exec(const invoker_command *cmd, const char *prog, const char *dir, char **env,
-                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
-    __attribute__((noreturn));
+                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker,
+                       double cpu_limit) __attribute__((noreturn));
 static void child_exec(const invoker_command *cmd, const char *prog, const char *dir, char **env,
-                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker)
+                       int in_fd, int out_fd, int note_fd, const sigset_t *mask, pid_t worker,
+                       double cpu_limit)
 {
 #ifdef __linux__
     /* The worker dies with the parent; its program with the worker. */
@@ -323,6 +324,17 @@ static void child_exec(const invoker_command *cmd, const char *prog, const char 
         child_fail(note_fd, 0);
     if (chdir(dir) != 0)
         child_fail(note_fd, 0);
+    /* The worker's soft RLIMIT_CPU counts from the worker's own CPU; this
+     * process starts from none, so it gets the task's budget itself, in
+     * whole seconds rounded up, as the worker's is. */
+    struct rlimit cpu;
+    if (cpu_limit > 0 && getrlimit(RLIMIT_CPU, &cpu) == 0) {
+        rlim_t secs = (rlim_t)cpu_limit;
+        if ((double)secs < cpu_limit)
+            secs++;
+        cpu.rlim_cur = cpu.rlim_max != RLIM_INFINITY && secs > cpu.rlim_max ? cpu.rlim_max : secs;
+        (void)setrlimit(RLIMIT_CPU, &cpu);
+    }
     /* Only 0, 1 and 2 reach the program: every other descriptor closes at
      * exec (the note's end too, which is how the worker learns it ran). */
     bool marked = false;
@@ -470,7 +482,7 @@ static int run_program(const invoker_command *cmd, const char *dir, const void *
     pid_t self = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(cmd, prog, dir, env, in[0], res[1], note[1], &old, self);
+        child_exec(cmd, prog, dir, env, in[0], res[1], note[1], &old, self, out->cpu_limit);
     int fork_err = errno;
     free(env);
     invoker__fd_close(&in[0]);

@@ -1359,6 +1359,7 @@ int invoker__dispatch_inline(invoker *inv)
         out->worker = 0;
         out->dir_tag = invoker__command_dir_tag(inv->key);
         out->child_rss_kib = -1;
+        out->cpu_limit = 0;   /* limits do not apply inline */
         /* This thread's CPU and its reaped children's; the caller's peak
          * RSS is the caller's, not reset for it: only a child's is known. */
         struct rusage self0, kids0, self1, kids1;

@@ -339,6 +339,7 @@ struct invoker_result {
     unsigned       worker;        /* slot number */
     uint32_t       dir_tag;       /* per invoker: names its work directories */
     long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
+    double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
 };
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
 /* The objective reaped a child with this peak RSS (from wait4). */

@@ -903,6 +903,39 @@ static double cpu_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* cpu_limit is the program's own budget, not what the worker's limit
+ * leaves: 1 s, where the inherited limit would give it 2 s or more. */
+static void test_cpu_limit_applies_to_the_program(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "burn", "-", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    box *b = calloc(1, sizeof *b);
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.objective = invoker_command_objective;
+    cfg.objective_ctx = &cmd;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    cfg.cpu_limit = 1;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, "30 1", 4, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    const seen *s = &b->s[id];
+    assert_int_equal(s->failure, INVOKER_FAIL_OBJECTIVE);
+    assert_int_equal(s->code, 128 + SIGXCPU);
+    if (s->task.cpu_seconds < 0.8 || s->task.cpu_seconds > 1.6)
+        fail_msg("the program burnt %.3f s of CPU under a 1 s limit", s->task.cpu_seconds);
+    assert_int_equal(destroy_tracked(inv), 0);
+    box_free(b);
+}
+
 /* Reported at its deadline, a running program is measured from /proc. */
 static void test_forensics_of_a_timed_out_program(void **state)
 {
@@ -1131,6 +1164,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_timed_out_program, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_limit_applies_to_the_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_mode_runs_the_program_from_the_caller, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
     };
