@@ -36,7 +36,7 @@ run() {
     fi
 }
 
-for name in quickstart cmaes async_de flaky event_loop; do
+for name in quickstart cmaes async_de flaky event_loop simulator; do
     if ! "$dir/$name" --help >/dev/null; then
         echo "=== $name --help: FAILED"
         failed=$((failed + 1))
@@ -53,6 +53,9 @@ run async_de --cost-ms 0.1 --sync
 run flaky --cost-ms 0.1 --timeout 0.5
 run flaky --cost-ms 0.1 --retries 0 --seed 7 --timeout 0.5
 run event_loop --cost-ms 0.1
+# An external program per evaluation: a hang costs its timeout (0.5 s, so
+# that a loaded CI machine does not take a slow run for a hang).
+run simulator --cost-ms 0.5 --timeout 0.5
 
 if [ "$failed" -ne 0 ]; then
     echo "$failed example run(s) failed"

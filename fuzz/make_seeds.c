@@ -25,7 +25,7 @@ static void put(const char *kind, const char *name, const void *p, size_t len)
 static void frame(const char *name, uint32_t kind, uint64_t id, int32_t code, uint64_t len,
                   int spoil, uint64_t max_len)
 {
-    unsigned char buf[56];
+    unsigned char buf[INVOKER__FRAME_HDR + 8];
     invoker__frame f;
     memset(&f, 0, sizeof f);
     f.kind = kind;
@@ -34,6 +34,8 @@ static void frame(const char *name, uint32_t kind, uint64_t id, int32_t code, ui
     f.code = code;
     f.len = len;
     f.run_ns = 123456;
+    f.cpu_ns = 120000;
+    f.max_rss_kib = kind == INVOKER__FRAME_INIT_FAILED ? -1 : 2048;
     invoker__proto_frame_seal(&f, FUZZ_KEY);
     if (spoil)
         f.check ^= 1;
@@ -102,5 +104,7 @@ int main(int argc, char **argv)
     packet("big", 1, lens, INVOKER__TICKET_BIG);
     lens[0] = 48; lens[1] = 7;
     packet("two-mixed", 2, lens, 0);
+    lens[0] = 5;
+    packet("attempt-3", 1, lens, 3u << INVOKER__TICKET_ATTEMPT_SHIFT);
     return 0;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -78,6 +79,8 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
     v->attempts = t->attempts;
     v->worker = t->worker;
     v->run_seconds = t->run_seconds;
+    v->cpu_seconds = t->cpu_seconds;
+    v->max_rss_kib = t->max_rss_kib;
     v->stderr_tail = t->err_len ? (const char *)t->err_tail : NULL;
     v->stderr_tail_len = t->err_len;
 }
@@ -301,7 +304,11 @@ int invoker__dispatch_refill(invoker *inv)
             tk->id = t->id;
             tk->gen = t->gen;
             tk->arg_len = t->arg_len;
-            tk->flags = big ? INVOKER__TICKET_BIG : 0;
+            /* The attempt it will be, if it starts: a requeue that never
+             * started is no attempt, so a later dispatch may repeat it. */
+            unsigned attempt = t->attempts < INVOKER__TICKET_ATTEMPT_MAX ? t->attempts + 1 : 0;
+            tk->flags = (big ? INVOKER__TICKET_BIG : 0) |
+                        (uint32_t)attempt << INVOKER__TICKET_ATTEMPT_SHIFT;
             tk->arg_off = big ? t->arg_off : 0;
             invoker__proto_ticket_seal(tk, inv->key);   /* resealed below for the first */
             iov[niov++] = (struct iovec){ tk, sizeof *tk };
@@ -374,6 +381,18 @@ static void note_ran(const invoker *inv, invoker__task *t, unsigned k, const inv
 {
     note_start(inv, t, k, t->start_ns);
     t->run_seconds = (double)f->run_ns / 1e9;
+    t->cpu_seconds = (double)f->cpu_ns / 1e9;
+    t->max_rss_kib = (long)f->max_rss_kib;
+}
+
+/* What a worker still running (about to be killed) spent on t so far. */
+static void note_usage_alive(const invoker *inv, invoker__task *t, unsigned k)
+{
+    double cpu;
+    long rss;
+    invoker__worker_usage(inv, k, &cpu, &rss);
+    t->cpu_seconds = cpu >= 0 ? cpu : 0;
+    t->max_rss_kib = rss;
 }
 
 /* The outcome a frame of worker k reports for t. */
@@ -677,19 +696,29 @@ static int reap(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
     pid_t r;
     do
-        r = waitpid(w->pid, &status, WNOHANG);
+        r = wait4(w->pid, &status, WNOHANG, &ru);
     while (r < 0 && errno == EINTR);
     if (r == 0) {
         invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
         (void)kill(-w->pid, SIGKILL);
         do
-            r = waitpid(w->pid, &status, 0);
+            r = wait4(w->pid, &status, 0, &ru);
         while (r < 0 && errno == EINTR);
     } else {
         (void)kill(-w->pid, SIGKILL);   /* its children: the group lives on while they do */
     }
+    /* Its CPU, its children's included, over its life; its peak RSS since
+     * its last task began (the worker resets it then, see reset_peak) or
+     * of a child it reaped. */
+    w->reaped_cpu_ns = (uint64_t)ru.ru_utime.tv_sec * 1000000000ull +
+                       (uint64_t)ru.ru_utime.tv_usec * 1000ull +
+                       (uint64_t)ru.ru_stime.tv_sec * 1000000000ull +
+                       (uint64_t)ru.ru_stime.tv_usec * 1000ull;
+    w->reaped_rss_kib = r == w->pid ? ru.ru_maxrss : -1;
     if (r != w->pid)
         status = SIGKILL;   /* someone else reaped it: all we know is that it is gone */
     return status;
@@ -749,6 +778,10 @@ static void worker_gone(invoker *inv, unsigned k)
     for (; invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, i, inv->key,
                                         inv->cfg.max_arg_bytes, &tk, &off); i++) {
         w->took_task = true;
+        /* A program's work directory that its dead worker could not
+         * remove; the group is gone (reap). */
+        if (running == tk.id && inv->cfg.objective == invoker_command_objective)
+            invoker__command_cleanup(inv, tk.id, tk.flags >> INVOKER__TICKET_ATTEMPT_SHIFT);
         invoker__task *t = current(inv, tk.id, tk.gen);
         if (!t)
             continue;
@@ -771,6 +804,9 @@ static void worker_gone(invoker *inv, unsigned k)
             t->run_seconds = (double)(now - start) / 1e9;
             if (w->err)
                 invoker__err_claim(inv, k, t);
+            uint64_t cpu0 = atomic_load(&slot->cpu_start_ns);
+            t->cpu_seconds = w->reaped_cpu_ns > cpu0 ? (double)(w->reaped_cpu_ns - cpu0) / 1e9 : 0;
+            t->max_rss_kib = w->reaped_rss_kib;
             invoker_failure fail;
             int code;
             classify(inv, status, &fail, &code);
@@ -852,6 +888,7 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
      * is woken, often on this CPU, ahead of both. */
     invoker__worker_kill_soon(inv, k, INVOKER_FAIL_TIMEOUT);
     t->run_seconds = (double)(now - t->start_ns) / 1e9;
+    note_usage_alive(inv, t, k);
     fail_or_retry(inv, t, INVOKER_FAIL_TIMEOUT, 0);
 }
 
@@ -988,14 +1025,19 @@ static uint64_t staff_slots(invoker *inv, uint64_t now)
         return next;
     for (unsigned s = 0; s < inv->nworkers; s++) {
         invoker__seat *seat = &inv->seats[s];
-        bool live = false;
+        bool live = false, grace = false;
         int spare = -1, empty = -1;
         for (unsigned k = s; k < inv->nrecords; k += inv->nworkers) {
             int state = inv->workers[k].state;
+            /* Killed with a grace: the slot is taken again once its group
+             * is gone, not while a program of it may still be flushing. */
+            grace |= state == INVOKER__WORKER_DYING && inv->workers[k].term_at;
             live |= state == INVOKER__WORKER_LIVE;
             spare = state == INVOKER__WORKER_SPARE ? (int)k : spare;
             empty = state == INVOKER__WORKER_EMPTY ? (int)k : empty;
         }
+        if (grace && !live)
+            continue;   /* invoker__workers_grace times it */
         if (!live && spare >= 0) {
             /* With its predecessor gone (not still dying), the CPU it
              * left is free. */
@@ -1076,6 +1118,10 @@ static void service_time(invoker *inv)
 
     if (inv->inflight_timeouts > 0) {
         uint64_t due = check_running(inv, now);
+        next = due < next ? due : next;
+    }
+    if (inv->cfg.kill_grace > 0) {
+        uint64_t due = invoker__workers_grace(inv, now);
         next = due < next ? due : next;
     }
     uint64_t look = look_at_held(inv, now);
@@ -1273,6 +1319,31 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather)
     return (int)(inv->calls - calls0);
 }
 
+/* With a grace, the workers signalled (SIGTERM) by invoker_destroy get
+ * up to kill_grace to exit before worker_gone kills what is left. */
+static void wait_for_grace(invoker *inv)
+{
+    for (;;) {
+        uint64_t now = invoker__now_ns(), until = 0;
+        for (unsigned k = 0; k < inv->nrecords; k++) {
+            invoker__worker *w = &inv->workers[k];
+            if (w->state == INVOKER__WORKER_EMPTY || !w->term_at || w->term_at <= now)
+                continue;
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            /* WNOWAIT: only look; worker_gone reaps it. */
+            if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == w->pid)
+                continue;
+            until = w->term_at > until ? w->term_at : until;
+        }
+        if (!until)
+            return;
+        struct timespec ms = { 0, 1000000L };
+        (void)nanosleep(&ms, NULL);
+    }
+}
+
 /* invoker_destroy's half: every worker killed and reaped, results already
  * written delivered, everything else reported as SHUTDOWN. */
 void invoker__dispatch_shutdown(invoker *inv)
@@ -1280,6 +1351,8 @@ void invoker__dispatch_shutdown(invoker *inv)
     inv->destroying = true;
     for (unsigned k = 0; k < inv->nrecords; k++)
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
+    if (inv->cfg.kill_grace > 0)
+        wait_for_grace(inv);
     for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
@@ -1312,6 +1385,7 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
             if (start && start <= now) {
                 note_start(inv, t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;
+                note_usage_alive(inv, t, k);
             }
             if (inv->workers[k].err)   /* what it wrote until now (makes no callback) */
                 invoker__err_claim(inv, k, t);
@@ -1319,6 +1393,11 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
         }
     }
     invoker__dispatch_report(inv, t, INVOKER_FAIL_CANCELLED, 0);
+}
+
+static double tv_seconds(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
 /* Inline mode: one task in this process per call, same callbacks. */
@@ -1334,6 +1413,17 @@ int invoker__dispatch_inline(invoker *inv)
         out->max = inv->cfg.max_result_bytes;
         t->attempts++;
         t->worker = 0;
+        out->task_id = t->id;
+        out->attempt = t->attempts;
+        out->worker = 0;
+        out->dir_tag = invoker__command_dir_tag(inv->key);
+        out->child_rss_kib = -1;
+        out->cpu_limit = 0;   /* limits do not apply inline */
+        /* This thread's CPU and its reaped children's; the caller's peak
+         * RSS is the caller's, not reset for it: only a child's is known. */
+        struct rusage self0, kids0, self1, kids1;
+        bool timed = getrusage(RUSAGE_THREAD, &self0) == 0 &&
+                     getrusage(RUSAGE_CHILDREN, &kids0) == 0;
         uint64_t start = invoker__now_ns();
         int rc = invoker__result_reserve(out, 0);
         if (rc == 0) {
@@ -1343,6 +1433,13 @@ int invoker__dispatch_inline(invoker *inv)
             inv->depth--;
         }
         t->run_seconds = (double)(invoker__now_ns() - start) / 1e9;
+        if (timed && getrusage(RUSAGE_THREAD, &self1) == 0 &&
+            getrusage(RUSAGE_CHILDREN, &kids1) == 0)
+            t->cpu_seconds = tv_seconds(&self1.ru_utime) - tv_seconds(&self0.ru_utime) +
+                             tv_seconds(&self1.ru_stime) - tv_seconds(&self0.ru_stime) +
+                             tv_seconds(&kids1.ru_utime) - tv_seconds(&kids0.ru_utime) +
+                             tv_seconds(&kids1.ru_stime) - tv_seconds(&kids0.ru_stime);
+        t->max_rss_kib = out->child_rss_kib;
         if (out->too_large)
             call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
         else if (rc != 0)

@@ -36,7 +36,7 @@
 #define INVOKER__PACKET         4096u   /* PIPE_BUF on Linux: one ticket at most */
 #define INVOKER__TICKET_HDR     48u
 #define INVOKER__INLINE_MAX     (INVOKER__PACKET - INVOKER__TICKET_HDR)
-#define INVOKER__FRAME_HDR      48u
+#define INVOKER__FRAME_HDR      64u
 #define INVOKER__CANCEL_RING    1024u   /* cancelled ids the workers can see */
 #define INVOKER__TASK_INLINE    64u     /* argument bytes kept inside the task record */
 #define INVOKER__BATCH_MAX      64u     /* tickets in one packet at most */
@@ -52,6 +52,10 @@
 /* ---- proto.c: what crosses between parent and worker ----------------- */
 
 enum { INVOKER__TICKET_BIG = 1u };   /* argument in the arena at arg_off */
+/* The flags' top 24 bits: the attempt this dispatch is (1 the first), for
+ * objectives that ask (invoker_current_task); 0 when the count passed them. */
+#define INVOKER__TICKET_ATTEMPT_SHIFT 8u
+#define INVOKER__TICKET_ATTEMPT_MAX   0xffffffu
 
 typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argument bytes */
     uint32_t magic;
@@ -80,7 +84,7 @@ enum invoker__frame_kind {
     INVOKER__FRAME_KIND_MAX
 };
 
-typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 */
+typedef struct invoker__frame {       /* 64 bytes, then len bytes padded to 16 */
     uint32_t magic;
     uint32_t kind;
     uint64_t id;
@@ -88,6 +92,8 @@ typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 *
     int32_t  code;
     uint64_t len;
     uint64_t run_ns;
+    uint64_t cpu_ns;                  /* CPU of the attempt, reaped children included */
+    int64_t  max_rss_kib;             /* its peak resident set; -1: unknown */
     uint64_t check;
 } invoker__frame;
 
@@ -119,7 +125,11 @@ typedef struct invoker__slot {
     _Atomic uint64_t start_ns;    /* CLOCK_MONOTONIC start of that task */
     _Atomic uint64_t held;        /* bytes in held_frames */
     _Atomic uint64_t held_since;  /* when the first of them ended */
-    uint64_t         reserved[4];
+    /* The worker's CPU (ns, reaped children included) when its current
+     * task began: what a post-mortem subtracts (an objective may scribble
+     * it: forensics only, clamped). */
+    _Atomic uint64_t cpu_start_ns;
+    uint64_t         reserved[3];
     /* The worker read()s tickets here; read by the parent only once the
      * worker is dead, when nothing can change it any more. */
     _Alignas(64) unsigned char ticket[INVOKER__PACKET];
@@ -223,6 +233,8 @@ typedef struct invoker__task {
     uint8_t         orphaned;       /* times the sweep found it lost */
     bool            batched;        /* in flight in a packet of several tickets */
     double          run_seconds;
+    double          cpu_seconds;    /* of its last attempt, as invoker_task says */
+    long            max_rss_kib;
     invoker_failure fail;           /* for DONE tasks reported by on_error */
     int             code;
     struct invoker__task *prev, *next;  /* the list its state puts it in */
@@ -306,6 +318,9 @@ typedef struct invoker__worker {
     uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
     int          go;              /* a spare's socket, for the word to start; else -1 */
+    uint64_t     term_at;         /* ns; sent SIGTERM (kill_grace), SIGKILL due then; 0: none */
+    uint64_t     reaped_cpu_ns;   /* from its reaping (wait4): CPU of its life */
+    long         reaped_rss_kib;  /* and peak RSS since its last task began; -1 */
     invoker__rx  rx;
     struct invoker__errpipe *err; /* with capture_stderr; else NULL */
 } invoker__worker;
@@ -326,8 +341,29 @@ struct invoker_result {
     size_t         len, cap;      /* result bytes; capacity after the header */
     size_t         max;
     bool           too_large;
+    /* The running task, for invoker_current_task and the command objective. */
+    invoker_id     task_id;
+    unsigned       attempt;       /* 1 the first; 0 unknown */
+    unsigned       worker;        /* slot number */
+    uint32_t       dir_tag;       /* per invoker: names its work directories */
+    long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
+    double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
 };
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
+/* The objective reaped a child with this peak RSS (from wait4). */
+void invoker__result_note_child(struct invoker_result *r, long max_rss_kib);
+
+/* ---- command.c: the external-program objective ------------------------- */
+
+/* The work directory's name for an attempt, under root: written to buf
+ * (size bytes); false when it does not fit. */
+bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir_tag,
+                          uint64_t id, unsigned attempt);
+/* The parent, after worker k died during the command objective's task
+ * id (attempt): removes the work directory the dead worker could not,
+ * when the config keeps none. */
+void invoker__command_cleanup(const struct invoker *inv, uint64_t id, unsigned attempt);
+uint32_t invoker__command_dir_tag(uint64_t key);
 
 /* A worker killed for breaking the protocol: which of its tasks pays. */
 enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) */
@@ -351,6 +387,13 @@ void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
  * invoker__workers_kill_due, which sends every one still due. */
 void invoker__worker_kill_soon(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__workers_kill_due(struct invoker *inv);
+/* Workers sent SIGTERM whose grace has ended get SIGKILL (their groups);
+ * returns when the next grace ends (UINT64_MAX: none). */
+uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
+/* Worker k's CPU since its current task began and its peak RSS since then
+ * (VmHWM), its running children's added, from /proc while it lives: -1
+ * each when unknown. */
+void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
 /* In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */

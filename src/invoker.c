@@ -63,7 +63,8 @@ static int take_config(const invoker_config *in, invoker_config *out)
     if (!out->objective || !out->on_result || !out->on_error)
         return -EINVAL;
     if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit) ||
-        !valid_seconds(out->timeout_factor) || !valid_seconds(out->timeout_min))
+        !valid_seconds(out->kill_grace) || !valid_seconds(out->timeout_factor) ||
+        !valid_seconds(out->timeout_min))
         return -EINVAL;
     if (out->capture_stderr < INVOKER_STDERR_OFF || out->capture_stderr > INVOKER_STDERR_TAIL)
         return -EINVAL;

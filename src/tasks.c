@@ -218,6 +218,7 @@ invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void 
     t->id = id;
     t->arg_len = arg_len;
     t->worker = -1;
+    t->max_rss_kib = -1;
     return t;
 }
 
