@@ -275,8 +275,13 @@ typedef struct invoker_config {
      *     task's; what a process left behind by a task writes after that
      *     task ended counts toward the worker's next task.  A task that
      *     times out, is cancelled or whose worker dies gets what was read
-     *     by then.  An objective that puts another file at descriptor 2
-     *     writes there, and its bytes go to no tail.
+     *     by then: with kill_grace, what the worker and its program write
+     *     during the grace (the task already reported) is forwarded but in
+     *     no task's tail, the next task's in that slot included.  A
+     *     program run by invoker_command_objective inherits the pipe as its
+     *     descriptor 2: its bytes are its task's.  An objective that puts
+     *     another file at descriptor 2 writes there, and its bytes go to no
+     *     tail.
      * The parent reads a worker's pipe 64 KiB per pass at most (and before
      * its results), so a worker flooding stderr slows only itself (it
      * blocks on its full pipe) and its own task: the others' results and
@@ -323,8 +328,9 @@ enum { INVOKER_STDERR_OFF = 0, INVOKER_STDERR_PREFIX = 1, INVOKER_STDERR_TTY = 2
  * in the worker's process group (a timeout or a cancel kills it and
  * everything it started), with only descriptors 0, 1 and 2 open: 0 as
  * input says, 1 a pipe to the worker when output_name is NULL (else the
- * worker's stdout), 2 the worker's stderr.  Its environment is the
- * worker's, then envp, then INVOKER_TASK_ID, INVOKER_ATTEMPT,
+ * worker's stdout), 2 the worker's stderr (with capture_stderr, the
+ * capture pipe: what the program writes is its task's stderr_tail).  Its
+ * environment is the worker's, then envp, then INVOKER_TASK_ID, INVOKER_ATTEMPT,
  * INVOKER_WORKER (the slot) and INVOKER_WORKDIR (the work directory's
  * absolute path); those four win over envp's.  While it runs, the worker
  * blocks SIGPIPE (a program that does not read its input) and SIGTERM (so

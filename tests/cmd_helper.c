@@ -52,9 +52,13 @@ static double cpu_now(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+static volatile sig_atomic_t say_on_term;   /* trap "say": stderr in the grace */
+
 static void on_term(int sig)
 {
     (void)sig;
+    if (say_on_term)
+        write_all(2, "during the grace\n", 17);
     const char *path = getenv("TRAP_FILE");
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd >= 0) {
@@ -158,6 +162,10 @@ int main(int argc, char **argv)
         memset(&sa, 0, sizeof sa);
         sa.sa_handler = strcmp(argv[2], "ignore") ? on_term : SIG_IGN;
         sigaction(SIGTERM, &sa, NULL);
+        if (!strcmp(argv[2], "say")) {
+            say_on_term = 1;
+            write_all(2, "before the deadline\n", 20);
+        }
         char ready[4096];
         snprintf(ready, sizeof ready, "%s.ready", getenv("TRAP_FILE"));
         int fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0600);   /* the trap is set */
@@ -165,6 +173,17 @@ int main(int argc, char **argv)
             close(fd);
         for (;;)
             pause();
+    } else if (!strcmp(mode, "say")) {         /* stdin, as a line on stderr */
+        char in[128];
+        ssize_t n = read(0, in, sizeof in - 1);
+        if (n < 0)
+            return 93;
+        in[n] = 0;
+        char line[256];
+        int len = snprintf(line, sizeof line, "task %s says %s\n",
+                           getenv("INVOKER_TASK_ID"), in);
+        write_all(2, line, (size_t)len);
+        write_all(1, "ok", 2);
     } else if (!strcmp(mode, "flood")) {       /* stdout without end */
         static char buf[65536];
         memset(buf, 'x', sizeof buf);

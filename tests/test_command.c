@@ -29,7 +29,20 @@ typedef struct seen {
     size_t          len;
     invoker_task    task;
     double          at;
+    char            tail[64];   /* the first bytes of its stderr tail */
+    size_t          tail_len;   /* the tail's whole length */
 } seen;
+
+static void keep_tail(seen *s, const invoker_task *t)
+{
+    /* The pointer and the length come together, or neither. */
+    assert_int_equal(t->stderr_tail == NULL, t->stderr_tail_len == 0);
+    s->tail_len = t->stderr_tail_len;
+    size_t n = s->tail_len < sizeof s->tail - 1 ? s->tail_len : sizeof s->tail - 1;
+    if (n)
+        memcpy(s->tail, t->stderr_tail, n);
+    s->tail[n] = 0;
+}
 
 typedef struct box {
     seen    s[600];
@@ -44,6 +57,7 @@ static void on_ok(const invoker_task *t, const void *res, size_t len, void *user
     s->ok = 1;
     s->task = *t;
     s->at = now_seconds();
+    keep_tail(s, t);
     free(s->result);
     s->result = malloc(len + 1);
     assert_non_null(s->result);
@@ -63,6 +77,7 @@ static void on_fail(const invoker_task *t, invoker_failure f, int code, void *us
     s->code = code;
     s->task = *t;
     s->at = now_seconds();
+    keep_tail(s, t);
     if (getenv("CMD_DEBUG"))
         fprintf(stderr, "task %llu: %s %d\n", (unsigned long long)t->id,
                 invoker_failure_name(f), code);
@@ -167,8 +182,8 @@ static int helpers_gone_within(double seconds)
     return n;
 }
 
-static invoker *make(box *b, invoker_command *cmd, unsigned workers, double timeout,
-                     double grace)
+static invoker *make_captured(box *b, invoker_command *cmd, unsigned workers, double timeout,
+                              double grace, int capture)
 {
     invoker_config cfg;
     invoker_config_init(&cfg);
@@ -180,10 +195,17 @@ static invoker *make(box *b, invoker_command *cmd, unsigned workers, double time
     cfg.user = b;
     cfg.timeout = timeout;
     cfg.kill_grace = grace;
+    cfg.capture_stderr = capture;
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     b->inv = track(inv);
     return inv;
+}
+
+static invoker *make(box *b, invoker_command *cmd, unsigned workers, double timeout,
+                     double grace)
+{
+    return make_captured(b, cmd, workers, timeout, grace, INVOKER_STDERR_OFF);
 }
 
 static void command(invoker_command *cmd, const char *const *argv)
@@ -854,6 +876,104 @@ static void test_destroy_gives_running_programs_the_grace(void **state)
     box_free(b);
 }
 
+/* ---- captured stderr ----------------------------------------------------------- */
+
+/* The program's descriptor 2 is the worker's capture pipe: what it writes
+ * is its task's tail, exactly, with two workers running programs at once
+ * (the worker's mark follows the program's bytes, before the result). */
+static void test_a_programs_stderr_is_its_tasks_tail(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "say", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make_captured(b, &cmd, 2, 0, 0, INVOKER_STDERR_TAIL);
+    enum { N = 40 };
+    invoker_id ids[N];
+    for (int i = 0; i < N; i++) {
+        char arg[16];
+        int len = snprintf(arg, sizeof arg, "n%d", i);
+        assert_int_equal(invoker_submit(inv, arg, (size_t)len, NULL, &ids[i]), 0);
+    }
+    assert_int_equal(invoker_wait(inv), 0);
+    for (int i = 0; i < N; i++) {
+        seen *s = &b->s[ids[i] % 600];
+        assert_int_equal(s->calls, 1);
+        assert_int_equal(s->ok, 1);
+        assert_string_equal((const char *)s->result, "ok");
+        char want[64];
+        int len = snprintf(want, sizeof want, "task %llu says n%d\n",
+                           (unsigned long long)ids[i], i);
+        assert_int_equal(s->tail_len, (size_t)len);
+        assert_string_equal(s->tail, want);
+    }
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(entries(root), 0);
+    box_free(b);
+}
+
+/* kill_grace with capture: what the program writes before the deadline is
+ * the timed-out task's tail; what it writes during the grace is forwarded
+ * but no task's (the task was reported at the deadline), not even the next
+ * one's in that slot; the dying worker's pipe is drained and closed. */
+static void test_kill_grace_with_captured_stderr(void **state)
+{
+    (void)state;
+    char file[400];
+    snprintf(file, sizeof file, "%s.flushed", root);
+    unlink(file);
+    char env_entry[512];
+    snprintf(env_entry, sizeof env_entry, "TRAP_FILE=%s", file);
+    const char *const envp[] = { env_entry, NULL };
+    static const char *const argv[] = { CMD_HELPER, "trap", "say", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    cmd.envp = envp;
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(fcntl(saved, F_SETFD, FD_CLOEXEC), 0);
+    assert_int_equal(dup2(p[1], 2), 2);
+    int fds = count_open_fds();
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make_captured(b, &cmd, 1, 0.3, 2.0, INVOKER_STDERR_PLAIN);
+    invoker_id id, next;
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    while (b->s[id].calls == 0)
+        assert_true(invoker_poll(inv, -1) >= 0);
+    /* The next task runs in the slot's next worker, once the old one
+     * flushed and is gone. */
+    assert_int_equal(invoker_submit(inv, "quick", 5, NULL, &next), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(count_open_fds(), fds);
+    assert_int_equal(dup2(saved, 2), 2);
+    close(saved);
+    close(p[1]);
+    char out[4096];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(p[0], out + len, sizeof out - 1 - len)) > 0)
+        len += (size_t)n;
+    out[len] = 0;
+    close(p[0]);
+
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_TIMEOUT);
+    assert_string_equal(b->s[id].tail, "before the deadline\n");
+    assert_int_equal(b->s[next].ok, 1);
+    assert_int_equal(b->s[next].tail_len, 0);
+    assert_non_null(strstr(out, "before the deadline\n"));
+    assert_non_null(strstr(out, "during the grace\n"));
+    assert_int_equal(access(file, F_OK), 0);
+    unlink(file);
+    assert_int_equal(helpers_gone_within(2), 0);
+    assert_int_equal(entries(root), 0);
+    box_free(b);
+}
+
 /* ---- forensics ------------------------------------------------------------------ */
 
 static void assert_near(double got, double want, double rel)
@@ -1161,6 +1281,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_grace_ends_in_sigkill_and_the_slot_waits_for_it, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_grace_on_cancel_and_with_spares_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_programs_stderr_is_its_tasks_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_grace_with_captured_stderr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_timed_out_program, setup, teardown),
