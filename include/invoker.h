@@ -249,7 +249,9 @@ typedef struct invoker_config {
      * worker is reaped.  The task is reported at its deadline (or cancel)
      * all the same; its slot takes a new worker only once the old one is
      * gone.  invoker_destroy waits up to kill_grace for the workers it
-     * signalled.  A worker killed for breaking the protocol gets no grace.
+     * signalled, reading their captured stderr meanwhile (see
+     * capture_stderr).  A worker killed for breaking the protocol gets no
+     * grace.
      * Finite and >= 0, else -EINVAL. */
     double               kill_grace;
     /* Capture of the workers' stderr (descriptor 2: the objective's, and

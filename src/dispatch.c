@@ -1320,7 +1320,9 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather)
 }
 
 /* With a grace, the workers signalled (SIGTERM) by invoker_destroy get
- * up to kill_grace to exit before worker_gone kills what is left. */
+ * up to kill_grace to exit before worker_gone kills what is left.  Their
+ * stderr is read meanwhile: a program flushing more than a pipe holds
+ * would otherwise block on it until the SIGKILL. */
 static void wait_for_grace(invoker *inv)
 {
     for (;;) {
@@ -1329,6 +1331,8 @@ static void wait_for_grace(invoker *inv)
             invoker__worker *w = &inv->workers[k];
             if (w->state == INVOKER__WORKER_EMPTY || !w->term_at || w->term_at <= now)
                 continue;
+            if (w->err)
+                (void)invoker__err_read(inv, k, ERR_PASS_BYTES);
             siginfo_t si;
             memset(&si, 0, sizeof si);
             /* WNOWAIT: only look; worker_gone reaps it. */

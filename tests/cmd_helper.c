@@ -52,13 +52,22 @@ static double cpu_now(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static volatile sig_atomic_t say_on_term;   /* trap "say": stderr in the grace */
+/* trap "say": a line on stderr in the grace; "shout": 256 KiB, more than a
+ * pipe holds, so the flush needs its reader. */
+static volatile sig_atomic_t say_on_term;
 
 static void on_term(int sig)
 {
     (void)sig;
-    if (say_on_term)
+    if (say_on_term == 1)
         write_all(2, "during the grace\n", 17);
+    if (say_on_term == 2) {
+        static char line[1024];
+        memset(line, 'x', sizeof line - 1);
+        line[sizeof line - 1] = '\n';
+        for (int i = 0; i < 256; i++)
+            write_all(2, line, sizeof line);
+    }
     const char *path = getenv("TRAP_FILE");
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd >= 0) {
@@ -166,6 +175,8 @@ int main(int argc, char **argv)
             say_on_term = 1;
             write_all(2, "before the deadline\n", 20);
         }
+        if (!strcmp(argv[2], "shout"))
+            say_on_term = 2;
         char ready[4096];
         snprintf(ready, sizeof ready, "%s.ready", getenv("TRAP_FILE"));
         int fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0600);   /* the trap is set */

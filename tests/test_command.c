@@ -683,6 +683,21 @@ static int gone(pid_t pid)
     return st == 0 || st == 'Z';
 }
 
+/* cmd runs the trap helper (argv) with TRAP_FILE=file (ROOT.flushed,
+ * removed first; file holds 400 bytes, env 512) in its environment; env
+ * and envp (2 entries) must outlive the invoker. */
+static void trap_command(invoker_command *cmd, const char *const *argv, char *file, char *env,
+                         const char **envp)
+{
+    snprintf(file, 400, "%s.flushed", root);
+    unlink(file);
+    snprintf(env, 512, "TRAP_FILE=%s", file);
+    envp[0] = env;
+    envp[1] = NULL;
+    command(cmd, argv);
+    cmd->envp = envp;
+}
+
 /* Polls inv until the trap helper has set its trap (it made FILE.ready). */
 static void wait_for_trap(invoker *inv, const char *file)
 {
@@ -847,21 +862,22 @@ static void test_kill_grace_on_cancel_and_with_spares_ready(void **state)
     assert_int_equal(entries(root), 0);
 }
 
-static void test_destroy_gives_running_programs_the_grace(void **state)
+/* A program trapping SIGTERM (how: "write", or "shout" to flush 256 KiB to
+ * stderr first) is running when invoker_destroy comes, with a grace: it
+ * flushes and exits, and destroy takes less than the grace. */
+static void destroy_during_grace(const char *how, int capture)
 {
-    (void)state;
-    char file[400];
-    snprintf(file, sizeof file, "%s.flushed", root);
-    unlink(file);
-    char env_entry[512];
-    snprintf(env_entry, sizeof env_entry, "TRAP_FILE=%s", file);
-    const char *const envp[] = { env_entry, NULL };
-    static const char *const argv[] = { CMD_HELPER, "trap", "write", NULL };
+    char file[400], env_entry[512];
+    const char *envp[2];
+    static const char *argv[4];
+    argv[0] = CMD_HELPER;
+    argv[1] = "trap";
+    argv[2] = how;
+    argv[3] = NULL;
     static invoker_command cmd;
-    command(&cmd, argv);
-    cmd.envp = envp;
+    trap_command(&cmd, argv, file, env_entry, envp);
     box *b = calloc(1, sizeof *b);
-    invoker *inv = make(b, &cmd, 1, 0, 2.0);
+    invoker *inv = make_captured(b, &cmd, 1, 0, 2.0, capture);
     invoker_id id;
     assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
     wait_for_trap(inv, file);
@@ -874,6 +890,12 @@ static void test_destroy_gives_running_programs_the_grace(void **state)
     assert_int_equal(helpers_gone_within(2), 0);
     assert_int_equal(entries(root), 0);
     box_free(b);
+}
+
+static void test_destroy_gives_running_programs_the_grace(void **state)
+{
+    (void)state;
+    destroy_during_grace("write", INVOKER_STDERR_OFF);
 }
 
 /* ---- captured stderr ----------------------------------------------------------- */
@@ -920,16 +942,11 @@ static void test_a_programs_stderr_is_its_tasks_tail(void **state)
 static void test_kill_grace_with_captured_stderr(void **state)
 {
     (void)state;
-    char file[400];
-    snprintf(file, sizeof file, "%s.flushed", root);
-    unlink(file);
-    char env_entry[512];
-    snprintf(env_entry, sizeof env_entry, "TRAP_FILE=%s", file);
-    const char *const envp[] = { env_entry, NULL };
+    char file[400], env_entry[512];
+    const char *envp[2];
     static const char *const argv[] = { CMD_HELPER, "trap", "say", NULL };
     static invoker_command cmd;
-    command(&cmd, argv);
-    cmd.envp = envp;
+    trap_command(&cmd, argv, file, env_entry, envp);
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     fflush(stderr);
@@ -972,6 +989,16 @@ static void test_kill_grace_with_captured_stderr(void **state)
     assert_int_equal(helpers_gone_within(2), 0);
     assert_int_equal(entries(root), 0);
     box_free(b);
+}
+
+/* invoker_destroy's grace with capture: the parent reads the pipes while
+ * it waits, so a program flushing more than a pipe holds to stderr in its
+ * SIGTERM handler finishes (without the reads it would block until the
+ * SIGKILL, its file unwritten, destroy taking the whole grace). */
+static void test_destroy_grace_reads_a_flushing_programs_stderr(void **state)
+{
+    (void)state;
+    destroy_during_grace("shout", INVOKER_STDERR_TAIL);
 }
 
 /* ---- forensics ------------------------------------------------------------------ */
@@ -1283,6 +1310,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_programs_stderr_is_its_tasks_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_grace_with_captured_stderr, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_grace_reads_a_flushing_programs_stderr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_every_callback_success_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_timed_out_program, setup, teardown),
