@@ -110,12 +110,14 @@ int main(int argc, char **argv)
     if (roll < fail_pct) {
         fprintf(log, "hanging\n");
         fclose(log);
+        fprintf(stderr, "simulate: task %s stuck\n", getenv("INVOKER_TASK_ID"));
         for (;;)
             pause();
     }
     if (roll < 3 * fail_pct) {
         fprintf(log, "crashing\n");
         fclose(log);
+        fprintf(stderr, "simulate: task %s out of bounds\n", getenv("INVOKER_TASK_ID"));
         raise(SIGSEGV);
     }
     if (roll < 5 * fail_pct) {

@@ -15,8 +15,11 @@
  *     to its log) and the retry hangs again; a crash (SIGSEGV: code 139)
  *     or a divergence (exit status 2) is the objective's own verdict, not
  *     retried (retries are for the worker's deaths and timeouts).
+ *   - capture_stderr (INVOKER_STDERR_TAIL): what the program writes to
+ *     stderr is kept per task, not printed; a failure's callback gets it.
  * The summary lists every failure with its forensics (code, attempt, wall
- * and CPU time, peak memory, the last line of its log) and the kept work
+ * and CPU time, peak memory, the last line of its stderr and of its log)
+ * and the kept work
  * directories; the program checks that the counts add up and that the
  * optimum was approached, and exits non-zero otherwise.
  */
@@ -38,6 +41,7 @@ typedef struct failure_rec {
     int             code;
     double          run_seconds, cpu_seconds;
     long            max_rss_kib;
+    char            said[64];   /* the last line of its stderr tail */
 } failure_rec;
 
 typedef struct run {
@@ -70,14 +74,32 @@ static void on_result(const invoker_task *t, const void *res, size_t len, void *
     }
 }
 
+/* The last line of a stderr tail (its final newline dropped), or "-". */
+static void last_line(const char *tail, size_t len, char *out, size_t size)
+{
+    if (len && tail[len - 1] == '\n')
+        len--;
+    size_t start = len;
+    while (start > 0 && tail[start - 1] != '\n')
+        start--;
+    size_t n = len - start < size - 1 ? len - start : size - 1;
+    memcpy(out, tail + start, n);
+    out[n] = 0;
+    if (!n)
+        snprintf(out, size, "-");
+}
+
 static void on_error(const invoker_task *t, invoker_failure failure, int code, void *user)
 {
     run *r = user;
     r->failed++;
     r->cpu_total += t->cpu_seconds;
-    if (r->nfails < MAX_FAILS)
-        r->fails[r->nfails++] = (failure_rec){ t->id, t->attempts, t->worker, failure, code,
-                                               t->run_seconds, t->cpu_seconds, t->max_rss_kib };
+    if (r->nfails < MAX_FAILS) {
+        failure_rec *f = &r->fails[r->nfails++];
+        *f = (failure_rec){ t->id, t->attempts, t->worker, failure, code,
+                            t->run_seconds, t->cpu_seconds, t->max_rss_kib, "" };
+        last_line(t->stderr_tail, t->stderr_tail_len, f->said, sizeof f->said);
+    }
 }
 
 /* What an exit code of invoker_command_objective says. */
@@ -218,6 +240,7 @@ int main(int argc, char **argv)
     cfg.user = &r;
     cfg.timeout = timeout;
     cfg.kill_grace = grace;
+    cfg.capture_stderr = INVOKER_STDERR_TAIL;
     cfg.retries = retries;
     invoker *inv;
     ex_check(invoker_create(&inv, &cfg), "invoker_create");
@@ -268,17 +291,18 @@ int main(int argc, char **argv)
            submitted, r.succeeded, r.failed, st.retried, r.cpu_total, r.rss_max);
     if (r.nfails)
         printf("\nfailures (the work directory of each failed attempt is kept):\n"
-               "  %6s %3s %-9s %5s %-38s %7s %7s %8s  %s\n", "task", "try", "failure", "code",
-               "meaning", "wall s", "cpu s", "rss KiB", "its log's last line");
+               "  %6s %3s %-9s %5s %-38s %7s %7s %8s  %-34s %s\n", "task", "try", "failure",
+               "code", "meaning", "wall s", "cpu s", "rss KiB", "its stderr's last line",
+               "its log's last line");
     for (size_t i = 0; i < r.nfails; i++) {
         const failure_rec *f = &r.fails[i];
         char dir[PATH_MAX + 64], line[256] = "(no directory)";
         if (workdir_of(root, f->id, f->attempts, dir, sizeof dir))
             last_log_line(dir, line, sizeof line);
-        printf("  %6" PRIu64 " %3u %-9s %5d %-38s %7.3f %7.3f %8ld  %s\n", (uint64_t)f->id,
+        printf("  %6" PRIu64 " %3u %-9s %5d %-38s %7.3f %7.3f %8ld  %-34s %s\n", (uint64_t)f->id,
                f->attempts, invoker_failure_name(f->failure), f->code,
                meaning(f->failure, f->code), f->run_seconds, f->cpu_seconds, f->max_rss_kib,
-               line);
+               f->said, line);
     }
     int kept = count_dirs(root);
     printf("\n%d work directories kept under %s (failed attempts, retried ones included)%s\n",
@@ -298,6 +322,13 @@ int main(int argc, char **argv)
     }
     if ((uint64_t)kept < r.failed) {
         fprintf(stderr, "FAIL: %d directories kept for %" PRIu64 " failures\n", kept, r.failed);
+        ok = 0;
+    }
+    size_t silent = 0;   /* simulate says why before each failure */
+    for (size_t i = 0; i < r.nfails; i++)
+        silent += !strcmp(r.fails[i].said, "-");
+    if (silent) {
+        fprintf(stderr, "FAIL: %zu failures without their stderr\n", silent);
         ok = 0;
     }
     if (!(best_f <= tol)) {
