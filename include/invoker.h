@@ -103,6 +103,9 @@ typedef struct invoker_task {
     unsigned    attempts;     /* times a worker started it; 0 if it never ran */
     int         worker;       /* worker slot of its last attempt, -1 if none */
     double      run_seconds;  /* wall time of its last attempt in a worker */
+    int         cached;       /* 1: the outcome came from the cache, the
+                                 journal or an identical task's evaluation,
+                                 not this task's own (attempts 0, worker -1) */
 } invoker_task;
 
 typedef enum invoker_failure {
@@ -202,10 +205,61 @@ typedef struct invoker_config {
      * forks them itself, from its memory of the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
+
+    /* Journal, resume and cache: arguments are keyed by their bytes, and
+     * identical bytes are evaluated once.
+     *
+     * journal: path of an append-only file of outcomes; NULL: none.
+     * invoker_create opens it (created with mode 0600; a symlink at the
+     * last component is refused with -ELOOP; not a regular file: -EINVAL)
+     * and reads it: a later submit whose argument bytes and journal_key
+     * match a journaled success or INVOKER_FAIL_OBJECTIVE gets that same
+     * outcome (identical result bytes, or the same code) with cached = 1,
+     * from the next invoker_poll/invoker_wait, without running.  Other
+     * failures are never journaled: those tasks run again.  Bytes are
+     * compared, not only hashes.  Every such outcome is written (write(2)
+     * returned) before its callback runs, so killing the program at any
+     * instant loses no outcome a callback reported.  A torn last record
+     * (a death mid-write) is cut off at open; a record that fails its
+     * checksum ends the replay there, and the file from it on is moved to
+     * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
+     * file that is not a journal of this version: -EBADMSG, the file
+     * untouched.  A journal another live invoker holds (this process or
+     * another): -EBUSY (an OFD lock, gone when its holder is).  A failed
+     * write (ENOSPC...) stops the journal: callbacks still come, and
+     * invoker_stats.journal_error says why.  The journal implies the
+     * merging of identical tasks in flight (see cache), and also answers
+     * identical arguments evaluated during this run.  journal and
+     * journal_key are read during invoker_create only. */
+    const char          *journal;
+    /* INVOKER_SYNC_BATCH (0): fdatasync at least every 100 ms while
+     * invoker_poll/invoker_wait run, and before invoker_wait and
+     * invoker_destroy return; INVOKER_SYNC_EACH: before each callback of an
+     * outcome written; INVOKER_SYNC_NONE: the kernel decides.  The sync
+     * says what survives a power cut; a kill of the program loses nothing
+     * either way.  Other values: -EINVAL. */
+    int                  journal_sync;
+    /* Names the objective and its version: records written under another
+     * key are kept but never replayed.  NULL: "". */
+    const char          *journal_key;
+    /* Non-zero: identical argument bytes are evaluated once per invoker.
+     * A submit equal to a finished task (success or objective failure) is
+     * answered from memory, cached = 1, from the next poll; one equal to
+     * a task queued or running waits for it and gets its outcome, one
+     * evaluation for both.  If that task is cancelled, times out, crashes,
+     * is shut down or fails otherwise, each task waiting for it runs on
+     * its own, with its own timeout and retries; cancelling a waiting task
+     * cancels only it. */
+    int                  cache;
+    /* Memory the cache may hold (arguments, results and bookkeeping); the
+     * least recently used goes first, and an outcome bigger than all of it
+     * is not kept.  0: 256 MiB. */
+    size_t               cache_max_bytes;
 } invoker_config;
 
 enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS = 2 };
 enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
+enum { INVOKER_SYNC_BATCH = 0, INVOKER_SYNC_EACH = 1, INVOKER_SYNC_NONE = 2 };
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */
@@ -213,7 +267,9 @@ INVOKER_API void invoker_config_init(invoker_config *cfg);
 
 /* Creates an invoker and forks its workers.  The config is copied.
  * 0 and *out set, or -EINVAL (out or cfg NULL, a required callback NULL,
- * a timeout or cpu_limit negative or not finite, size unknown), -ENOMEM,
+ * a timeout or cpu_limit negative or not finite, size unknown, journal_sync
+ * unknown, journal not a regular file), the journal's errors (-EBUSY,
+ * -EBADMSG, -ELOOP, -ENOENT, -EACCES, -EROFS...: see journal), -ENOMEM,
  * -EMFILE/-ENFILE, -EAGAIN (a worker could not be forked), or another
  * negative errno from the system.  On failure *out is untouched and no
  * process or descriptor is left behind. */
@@ -294,6 +350,12 @@ typedef struct invoker_stats {
                                         invoker_config.spares) */
     unsigned fork_server;            /* right now: 1 while a fork server forks
                                         the workers (see invoker_config.fork_server) */
+    uint64_t cached;                 /* callbacks whose outcome came from the
+                                        cache, the journal or a twin (cached = 1) */
+    uint64_t journaled;              /* records this invoker wrote to its journal */
+    int      journal_error;          /* 0, or the negative errno (-ENOSPC, -EIO...)
+                                        that stopped the journal: nothing is
+                                        written after it, callbacks still come */
 } invoker_stats;
 
 /* Fills *out (zeroes it when inv is NULL).  May be called inside a callback. */

@@ -46,13 +46,6 @@ static uint64_t to_ns(double seconds)
 
 /* ---- reporting ---------------------------------------------------------- */
 
-static const void *task_arg(const invoker *inv, const invoker__task *t)
-{
-    if (!t->arg_len)
-        return NULL;
-    return t->arg ? t->arg : inv->arena.base + t->arg_off;
-}
-
 void invoker__dispatch_release(invoker *inv, invoker__task *t)
 {
     bool in_arena = !t->arg && t->arg_len;
@@ -69,11 +62,12 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
 {
     v->id = t->id;
     v->tag = t->tag;
-    v->arg = task_arg(inv, t);
+    v->arg = invoker__task_arg(inv, t);
     v->arg_len = t->arg_len;
     v->attempts = t->attempts;
     v->worker = t->worker;
     v->run_seconds = t->run_seconds;
+    v->cached = t->cached;
 }
 
 static void leave_flight(invoker *inv, invoker__task *t)
@@ -101,6 +95,10 @@ static void detach(invoker *inv, invoker__task *t)
     case INVOKER__TASK_DONE:
         invoker__list_unlink(&inv->done, t);
         return;   /* already out of the id table */
+    case INVOKER__TASK_TWIN:
+        invoker__list_unlink(&t->leader->twins, t);
+        t->leader = NULL;
+        break;
     default:
         break;
     }
@@ -108,17 +106,30 @@ static void detach(invoker *inv, invoker__task *t)
     t->state = INVOKER__TASK_DONE;
 }
 
+static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+
+/* The tasks that waited for t get its outcome, after t's own callback
+ * (which may cancel some of them: those are gone from the list). */
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len);
+
 static void call_result(invoker *inv, invoker__task *t, const void *data, size_t len)
 {
     invoker_task v;
     detach(inv, t);
+    /* Journaled before the callback: a kill inside it loses nothing. */
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, 0, 0, data, len);
     fill_view(inv, t, &v);
     inv->stats.succeeded++;
+    inv->stats.cached += t->cached;
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, 0, 0, data, len);
     invoker__dispatch_release(inv, t);
 }
 
@@ -126,8 +137,11 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
 {
     invoker_task v;
     detach(inv, t);
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     fill_view(inv, t, &v);
     inv->stats.failed++;
+    inv->stats.cached += t->cached;
     if (fail == INVOKER_FAIL_TIMEOUT)
         inv->stats.timed_out++;
     else if (fail == INVOKER_FAIL_CRASH || fail == INVOKER_FAIL_EXIT)
@@ -139,13 +153,30 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
     inv->cfg.on_error(&v, fail, code, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, fail, code, NULL, 0);
     invoker__dispatch_release(inv, t);
+}
+
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len)
+{
+    invoker__task *d;
+    while ((d = t->twins.head) != NULL) {
+        d->cached = true;
+        if (fail)
+            call_error(inv, d, fail, code);
+        else
+            call_result(inv, d, data, len);
+    }
 }
 
 /* Decides t's fate now but leaves the callback to the next poll: for calls
  * made outside one (invoker_cancel, a submit that cannot run). */
 void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
+    if (t->leads)   /* its twins run on their own from now */
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     detach(inv, t);
     t->fail = fail;
     t->code = code;
@@ -164,8 +195,12 @@ void invoker__dispatch_kick(invoker *inv)
 static void deliver_done(invoker *inv)
 {
     invoker__task *t;
-    while ((t = inv->done.head) != NULL)
-        call_error(inv, t, t->fail, t->code);
+    while ((t = inv->done.head) != NULL) {
+        if (t->fail == 0)   /* a cached success */
+            call_result(inv, t, t->cached_res, t->cached_len);
+        else
+            call_error(inv, t, t->fail, t->code);
+    }
 }
 
 static void requeue(invoker *inv, invoker__task *t)
@@ -1030,6 +1065,8 @@ static void service_time(invoker *inv)
     }
     uint64_t look = look_at_held(inv, now);
     next = look < next ? look : next;
+    uint64_t sync = invoker__journal_tick(&inv->journal, now);
+    next = sync < next ? sync : next;
     /* After the kills above: their slots are refilled in this same pass. */
     uint64_t staff = staff_slots(inv, now);
     next = staff < next ? staff : next;
@@ -1279,7 +1316,7 @@ int invoker__dispatch_inline(invoker *inv)
         int rc = invoker__result_reserve(out, 0);
         if (rc == 0) {
             inv->depth++;   /* the objective is no place for invoker_poll either */
-            rc = inv->cfg.objective(task_arg(inv, t), t->arg_len, out,
+            rc = inv->cfg.objective(invoker__task_arg(inv, t), t->arg_len, out,
                                     inv->cfg.objective_ctx);
             inv->depth--;
         }
@@ -1291,6 +1328,7 @@ int invoker__dispatch_inline(invoker *inv)
         else
             call_result(inv, t, out->buf + INVOKER__FRAME_HDR, out->len);
     }
+    (void)invoker__journal_tick(&inv->journal, invoker__now_ns());
     uint64_t scratch;
     if (!inv->pending.head && !inv->done.head && inv->kicked) {
         (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);

@@ -67,6 +67,8 @@ static int take_config(const invoker_config *in, invoker_config *out)
         return -EINVAL;
     if (out->fork_server != INVOKER_FORK_SERVER_AUTO && out->fork_server != INVOKER_FORK_SERVER_NEVER)
         return -EINVAL;
+    if (out->journal_sync < INVOKER_SYNC_BATCH || out->journal_sync > INVOKER_SYNC_NONE)
+        return -EINVAL;
     if (out->workers == 0)
         out->workers = cpus_available();
     if (out->workers > 4096)
@@ -130,6 +132,8 @@ static void release(invoker *inv)
     free(inv->inline_out.buf);
     invoker__table_destroy(&inv->table);
     invoker__tasks_free(&inv->tasks);
+    invoker__cache_free(inv);
+    invoker__journal_close(&inv->journal);
     invoker__arena_destroy(&inv->arena);
     inv->magic = 0;
     free(inv);
@@ -166,6 +170,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->queue_rd = inv->queue_wr = -1;
     inv->fs.sock = inv->fs.pidfd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
+    inv->journal.fd = -1;
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
         free(inv);
@@ -180,7 +185,11 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->gather_max_ns = INVOKER__GATHER_MAX_NS;
     inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
 
-    if ((rc = invoker__tasks_init(&inv->tasks)) != 0 ||
+    /* The journal first: refused (in use, not a journal), nothing else
+     * was made for nothing. */
+    if ((rc = invoker__journal_open(&inv->journal, &inv->cfg)) != 0 ||
+        (rc = invoker__cache_init(inv)) != 0 ||
+        (rc = invoker__tasks_init(&inv->tasks)) != 0 ||
         (rc = invoker__arena_init(&inv->arena)) != 0)
         goto fail;
     /* Only an aid: without it, every result wakes the parent. */
@@ -272,12 +281,19 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     inv->next_id++;
     t->tag = tag;
     t->timeout = timeout;
-    t->state = INVOKER__TASK_PENDING;
-    invoker__list_push_back(&inv->pending, t);
     inv->outstanding++;
     inv->stats.submitted++;
     if (id)
         *id = t->id;
+    if (inv->cache.merging) {
+        int how = invoker__cache_submit(inv, t, arg);
+        if (how == 1)   /* answered: from the next poll, never from here */
+            invoker__dispatch_report(inv, t, t->fail, t->code);
+        if (how != 0)
+            return 0;
+    }
+    t->state = INVOKER__TASK_PENDING;
+    invoker__list_push_back(&inv->pending, t);
     if (timeout > 0 && inv->cfg.spares == INVOKER_SPARES_AUTO)
         inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
@@ -334,6 +350,8 @@ int invoker_wait(invoker *inv)
         if (rc < 0)
             return rc;
     }
+    if (inv->journal.dirty_since)
+        (void)invoker__journal_sync(&inv->journal);
     return 0;
 }
 
@@ -358,6 +376,7 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
         out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
     }
     out->fork_server = inv->fs.pid > 0;
+    out->journal_error = inv->journal.error;
     out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);

@@ -226,6 +226,8 @@ void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
     if (t->arg != t->inline_arg)
         free(t->arg);   /* NULL for an arena argument: the caller frees that */
     t->arg = NULL;
+    free(t->cached_buf);
+    t->cached_buf = NULL;
     t->state = INVOKER__TASK_FREE;
     if (ts->nfree < FREE_KEEP) {
         t->next = ts->free;
