@@ -407,6 +407,7 @@ uint64_t invoker__hash(const void *data, size_t len, uint64_t seed);
 /* ---- journal.c: outcomes on disk (format described there) -------------- */
 
 #define INVOKER__JOURNAL_HDR 32u
+#define INVOKER__JOURNAL_VERSION 1u
 #define INVOKER__JREC_HDR    64u
 
 enum { INVOKER__JREC_RESULT = 1, INVOKER__JREC_OBJECTIVE = 2 };
@@ -433,6 +434,7 @@ typedef struct invoker__journal {
     uint64_t  dirty_since;    /* ns of the first write not yet synced; 0: none */
     uint64_t  written;        /* records this invoker wrote */
     uint64_t  replayed;       /* records read at open that can answer */
+    uint64_t  syncs;          /* fdatasyncs made (for tests) */
     struct invoker__jslot { uint64_t hash, off; } *index;   /* off 0: empty */
     size_t    index_cap, index_count;
 } invoker__journal;
@@ -460,10 +462,11 @@ int      invoker__journal_decode(const unsigned char *p, size_t avail, size_t ma
                                  size_t max_res, invoker__jrec *rec);
 /* INVOKER__JHDR_OK, _EMPTY (len 0), _TORN (a prefix of our header), or -EBADMSG. */
 int      invoker__journal_check_header(const unsigned char *p, size_t len);
-void     invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR]);
+void     invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR], uint32_t version);
 void     invoker__journal_encode(unsigned char hdr[INVOKER__JREC_HDR], uint64_t key_hash,
-                                 uint32_t kind, int32_t code, uint64_t arg_hash,
-                                 size_t arg_len, const void *res, size_t res_len);
+                                 uint32_t kind, int32_t code, uint64_t arg_len,
+                                 uint64_t res_len, uint64_t body_check);
+uint64_t invoker__journal_body_check(uint64_t arg_hash, const void *res, size_t res_len);
 size_t   invoker__journal_record_size(size_t arg_len, size_t res_len);
 uint64_t invoker__journal_key_hash(const char *key);
 

@@ -159,6 +159,13 @@ static int open_queue(invoker *inv)
     return 0;
 }
 
+/* The journal and the cache (which merges twins with a journal too). */
+static int open_store(invoker *inv)
+{
+    int rc = invoker__journal_open(&inv->journal, &inv->cfg);
+    return rc ? rc : invoker__cache_init(inv);
+}
+
 int invoker_create(invoker **out, const invoker_config *cfg)
 {
     if (!out || !cfg)
@@ -185,11 +192,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     inv->gather_max_ns = INVOKER__GATHER_MAX_NS;
     inv->fail_limit = inv->nworkers * 2 < 4 ? 4 : (inv->nworkers * 2 > 16 ? 16 : inv->nworkers * 2);
 
-    /* The journal first: refused (in use, not a journal), nothing else
-     * was made for nothing. */
-    if ((rc = invoker__journal_open(&inv->journal, &inv->cfg)) != 0 ||
-        (rc = invoker__cache_init(inv)) != 0 ||
-        (rc = invoker__tasks_init(&inv->tasks)) != 0 ||
+    if ((rc = invoker__tasks_init(&inv->tasks)) != 0 ||
         (rc = invoker__arena_init(&inv->arena)) != 0)
         goto fail;
     /* Only an aid: without it, every result wakes the parent. */
@@ -211,6 +214,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         (rc = invoker__watch(inv, inv->idle_rd, INVOKER__EV_IDLE, 0)) != 0)
         goto fail;
     if (inv->cfg.inline_mode) {
+        if ((rc = open_store(inv)) != 0)
+            goto fail;
         *out = inv;
         return 0;
     }
@@ -233,6 +238,11 @@ int invoker_create(invoker **out, const invoker_config *cfg)
      * it (not built here, or no fork to spare) the parent forks them. */
     if (inv->cfg.fork_server == INVOKER_FORK_SERVER_AUTO && invoker__forkserver_supported())
         (void)invoker__forkserver_start(inv);
+    /* After the server, which so never holds the journal's lock (a copy
+     * of the descriptor would keep it until the server died); before the
+     * workers, so that a journal refused wastes no worker. */
+    if ((rc = open_store(inv)) != 0)
+        goto fail;
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {
             /* Resources, not a worker's fault: give back what we took. */

@@ -36,7 +36,6 @@
 #include <unistd.h>
 
 #define FILE_MAGIC   "invoker journal\n"
-#define VERSION      1u
 #define REC_MAGIC    0x4a524543u            /* "CERJ" on disk: "JREC" */
 #define SEED_FILE    0x6a6f75726e616c31ull
 #define SEED_HEAD    0x7265636f72646864ull
@@ -92,10 +91,10 @@ uint64_t invoker__journal_key_hash(const char *key)
     return invoker__hash(key, strlen(key), SEED_KEY);
 }
 
-void invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR])
+void invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR], uint32_t version)
 {
     memcpy(hdr, FILE_MAGIC, 16);
-    put32(hdr + 16, VERSION);
+    put32(hdr + 16, version);
     put32(hdr + 20, 0);
     put64(hdr + 24, invoker__hash(hdr, 24, SEED_FILE));
 }
@@ -103,13 +102,13 @@ void invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR])
 int invoker__journal_check_header(const unsigned char *p, size_t len)
 {
     unsigned char ours[INVOKER__JOURNAL_HDR];
-    invoker__journal_file_header(ours);
+    invoker__journal_file_header(ours, INVOKER__JOURNAL_VERSION);
     if (len == 0)
         return INVOKER__JHDR_EMPTY;
     if (len < INVOKER__JOURNAL_HDR)   /* died while writing it, or not ours */
         return memcmp(p, ours, len) == 0 ? INVOKER__JHDR_TORN : -EBADMSG;
-    if (memcmp(p, FILE_MAGIC, 16) != 0 || get32(p + 16) != VERSION || get32(p + 20) != 0 ||
-        get64(p + 24) != invoker__hash(p, 24, SEED_FILE))
+    if (memcmp(p, FILE_MAGIC, 16) != 0 || get32(p + 16) != INVOKER__JOURNAL_VERSION ||
+        get32(p + 20) != 0 || get64(p + 24) != invoker__hash(p, 24, SEED_FILE))
         return -EBADMSG;
     return INVOKER__JHDR_OK;
 }
@@ -119,9 +118,16 @@ size_t invoker__journal_record_size(size_t arg_len, size_t res_len)
     return INVOKER__JREC_HDR + arg_len + pad16(arg_len) + res_len + pad16(res_len);
 }
 
+uint64_t invoker__journal_body_check(uint64_t arg_hash, const void *res, size_t res_len)
+{
+    /* The argument's hash is the cache's key, already at hand; a flip in
+     * either part changes its own hash, so the xor changes. */
+    return arg_hash ^ invoker__hash(res, res_len, SEED_RES);
+}
+
 void invoker__journal_encode(unsigned char hdr[INVOKER__JREC_HDR], uint64_t key_hash,
-                             uint32_t kind, int32_t code, uint64_t arg_hash,
-                             size_t arg_len, const void *res, size_t res_len)
+                             uint32_t kind, int32_t code, uint64_t arg_len, uint64_t res_len,
+                             uint64_t body_check)
 {
     memset(hdr, 0, INVOKER__JREC_HDR);
     put32(hdr, REC_MAGIC);
@@ -130,9 +136,7 @@ void invoker__journal_encode(unsigned char hdr[INVOKER__JREC_HDR], uint64_t key_
     put64(hdr + 16, arg_len);
     put64(hdr + 24, res_len);
     put32(hdr + 32, (uint32_t)code);
-    /* The argument's hash is the cache's key, already at hand; a flip in
-     * either part changes its own hash, so the xor changes. */
-    put64(hdr + 40, arg_hash ^ invoker__hash(res, res_len, SEED_RES));
+    put64(hdr + 40, body_check);
     put64(hdr + 56, invoker__hash(hdr, 56, SEED_HEAD));
 }
 
@@ -164,7 +168,7 @@ int invoker__journal_decode(const unsigned char *p, size_t avail, size_t max_arg
         !zeros(res + res_len, pad16((size_t)res_len)))
         return INVOKER__JREC_CORRUPT;
     uint64_t arg_hash = invoker__hash(arg, (size_t)arg_len, INVOKER__HASH_SEED);
-    if (get64(p + 40) != (arg_hash ^ invoker__hash(res, (size_t)res_len, SEED_RES)))
+    if (get64(p + 40) != invoker__journal_body_check(arg_hash, res, (size_t)res_len))
         return INVOKER__JREC_CORRUPT;
     rec->kind = kind;
     rec->code = (int32_t)get32(p + 32);
@@ -215,11 +219,13 @@ static int index_add(invoker__journal *j, uint64_t hash, uint64_t off)
 
 /* ---- open and replay ------------------------------------------------- */
 
-static int write_all_at(int fd, const void *buf, size_t len, off_t off)
+/* pread or pwrite of all len bytes at off: 0 or -errno (-EIO when the
+ * file ends first). */
+static int all_at(int fd, void *buf, size_t len, off_t off, bool out)
 {
-    const unsigned char *p = buf;
+    unsigned char *p = buf;
     while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, off);
+        ssize_t n = out ? pwrite(fd, p, len, off) : pread(fd, p, len, off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -229,6 +235,11 @@ static int write_all_at(int fd, const void *buf, size_t len, off_t off)
         off += n;
     }
     return 0;
+}
+
+static int write_all_at(int fd, const void *buf, size_t len, off_t off)
+{
+    return all_at(fd, (void *)buf, len, off, true);
 }
 
 /* The tail from a corrupt record on goes to <path>.corrupt.<n>, the first
@@ -323,7 +334,7 @@ static int load(invoker__journal *j, const char *path)
     return 0;
 
 fresh:
-    invoker__journal_file_header(hdr);
+    invoker__journal_file_header(hdr, INVOKER__JOURNAL_VERSION);
     if (ftruncate(j->fd, 0) != 0)
         return -errno;
     if ((rc = write_all_at(j->fd, hdr, sizeof hdr, 0)) != 0)
@@ -380,29 +391,13 @@ void invoker__journal_close(invoker__journal *j)
 
 /* ---- lookup, append, sync -------------------------------------------- */
 
-static int read_all_at(int fd, void *buf, size_t len, off_t off)
-{
-    unsigned char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        p += n;
-        len -= (size_t)n;
-        off += n;
-    }
-    return 0;
-}
-
 /* The record at off, read and checked again (the file is ours by a lock
  * only other invokers respect): the caller frees *buf. */
 static int read_record(const invoker__journal *j, uint64_t off, unsigned char **buf,
                        invoker__jrec *rec)
 {
     unsigned char hdr[INVOKER__JREC_HDR];
-    int rc = read_all_at(j->fd, hdr, sizeof hdr, (off_t)off);
+    int rc = all_at(j->fd, hdr, sizeof hdr, (off_t)off, false);
     if (rc)
         return rc;
     uint64_t arg_len = get64(hdr + 16), res_len = get64(hdr + 24);
@@ -415,7 +410,7 @@ static int read_record(const invoker__journal *j, uint64_t off, unsigned char **
     unsigned char *p = malloc(size);
     if (!p)
         return -ENOMEM;
-    if ((rc = read_all_at(j->fd, p, size, (off_t)off)) == 0 &&
+    if ((rc = all_at(j->fd, p, size, (off_t)off, false)) == 0 &&
         invoker__journal_decode(p, size, j->max_arg, j->max_res, rec) != INVOKER__JREC_OK)
         rc = -EBADMSG;
     if (rc) {
@@ -456,7 +451,8 @@ int invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *
     if (j->fd < 0 || j->error)
         return j->error;
     unsigned char hdr[INVOKER__JREC_HDR];
-    invoker__journal_encode(hdr, j->key_hash, kind, code, arg_hash, arg_len, res, res_len);
+    invoker__journal_encode(hdr, j->key_hash, kind, code, arg_len, res_len,
+                            invoker__journal_body_check(arg_hash, res, res_len));
     struct iovec iov[5];
     int n = 0;
     iov[n++] = (struct iovec){ hdr, sizeof hdr };
@@ -518,6 +514,7 @@ int invoker__journal_sync(invoker__journal *j)
         return 0;
     if (fdatasync(j->fd) != 0)
         j->error = -errno;
+    j->syncs++;
     return j->error;
 }
 

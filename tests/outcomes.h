@@ -17,7 +17,7 @@
 #define OUT_PLAN     8u
 #define OUT_RES_MAX  64u
 
-enum { ACT_OK = 0, ACT_CRASH, ACT_HANG, ACT_FAIL, ACT_SLOW, ACT_BIG };
+enum { ACT_OK = 0, ACT_CRASH, ACT_HANG, ACT_FAIL, ACT_SLOW, ACT_BIG, ACT_NAP };
 
 typedef struct steer {
     _Atomic unsigned evals[OUT_KEYS];
@@ -100,6 +100,9 @@ static inline int steered(const void *arg, size_t len, invoker_result *out, void
         return 40 + (int)(a.key % 50);
     case ACT_SLOW:
         usleep(st->slow_ms * 1000u);
+        break;
+    case ACT_NAP:
+        usleep(50);
         break;
     case ACT_BIG: {
         static unsigned char big[8192];
