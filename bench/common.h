@@ -64,6 +64,8 @@ typedef struct bench_opts {
                            invoker_config.spares, default auto */
     const char *fork_server; /* --fork-server auto|never (bench_invoker):
                                 invoker_config.fork_server, default auto */
+    const char *journal; /* --journal DIR (bench_invoker): a fresh journal in
+                            DIR (SYNC_BATCH); NULL: none */
 } bench_opts;
 
 int64_t now_ns(void);

@@ -48,8 +48,8 @@ int invoker__cache_init(invoker *inv)
     c->max_bytes = inv->cfg.cache_max_bytes ? inv->cfg.cache_max_bytes : DEFAULT_MAX_BYTES;
     if (!c->merging)
         return 0;
-    c->ntwin_buckets = BUCKETS_MIN;
-    if (!(c->twins = calloc(c->ntwin_buckets, sizeof *c->twins)))
+    c->ntwin_slots = BUCKETS_MIN;
+    if (!(c->twins = calloc(c->ntwin_slots, sizeof *c->twins)))
         return -ENOMEM;
     if (c->on) {
         c->nbuckets = BUCKETS_MIN;
@@ -194,56 +194,85 @@ static bool answer(invoker__task *t, invoker_failure fail, int code, const void 
 
 /* ---- twins in flight ------------------------------------------------- */
 
+/* Open addressing with the hash beside each task: a lookup or removal
+ * reads no task record but the one it wants (with a hundred thousand
+ * tasks in flight, each record is a cache miss). */
 static invoker__task *twin_find(const invoker *inv, uint64_t hash, const void *arg, size_t len)
 {
     const invoker__cache *c = &inv->cache;
-    for (invoker__task *t = c->twins[hash & (c->ntwin_buckets - 1)]; t; t = t->twin_next)
-        if (t->hash == hash && same_arg(invoker__task_arg(inv, t), t->arg_len, arg, len))
+    size_t mask = c->ntwin_slots - 1;
+    for (size_t i = (size_t)hash & mask; c->twins[i].t; i = (i + 1) & mask) {
+        invoker__task *t = c->twins[i].t;
+        if (c->twins[i].hash == hash && same_arg(invoker__task_arg(inv, t), t->arg_len, arg, len))
             return t;
+    }
     return NULL;
+}
+
+static void twin_put(invoker__cache *c, uint64_t hash, invoker__task *t)
+{
+    size_t mask = c->ntwin_slots - 1, i = (size_t)hash & mask;
+    while (c->twins[i].t)
+        i = (i + 1) & mask;
+    c->twins[i].hash = hash;
+    c->twins[i].t = t;
 }
 
 static void twins_grow(invoker__cache *c)
 {
-    size_t n = c->ntwin_buckets * 2;
-    invoker__task **b = calloc(n, sizeof *b);
-    if (!b)
-        return;
-    for (size_t i = 0; i < c->ntwin_buckets; i++) {
-        for (invoker__task *t = c->twins[i], *next; t; t = next) {
-            next = t->twin_next;
-            t->twin_next = b[t->hash & (n - 1)];
-            b[t->hash & (n - 1)] = t;
-        }
-    }
-    free(c->twins);
-    c->twins = b;
-    c->ntwin_buckets = n;
+    struct invoker__twin *old = c->twins;
+    size_t n = c->ntwin_slots;
+    struct invoker__twin *slots = calloc(2 * n, sizeof *slots);
+    if (!slots)
+        return;   /* fuller, still correct while a slot is free */
+    c->twins = slots;
+    c->ntwin_slots = 2 * n;
+    for (size_t i = 0; i < n; i++)
+        if (old[i].t)
+            twin_put(c, old[i].hash, old[i].t);
+    free(old);
 }
 
 static void twin_lead(invoker__cache *c, invoker__task *t)
 {
-    if (c->ntwins >= c->ntwin_buckets)
+    if ((c->ntwins + 1) * 2 > c->ntwin_slots)
         twins_grow(c);
-    invoker__task **head = &c->twins[t->hash & (c->ntwin_buckets - 1)];
-    t->twin_next = *head;
-    *head = t;
+    if (c->ntwins + 1 >= c->ntwin_slots)
+        return;   /* no room: it runs without leading, twins run on their own */
+    twin_put(c, t->hash, t);
     t->leads = true;
     c->ntwins++;
 }
 
+/* Backward-shift deletion, so lookups never wade through tombstones. */
 static void twin_retire(invoker__cache *c, invoker__task *t)
 {
-    invoker__task **pp = &c->twins[t->hash & (c->ntwin_buckets - 1)];
-    while (*pp != t)
-        pp = &(*pp)->twin_next;
-    *pp = t->twin_next;
-    t->twin_next = NULL;
+    size_t mask = c->ntwin_slots - 1, i = (size_t)t->hash & mask;
+    while (c->twins[i].t != t)
+        i = (i + 1) & mask;
+    c->twins[i].t = NULL;
+    for (size_t j = (i + 1) & mask; c->twins[j].t; j = (j + 1) & mask) {
+        size_t home = (size_t)c->twins[j].hash & mask;
+        bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            c->twins[i] = c->twins[j];
+            c->twins[j].t = NULL;
+            i = j;
+        }
+    }
     t->leads = false;
     c->ntwins--;
 }
 
 /* ---- the hooks -------------------------------------------------------- */
+
+/* SYNC_BATCH: the timer comes back for the sync (invoker__journal_tick). */
+static void synced_soon(invoker *inv)
+{
+    const invoker__journal *j = &inv->journal;
+    if (j->dirty_since && !inv->cfg.inline_mode)
+        invoker__dispatch_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
+}
 
 int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg)
 {
@@ -314,12 +343,32 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
     if (c->on)
         entry_add(c, t->hash, arg, t->arg_len, fail, code, res, res_len);
     invoker__journal *j = &inv->journal;
-    if (j->fd >= 0 && !j->error) {
+    if (j->fd >= 0 && !j->error && !t->journaled) {
         uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
         if (invoker__journal_append(j, t->hash, arg, t->arg_len, kind, fail ? code : 0,
                                     fail ? NULL : res, fail ? 0 : res_len) == 0)
             inv->stats.journaled++;
-        if (j->dirty_since && !inv->cfg.inline_mode)
-            invoker__dispatch_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
+        synced_soon(inv);
     }
+}
+
+bool invoker__cache_stage(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                          const void *res, size_t res_len)
+{
+    if (t->cached || t->journaled)
+        return false;
+    uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
+    return invoker__journal_stage(&inv->journal, t->hash, invoker__task_arg(inv, t), t->arg_len,
+                                  kind, fail ? code : 0, fail ? NULL : res,
+                                  fail ? 0 : res_len) == 0;
+}
+
+void invoker__cache_flush(invoker *inv, invoker__task **staged, unsigned n)
+{
+    if (invoker__journal_flush(&inv->journal) != 0)
+        return;   /* stopped: each is written alone, which fails again and says so */
+    for (unsigned i = 0; i < n; i++)
+        staged[i]->journaled = true;
+    inv->stats.journaled += n;
+    synced_soon(inv);
 }

@@ -537,12 +537,44 @@ static size_t resync(invoker *inv, unsigned k, size_t off)
     return at;
 }
 
+/* With a journal: the outcomes of the whole frames at the head of the
+ * buffer are written in one go before the first of their callbacks, not
+ * one write each.  Up to the first bytes that are not a valid frame: what
+ * follows them may yet fail its task (see handle_frame), and is journaled
+ * one by one, after the verdict. */
+static void journal_ahead(invoker *inv, unsigned k)
+{
+    const invoker__rx *rx = &inv->workers[k].rx;
+    invoker__task *staged[INVOKER__JOURNAL_STAGE];
+    unsigned n = 0;
+    size_t off = 0;
+    while (rx->len - off >= INVOKER__FRAME_HDR && n < INVOKER__JOURNAL_STAGE) {
+        invoker__frame f;
+        memcpy(&f, rx->buf + off, sizeof f);
+        size_t size;
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0 ||
+            (size = invoker__proto_frame_size(f.len)) > rx->len - off)
+            break;
+        uint32_t kind = f.kind & ~INVOKER__FRAME_HELD;
+        invoker__task *t = current(inv, f.id, f.gen);
+        if (t && (kind == INVOKER__FRAME_RESULT || kind == INVOKER__FRAME_OBJECTIVE) &&
+            invoker__cache_stage(inv, t, kind == INVOKER__FRAME_RESULT ? 0 : INVOKER_FAIL_OBJECTIVE,
+                                 f.code, rx->buf + off + INVOKER__FRAME_HDR, (size_t)f.len))
+            staged[n++] = t;
+        off += size;
+    }
+    if (n)
+        invoker__cache_flush(inv, staged, n);
+}
+
 /* Parses whole frames out of the worker's buffer.  Returns false when the
  * worker was found breaking the protocol. */
 static bool parse_frames(invoker *inv, unsigned k)
 {
     invoker__rx *rx = &inv->workers[k].rx;
     size_t off = 0;
+    if (inv->journal.fd >= 0 && !inv->journal.error && !inv->workers[k].garbage)
+        journal_ahead(inv, k);
     while (rx->len - off >= INVOKER__FRAME_HDR) {
         invoker__frame f;
         memcpy(&f, rx->buf + off, sizeof f);

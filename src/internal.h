@@ -229,11 +229,11 @@ struct invoker__task {
     uint64_t        hash;           /* of the argument, when the cache merges */
     bool            cached;         /* its outcome is not its own evaluation */
     bool            leads;          /* in the cache's twin table */
+    bool            journaled;      /* its outcome is written already */
     unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
     const unsigned char *cached_res;
     size_t          cached_len;
     struct invoker__task *leader;   /* TWIN: the task it waits for */
-    struct invoker__task *twin_next;/* chain in the cache's twin table */
     invoker__list   twins;          /* tasks waiting for this one's outcome */
     struct invoker__task *prev, *next;  /* the list its state puts it in */
     _Alignas(16) unsigned char inline_arg[INVOKER__TASK_INLINE];
@@ -409,6 +409,7 @@ uint64_t invoker__hash(const void *data, size_t len, uint64_t seed);
 #define INVOKER__JOURNAL_HDR 32u
 #define INVOKER__JOURNAL_VERSION 1u
 #define INVOKER__JREC_HDR    64u
+#define INVOKER__JOURNAL_STAGE 64u   /* records written together at most */
 
 enum { INVOKER__JREC_RESULT = 1, INVOKER__JREC_OBJECTIVE = 2 };
 enum { INVOKER__JREC_OK = 0, INVOKER__JREC_TORN, INVOKER__JREC_CORRUPT };
@@ -437,6 +438,14 @@ typedef struct invoker__journal {
     uint64_t  syncs;          /* fdatasyncs made (for tests) */
     struct invoker__jslot { uint64_t hash, off; } *index;   /* off 0: empty */
     size_t    index_cap, index_count;
+    /* Records waiting for one write (see invoker__journal_stage). */
+    struct invoker__jstaged {
+        unsigned char hdr[INVOKER__JREC_HDR];
+        uint64_t      arg_hash;
+        const void   *arg, *res;
+        size_t        arg_len, res_len;
+    } staged[INVOKER__JOURNAL_STAGE];
+    unsigned  nstaged;
 } invoker__journal;
 
 /* With cfg->journal NULL: j->fd = -1 and 0.  Else opens (0600, never
@@ -448,7 +457,15 @@ void     invoker__journal_close(invoker__journal *j);   /* syncs unless SYNC_NON
  * these argument bytes; 0 when none does. */
 int      invoker__journal_find(const invoker__journal *j, uint64_t hash, const void *arg,
                                size_t arg_len, unsigned char **buf, invoker__jrec *rec);
-/* 0, or the negative errno that stopped the journal (then and for good). */
+/* Records of one worker's read, written together before their callbacks:
+ * stage each (its bytes must stay put until the flush; -ENOBUFS when full
+ * or stopped), then flush.  0, or the negative errno that stopped the
+ * journal (then and for good). */
+int      invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                                size_t arg_len, uint32_t kind, int32_t code,
+                                const void *res, size_t res_len);
+int      invoker__journal_flush(invoker__journal *j);
+/* One record, written at once: 0, or as invoker__journal_flush. */
 int      invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
                                  size_t arg_len, uint32_t kind, int32_t code,
                                  const void *res, size_t res_len);
@@ -480,8 +497,11 @@ typedef struct invoker__cache {
     invoker__centry **buckets;        /* finished outcomes, chained */
     size_t            nbuckets, count, bytes, max_bytes;
     invoker__centry  *lru_head, *lru_tail;   /* head: used last */
-    struct invoker__task **twins;     /* evaluating tasks by argument hash, chained */
-    size_t            ntwin_buckets, ntwins;
+    struct invoker__twin {            /* evaluating tasks by argument hash */
+        uint64_t              hash;
+        struct invoker__task *t;      /* NULL: free */
+    }                *twins;
+    size_t            ntwin_slots, ntwins;
 } invoker__cache;
 
 struct invoker;
@@ -496,6 +516,12 @@ int  invoker__cache_submit(struct invoker *inv, struct invoker__task *t, const v
  * answer its twins, sends each to run on its own. */
 void invoker__cache_record(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
                            int code, const void *res, size_t res_len);
+/* Stages t's outcome for the journal ahead of its callback (see
+ * invoker__journal_stage): true when staged. */
+bool invoker__cache_stage(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
+                          int code, const void *res, size_t res_len);
+/* Writes what was staged; the tasks staged are marked journaled. */
+void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, unsigned n);
 
 /* ---- the invoker ------------------------------------------------------- */
 

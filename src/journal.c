@@ -443,66 +443,105 @@ int invoker__journal_find(const invoker__journal *j, uint64_t hash, const void *
     return 0;
 }
 
-int invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
-                            size_t arg_len, uint32_t kind, int32_t code,
-                            const void *res, size_t res_len)
+int invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                           size_t arg_len, uint32_t kind, int32_t code,
+                           const void *res, size_t res_len)
 {
-    static const unsigned char pad[16];
-    if (j->fd < 0 || j->error)
-        return j->error;
-    unsigned char hdr[INVOKER__JREC_HDR];
-    invoker__journal_encode(hdr, j->key_hash, kind, code, arg_len, res_len,
+    if (j->fd < 0 || j->error || j->nstaged == INVOKER__JOURNAL_STAGE)
+        return -ENOBUFS;
+    struct invoker__jstaged *r = &j->staged[j->nstaged++];
+    invoker__journal_encode(r->hdr, j->key_hash, kind, code, arg_len, res_len,
                             invoker__journal_body_check(arg_hash, res, res_len));
-    struct iovec iov[5];
-    int n = 0;
-    iov[n++] = (struct iovec){ hdr, sizeof hdr };
-    if (arg_len)
-        iov[n++] = (struct iovec){ (void *)arg, arg_len };
-    if (pad16(arg_len))
-        iov[n++] = (struct iovec){ (void *)pad, pad16(arg_len) };
-    if (res_len)
-        iov[n++] = (struct iovec){ (void *)res, res_len };
-    if (pad16(res_len))
-        iov[n++] = (struct iovec){ (void *)pad, pad16(res_len) };
-    size_t size = invoker__journal_record_size(arg_len, res_len);
+    r->arg_hash = arg_hash;
+    r->arg = arg;
+    r->arg_len = arg_len;
+    r->res = res;
+    r->res_len = res_len;
+    return 0;
+}
+
+/* Writes iov at j->end: one pwritev, and after a short one the rest by
+ * plain writes, which say why it stopped. */
+static int write_records(const invoker__journal *j, const struct iovec *iov, int n)
+{
     ssize_t w;
     do
         w = pwritev(j->fd, iov, n, (off_t)j->end);
     while (w < 0 && errno == EINTR);
-    if (w >= 0 && (size_t)w < size) {
-        /* Short: the rest, by plain writes, says why it stopped. */
-        unsigned char *flat = malloc(size);
-        int rc = -ENOMEM;
-        if (flat) {
-            size_t at = 0;
-            for (int i = 0; i < n; i++) {
-                memcpy(flat + at, iov[i].iov_base, iov[i].iov_len);
-                at += iov[i].iov_len;
-            }
-            rc = write_all_at(j->fd, flat + w, size - (size_t)w, (off_t)(j->end + (uint64_t)w));
-            free(flat);
+    if (w < 0)
+        return -errno;
+    size_t skip = (size_t)w;
+    off_t at = (off_t)(j->end + (uint64_t)w);
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
         }
-        if (rc) {
-            errno = -rc;
-            w = -1;
-        }
+        int rc = write_all_at(j->fd, (const unsigned char *)iov[i].iov_base + skip, len - skip, at);
+        if (rc)
+            return rc;
+        at += (off_t)(len - skip);
+        skip = 0;
     }
-    if (w < 0) {
-        /* The journal stops here: a torn record left behind would only be
-         * cut at the next open, but cut it now while we know where. */
-        j->error = errno ? -errno : -EIO;
-        (void)ftruncate(j->fd, (off_t)j->end);
+    return 0;
+}
+
+int invoker__journal_flush(invoker__journal *j)
+{
+    static const unsigned char pad[16];
+    if (j->nstaged == 0 || j->fd < 0 || j->error) {
+        j->nstaged = 0;
         return j->error;
     }
-    uint64_t off = j->end;
-    j->end += size;
-    j->written++;
-    (void)index_add(j, arg_hash, off);   /* without room, only this invoker forgets it */
+    struct iovec iov[5 * INVOKER__JOURNAL_STAGE];
+    int n = 0;
+    for (unsigned i = 0; i < j->nstaged; i++) {
+        const struct invoker__jstaged *r = &j->staged[i];
+        size_t apad = (16u - (r->arg_len & 15u)) & 15u, rpad = (16u - (r->res_len & 15u)) & 15u;
+        iov[n++] = (struct iovec){ (void *)r->hdr, sizeof r->hdr };
+        if (r->arg_len)
+            iov[n++] = (struct iovec){ (void *)r->arg, r->arg_len };
+        if (apad)
+            iov[n++] = (struct iovec){ (void *)pad, apad };
+        if (r->res_len)
+            iov[n++] = (struct iovec){ (void *)r->res, r->res_len };
+        if (rpad)
+            iov[n++] = (struct iovec){ (void *)pad, rpad };
+    }
+    unsigned count = j->nstaged;
+    j->nstaged = 0;
+    int rc = write_records(j, iov, n);
+    if (rc) {
+        /* The journal stops here: a torn record left behind would only be
+         * cut at the next open, but cut it now while we know where. */
+        j->error = rc;
+        (void)ftruncate(j->fd, (off_t)j->end);
+        return rc;
+    }
+    for (unsigned i = 0; i < count; i++) {
+        const struct invoker__jstaged *r = &j->staged[i];
+        /* Without room, only this invoker forgets it. */
+        (void)index_add(j, r->arg_hash, j->end);
+        j->end += invoker__journal_record_size(r->arg_len, r->res_len);
+    }
+    j->written += count;
     if (j->sync == INVOKER_SYNC_EACH)
         return invoker__journal_sync(j);
     if (!j->dirty_since && j->sync == INVOKER_SYNC_BATCH)
         j->dirty_since = invoker__now_ns();
     return 0;
+}
+
+int invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                            size_t arg_len, uint32_t kind, int32_t code,
+                            const void *res, size_t res_len)
+{
+    int rc = invoker__journal_flush(j);   /* nothing staged, normally */
+    if (rc == 0 && (rc = invoker__journal_stage(j, arg_hash, arg, arg_len, kind, code, res,
+                                                res_len)) == 0)
+        rc = invoker__journal_flush(j);
+    return rc;
 }
 
 int invoker__journal_sync(invoker__journal *j)
