@@ -567,8 +567,10 @@ static void test_journal_in_use_is_ebusy_until_its_holder_dies(void **state)
 
 /* ---- a full disk ------------------------------------------------------------ */
 
-/* 20 results of 8 KiB into a journal with room for a few: every callback
- * comes, the journal stops and says why, and what it wrote replays. */
+/* 20 results of 8 KiB into a journal with room for 96 KiB: every callback
+ * comes, the journal stops and says why, and what it wrote replays.  (One
+ * write takes the outcomes of one read from a worker, 64 KiB at most: the
+ * first always fits.) */
 static void fill_disk(fixture *f, const char *path, int expect)
 {
     for (unsigned k = 0; k < 20; k++)
@@ -615,7 +617,7 @@ static void test_full_disk_callbacks_still_come_and_the_journal_says_why(void **
     assert_int_equal(mkdir(f->mnt, 0700), 0);
     char path[200];
     snprintf(path, sizeof path, "%s/j", f->mnt);
-    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=40k") == 0) {
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=96k") == 0) {
         fill_disk(f, path, -ENOSPC);
         return;
     }
@@ -626,7 +628,7 @@ static void test_full_disk_callbacks_still_come_and_the_journal_says_why(void **
     assert_true(pid >= 0);
     if (pid == 0) {
         signal(SIGXFSZ, SIG_IGN);
-        struct rlimit rl = { 40 << 10, 40 << 10 };
+        struct rlimit rl = { 96 << 10, 96 << 10 };
         setrlimit(RLIMIT_FSIZE, &rl);
         fill_disk(f, path, -EFBIG);
         _exit(0);
