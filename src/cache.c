@@ -44,12 +44,12 @@ int invoker__cache_init(invoker *inv)
     invoker__cache *c = &inv->cache;
     memset(c, 0, sizeof *c);
     c->on = inv->cfg.cache != 0;
-    c->merging = c->on || inv->journal.fd >= 0;
+    c->merging = c->on || inv->cfg.journal != NULL;
     c->max_bytes = inv->cfg.cache_max_bytes ? inv->cfg.cache_max_bytes : DEFAULT_MAX_BYTES;
     if (!c->merging)
         return 0;
-    c->ntwin_slots = BUCKETS_MIN;
-    if (!(c->twins = calloc(c->ntwin_slots, sizeof *c->twins)))
+    c->nkey_slots = BUCKETS_MIN;
+    if (!(c->keys = calloc(c->nkey_slots, sizeof *c->keys)))
         return -ENOMEM;
     if (c->on) {
         c->nbuckets = BUCKETS_MIN;
@@ -67,7 +67,7 @@ void invoker__cache_free(invoker *inv)
         free(e);
     }
     free(c->buckets);
-    free(c->twins);
+    free(c->keys);
     memset(c, 0, sizeof *c);
 }
 
@@ -192,76 +192,130 @@ static bool answer(invoker__task *t, invoker_failure fail, int code, const void 
     return true;
 }
 
-/* ---- twins in flight ------------------------------------------------- */
+/* ---- keys: twins in flight and journal records ------------------------ */
 
-/* Open addressing with the hash beside each task: a lookup or removal
- * reads no task record but the one it wants (with a hundred thousand
- * tasks in flight, each record is a cache miss). */
-static invoker__task *twin_find(const invoker *inv, uint64_t hash, const void *arg, size_t len)
-{
-    const invoker__cache *c = &inv->cache;
-    size_t mask = c->ntwin_slots - 1;
-    for (size_t i = (size_t)hash & mask; c->twins[i].t; i = (i + 1) & mask) {
-        invoker__task *t = c->twins[i].t;
-        if (c->twins[i].hash == hash && same_arg(invoker__task_arg(inv, t), t->arg_len, arg, len))
-            return t;
-    }
-    return NULL;
-}
+/* Open addressing with the hash beside each reference: a lookup reads no
+ * task record or journal record but those whose hash matches (with a
+ * hundred thousand tasks in flight, each record is a cache miss).  A
+ * leading task remembers its slot: leaving puts a tombstone there, and its
+ * journaled outcome its record, both by a store, which does not wait for
+ * the line the way a search would. */
+#define KEY_FREE(e)   ((e).ref == 0)
+#define KEY_EMPTY(e)  ((e).ref == 0 && (e).hash == 0)
+#define TOMBSTONE     1u   /* the hash of a slot whose task left */
+#define KEY_RECORD(off) (((uintptr_t)(off) << 1) | 1u)
 
-static void twin_put(invoker__cache *c, uint64_t hash, invoker__task *t)
+static size_t key_put(invoker__cache *c, uint64_t hash, uintptr_t ref)
 {
-    size_t mask = c->ntwin_slots - 1, i = (size_t)hash & mask;
-    while (c->twins[i].t)
+    size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
+    while (!KEY_FREE(c->keys[i]))
         i = (i + 1) & mask;
-    c->twins[i].hash = hash;
-    c->twins[i].t = t;
+    if (!KEY_EMPTY(c->keys[i]))
+        c->ntombs--;   /* reused */
+    c->keys[i].hash = hash;
+    c->keys[i].ref = ref;
+    c->nkeys++;
+    if (!(ref & 1u))
+        ((invoker__task *)ref)->twin_slot = i;
+    return i;
 }
 
-static void twins_grow(invoker__cache *c)
+/* Room for one more, rebuilt without tombstones at twice the live keys'
+ * room or more when needed.  false: no room (out of memory). */
+static bool key_room(invoker__cache *c)
 {
-    struct invoker__twin *old = c->twins;
-    size_t n = c->ntwin_slots;
-    struct invoker__twin *slots = calloc(2 * n, sizeof *slots);
-    if (!slots)
-        return;   /* fuller, still correct while a slot is free */
-    c->twins = slots;
-    c->ntwin_slots = 2 * n;
-    for (size_t i = 0; i < n; i++)
-        if (old[i].t)
-            twin_put(c, old[i].hash, old[i].t);
-    free(old);
+    if ((c->nkeys + c->ntombs + 1) * 2 <= c->nkey_slots)
+        return true;
+    size_t n = c->nkey_slots;
+    while ((c->nkeys + 1) * 4 > n)
+        n *= 2;
+    struct invoker__key *old = c->keys, *slots = calloc(n, sizeof *slots);
+    if (slots) {
+        size_t nold = c->nkey_slots;
+        c->keys = slots;
+        c->nkey_slots = n;
+        c->nkeys = c->ntombs = 0;
+        for (size_t i = 0; i < nold; i++)
+            if (!KEY_FREE(old[i]))
+                (void)key_put(c, old[i].hash, old[i].ref);
+        free(old);
+    }
+    /* Without memory, fuller but correct while a slot is free. */
+    return c->nkeys + c->ntombs + 1 < c->nkey_slots;
+}
+
+int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
+{
+    if (!key_room(c))
+        return -ENOMEM;
+    (void)key_put(c, hash, KEY_RECORD(off));
+    return 0;
 }
 
 static void twin_lead(invoker__cache *c, invoker__task *t)
 {
-    if ((c->ntwins + 1) * 2 > c->ntwin_slots)
-        twins_grow(c);
-    if (c->ntwins + 1 >= c->ntwin_slots)
-        return;   /* no room: it runs without leading, twins run on their own */
-    twin_put(c, t->hash, t);
+    if (!key_room(c))
+        return;   /* it runs without leading: its twins run on their own */
+    (void)key_put(c, t->hash, (uintptr_t)t);
     t->leads = true;
-    c->ntwins++;
 }
 
-/* Backward-shift deletion, so lookups never wade through tombstones. */
 static void twin_retire(invoker__cache *c, invoker__task *t)
 {
-    size_t mask = c->ntwin_slots - 1, i = (size_t)t->hash & mask;
-    while (c->twins[i].t != t)
-        i = (i + 1) & mask;
-    c->twins[i].t = NULL;
-    for (size_t j = (i + 1) & mask; c->twins[j].t; j = (j + 1) & mask) {
-        size_t home = (size_t)c->twins[j].hash & mask;
-        bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
-        if (!stays) {
-            c->twins[i] = c->twins[j];
-            c->twins[j].t = NULL;
-            i = j;
+    c->keys[t->twin_slot].ref = 0;
+    c->keys[t->twin_slot].hash = TOMBSTONE;
+    c->ntombs++;
+    c->nkeys--;
+    t->leads = false;
+}
+
+/* t's outcome is the journal's record at off now: its key says so. */
+static void journaled(invoker *inv, invoker__task *t, uint64_t off)
+{
+    invoker__cache *c = &inv->cache;
+    t->journaled = true;
+    if (t->leads) {
+        c->keys[t->twin_slot].ref = KEY_RECORD(off);
+        t->leads = false;   /* its twins still wait in t->twins for its callback */
+    } else if (key_room(c)) {
+        (void)key_put(c, t->hash, KEY_RECORD(off));
+    }
+}
+
+/* What answers these argument bytes: 1 (t answered from the journal), 2
+ * (a twin in flight, in *twin) or 0. */
+static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__task **twin)
+{
+    const invoker__cache *c = &inv->cache;
+    size_t mask = c->nkey_slots - 1;
+    for (size_t i = (size_t)t->hash & mask; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
+        uintptr_t ref = c->keys[i].ref;
+        if (c->keys[i].hash != t->hash || !ref)
+            continue;
+        if (!(ref & 1u)) {
+            invoker__task *d = (invoker__task *)ref;
+            if (same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
+                *twin = d;
+                return 2;
+            }
+            continue;
+        }
+        unsigned char *buf;
+        invoker__jrec rec;
+        if (invoker__journal_read(&inv->journal, (uint64_t)(ref >> 1), arg, t->arg_len, &buf,
+                                  &rec) == 1) {
+            /* The record's buffer is the answer: the result sits 16-aligned
+             * in it (malloc's alignment, a 64-byte header, padded argument). */
+            t->cached_buf = buf;
+            t->cached_res = rec.res;
+            t->cached_len = rec.res_len;
+            t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
+            t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
+            t->cached = true;
+            return 1;
         }
     }
-    t->leads = false;
-    c->ntwins--;
+    return 0;
 }
 
 /* ---- the hooks -------------------------------------------------------- */
@@ -286,28 +340,17 @@ int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg)
             return 1;
         }
     }
-    unsigned char *buf;
-    invoker__jrec rec;
-    if (invoker__journal_find(&inv->journal, t->hash, arg, t->arg_len, &buf, &rec) == 1) {
-        /* The record's buffer is the answer: the result sits 16-aligned
-         * in it (malloc's alignment, a 64-byte header, padded argument). */
-        t->cached_buf = buf;
-        t->cached_res = rec.res;
-        t->cached_len = rec.res_len;
-        t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
-        t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
-        t->cached = true;
-        return 1;
-    }
-    invoker__task *twin = twin_find(inv, t->hash, arg, t->arg_len);
-    if (twin) {
+    invoker__task *twin = NULL;
+    int how = key_find(inv, t, arg, &twin);
+    if (how == 2) {
         t->state = INVOKER__TASK_TWIN;
         t->leader = twin;
         invoker__list_push_back(&twin->twins, t);
         return 2;
     }
-    twin_lead(c, t);
-    return 0;
+    if (how == 0)
+        twin_lead(c, t);
+    return how;
 }
 
 void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail, int code,
@@ -316,9 +359,9 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
     if (t->cached)
         return;   /* an answer, not an evaluation */
     invoker__cache *c = &inv->cache;
-    if (t->leads)
-        twin_retire(c, t);
     bool replayable = fail == 0 || fail == INVOKER_FAIL_OBJECTIVE;
+    if (!replayable && t->leads)
+        twin_retire(c, t);
     if (!replayable) {
         /* Its twins have no answer: each runs on its own, from the queue's
          * front (they waited as long as t), with its own timeout and
@@ -337,19 +380,27 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
         }
         return;
     }
-    if (t->attempts == 0)
-        return;   /* decided without running: nothing learned */
+    if (t->attempts == 0) {   /* decided without running: nothing learned */
+        if (t->leads)
+            twin_retire(c, t);
+        return;
+    }
     const void *arg = invoker__task_arg(inv, t);
     if (c->on)
         entry_add(c, t->hash, arg, t->arg_len, fail, code, res, res_len);
     invoker__journal *j = &inv->journal;
+    uint64_t off;
     if (j->fd >= 0 && !j->error && !t->journaled) {
         uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
         if (invoker__journal_append(j, t->hash, arg, t->arg_len, kind, fail ? code : 0,
-                                    fail ? NULL : res, fail ? 0 : res_len) == 0)
+                                    fail ? NULL : res, fail ? 0 : res_len, &off) == 0) {
+            journaled(inv, t, off);
             inv->stats.journaled++;
+        }
         synced_soon(inv);
     }
+    if (t->leads)   /* not journaled: its twins are served after its callback */
+        twin_retire(c, t);
 }
 
 bool invoker__cache_stage(invoker *inv, invoker__task *t, invoker_failure fail, int code,
@@ -368,7 +419,7 @@ void invoker__cache_flush(invoker *inv, invoker__task **staged, unsigned n)
     if (invoker__journal_flush(&inv->journal) != 0)
         return;   /* stopped: each is written alone, which fails again and says so */
     for (unsigned i = 0; i < n; i++)
-        staged[i]->journaled = true;
+        journaled(inv, staged[i], inv->journal.staged[i].off);
     inv->stats.journaled += n;
     synced_soon(inv);
 }

@@ -230,6 +230,7 @@ struct invoker__task {
     bool            cached;         /* its outcome is not its own evaluation */
     bool            leads;          /* in the cache's twin table */
     bool            journaled;      /* its outcome is written already */
+    size_t          twin_slot;      /* where it leads, in the cache's keys */
     unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
     const unsigned char *cached_res;
     size_t          cached_len;
@@ -436,26 +437,28 @@ typedef struct invoker__journal {
     uint64_t  written;        /* records this invoker wrote */
     uint64_t  replayed;       /* records read at open that can answer */
     uint64_t  syncs;          /* fdatasyncs made (for tests) */
-    struct invoker__jslot { uint64_t hash, off; } *index;   /* off 0: empty */
-    size_t    index_cap, index_count;
     /* Records waiting for one write (see invoker__journal_stage). */
     struct invoker__jstaged {
         unsigned char hdr[INVOKER__JREC_HDR];
         uint64_t      arg_hash;
         const void   *arg, *res;
         size_t        arg_len, res_len;
+        uint64_t      off;            /* where the flush wrote it */
     } staged[INVOKER__JOURNAL_STAGE];
     unsigned  nstaged;
 } invoker__journal;
 
+struct invoker__cache;
 /* With cfg->journal NULL: j->fd = -1 and 0.  Else opens (0600, never
  * through a symlink), locks (-EBUSY), checks (-EBADMSG, file untouched),
- * replays, cuts a torn tail and moves a corrupt one aside. */
-int      invoker__journal_open(invoker__journal *j, const invoker_config *cfg);
+ * replays (each record under our key to the cache's keys: see
+ * invoker__cache_key_add), cuts a torn tail and moves a corrupt one aside. */
+int      invoker__journal_open(invoker__journal *j, struct invoker__cache *c,
+                               const invoker_config *cfg);
 void     invoker__journal_close(invoker__journal *j);   /* syncs unless SYNC_NONE */
-/* 1 and *buf (the caller frees it) holding the record *rec that answers
- * these argument bytes; 0 when none does. */
-int      invoker__journal_find(const invoker__journal *j, uint64_t hash, const void *arg,
+/* 1 and *buf (the caller frees it) holding the record *rec at off when it
+ * answers these argument bytes; 0 when it does not. */
+int      invoker__journal_read(const invoker__journal *j, uint64_t off, const void *arg,
                                size_t arg_len, unsigned char **buf, invoker__jrec *rec);
 /* Records of one worker's read, written together before their callbacks:
  * stage each (its bytes must stay put until the flush; -ENOBUFS when full
@@ -465,10 +468,10 @@ int      invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const vo
                                 size_t arg_len, uint32_t kind, int32_t code,
                                 const void *res, size_t res_len);
 int      invoker__journal_flush(invoker__journal *j);
-/* One record, written at once: 0, or as invoker__journal_flush. */
+/* One record, written at once (at *off): 0, or as invoker__journal_flush. */
 int      invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
                                  size_t arg_len, uint32_t kind, int32_t code,
-                                 const void *res, size_t res_len);
+                                 const void *res, size_t res_len, uint64_t *off);
 int      invoker__journal_sync(invoker__journal *j);
 /* SYNC_BATCH: syncs when a write has waited 100 ms; when to come back
  * (UINT64_MAX: nothing waits). */
@@ -497,15 +500,22 @@ typedef struct invoker__cache {
     invoker__centry **buckets;        /* finished outcomes, chained */
     size_t            nbuckets, count, bytes, max_bytes;
     invoker__centry  *lru_head, *lru_tail;   /* head: used last */
-    struct invoker__twin {            /* evaluating tasks by argument hash */
-        uint64_t              hash;
-        struct invoker__task *t;      /* NULL: free */
-    }                *twins;
-    size_t            ntwin_slots, ntwins;
+    /* Argument hash -> a task evaluating it (twins wait for it) or a
+     * journal record answering it: one table, so that a submit looks in
+     * one place and a journaled leader's entry becomes its record's. */
+    struct invoker__key {
+        uint64_t  hash;
+        uintptr_t ref;                /* a task, or (offset << 1) | 1 */
+    }                *keys;           /* {0, 0}: empty; {1, 0}: left */
+    size_t            nkey_slots, nkeys, ntombs;
 } invoker__cache;
 
 struct invoker;
+/* Before the journal opens (it hands over what it replays). */
 int  invoker__cache_init(struct invoker *inv);
+/* A journal record at off answers arguments of this hash (tried by their
+ * bytes).  0 or -ENOMEM. */
+int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
 void invoker__cache_free(struct invoker *inv);
 /* At submit, for t (inserted, not yet queued) and its argument bytes:
  * 0: t runs (and leads any twin that comes while it does); 1: answered

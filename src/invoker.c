@@ -162,8 +162,8 @@ static int open_queue(invoker *inv)
 /* The journal and the cache (which merges twins with a journal too). */
 static int open_store(invoker *inv)
 {
-    int rc = invoker__journal_open(&inv->journal, &inv->cfg);
-    return rc ? rc : invoker__cache_init(inv);
+    int rc = invoker__cache_init(inv);
+    return rc ? rc : invoker__journal_open(&inv->journal, &inv->cache, &inv->cfg);
 }
 
 int invoker_create(invoker **out, const invoker_config *cfg)

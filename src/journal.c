@@ -182,41 +182,6 @@ int invoker__journal_decode(const unsigned char *p, size_t avail, size_t max_arg
     return INVOKER__JREC_OK;
 }
 
-/* ---- the index: argument hash -> record offset ---------------------- */
-
-static int index_grow(invoker__journal *j)
-{
-    size_t cap = j->index_cap ? j->index_cap * 2 : 1024;
-    struct invoker__jslot *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return -ENOMEM;
-    for (size_t i = 0; i < j->index_cap; i++) {
-        if (!j->index[i].off)
-            continue;
-        size_t k = (size_t)j->index[i].hash & (cap - 1);
-        while (slots[k].off)
-            k = (k + 1) & (cap - 1);
-        slots[k] = j->index[i];
-    }
-    free(j->index);
-    j->index = slots;
-    j->index_cap = cap;
-    return 0;
-}
-
-static int index_add(invoker__journal *j, uint64_t hash, uint64_t off)
-{
-    if ((j->index_count + 1) * 2 > j->index_cap && index_grow(j) != 0)
-        return -ENOMEM;
-    size_t k = (size_t)hash & (j->index_cap - 1);
-    while (j->index[k].off)
-        k = (k + 1) & (j->index_cap - 1);
-    j->index[k].hash = hash;
-    j->index[k].off = off;
-    j->index_count++;
-    return 0;
-}
-
 /* ---- open and replay ------------------------------------------------- */
 
 /* pread or pwrite of all len bytes at off: 0 or -errno (-EIO when the
@@ -269,10 +234,11 @@ static int move_aside(const char *path, const unsigned char *tail, size_t len)
     return rc;
 }
 
-/* Reads the records of the file image, indexes those under our key, and
- * puts the end of the good ones in j->end; *bad: where corruption starts,
- * or 0. */
-static int replay(invoker__journal *j, const unsigned char *img, size_t size, size_t *bad)
+/* Reads the records of the file image, gives the cache those under our
+ * key, and puts the end of the good ones in j->end; *bad: where
+ * corruption starts, or 0. */
+static int replay(invoker__journal *j, invoker__cache *c, const unsigned char *img, size_t size,
+                  size_t *bad)
 {
     size_t off = INVOKER__JOURNAL_HDR;
     *bad = 0;
@@ -288,7 +254,7 @@ static int replay(invoker__journal *j, const unsigned char *img, size_t size, si
         /* Another key's records, and ones over today's limits, stay in
          * the file but are never answered. */
         if (rec.key_hash == j->key_hash && rec.arg_len <= j->max_arg && rec.res_len <= j->max_res) {
-            int rc = index_add(j, rec.arg_hash, off);
+            int rc = invoker__cache_key_add(c, rec.arg_hash, off);
             if (rc)
                 return rc;
             j->replayed++;
@@ -299,7 +265,7 @@ static int replay(invoker__journal *j, const unsigned char *img, size_t size, si
     return 0;
 }
 
-static int load(invoker__journal *j, const char *path)
+static int load(invoker__journal *j, invoker__cache *c, const char *path)
 {
     struct stat st;
     if (fstat(j->fd, &st) != 0)
@@ -319,7 +285,7 @@ static int load(invoker__journal *j, const char *path)
     int rc = invoker__journal_check_header(img, size);
     if (rc == INVOKER__JHDR_OK) {
         size_t bad = 0;
-        rc = replay(j, img, size, &bad);
+        rc = replay(j, c, img, size, &bad);
         if (rc == 0 && bad)
             rc = move_aside(path, img + bad, size - bad);
     }
@@ -345,7 +311,7 @@ fresh:
     return 0;
 }
 
-int invoker__journal_open(invoker__journal *j, const invoker_config *cfg)
+int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_config *cfg)
 {
     memset(j, 0, sizeof *j);
     j->fd = -1;
@@ -371,7 +337,7 @@ int invoker__journal_open(invoker__journal *j, const invoker_config *cfg)
     if (fcntl(j->fd, F_OFD_SETLK, &fl) != 0)
         rc = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
     if (rc == 0)
-        rc = load(j, cfg->journal);
+        rc = load(j, c, cfg->journal);
     if (rc) {
         invoker__journal_close(j);
         return rc;
@@ -384,9 +350,6 @@ void invoker__journal_close(invoker__journal *j)
     if (j->fd >= 0 && j->sync != INVOKER_SYNC_NONE)
         (void)invoker__journal_sync(j);
     invoker__fd_close(&j->fd);
-    free(j->index);
-    j->index = NULL;
-    j->index_cap = j->index_count = 0;
 }
 
 /* ---- lookup, append, sync -------------------------------------------- */
@@ -421,25 +384,18 @@ static int read_record(const invoker__journal *j, uint64_t off, unsigned char **
     return 0;
 }
 
-int invoker__journal_find(const invoker__journal *j, uint64_t hash, const void *arg,
+int invoker__journal_read(const invoker__journal *j, uint64_t off, const void *arg,
                           size_t arg_len, unsigned char **buf, invoker__jrec *rec)
 {
-    if (j->fd < 0 || j->index_count == 0)
+    unsigned char *p = NULL;
+    if (j->fd < 0 || read_record(j, off, &p, rec) != 0)
         return 0;
-    size_t mask = j->index_cap - 1;
-    for (size_t k = (size_t)hash & mask; j->index[k].off; k = (k + 1) & mask) {
-        if (j->index[k].hash != hash)
-            continue;
-        unsigned char *p = NULL;
-        if (read_record(j, j->index[k].off, &p, rec) != 0)
-            continue;
-        if (rec->key_hash == j->key_hash && rec->arg_len == arg_len &&
-            (arg_len == 0 || memcmp(rec->arg, arg, arg_len) == 0)) {
-            *buf = p;
-            return 1;
-        }
-        free(p);
+    if (rec->key_hash == j->key_hash && rec->arg_len == arg_len &&
+        (arg_len == 0 || memcmp(rec->arg, arg, arg_len) == 0)) {
+        *buf = p;
+        return 1;
     }
+    free(p);
     return 0;
 }
 
@@ -520,9 +476,8 @@ int invoker__journal_flush(invoker__journal *j)
         return rc;
     }
     for (unsigned i = 0; i < count; i++) {
-        const struct invoker__jstaged *r = &j->staged[i];
-        /* Without room, only this invoker forgets it. */
-        (void)index_add(j, r->arg_hash, j->end);
+        struct invoker__jstaged *r = &j->staged[i];
+        r->off = j->end;
         j->end += invoker__journal_record_size(r->arg_len, r->res_len);
     }
     j->written += count;
@@ -535,12 +490,13 @@ int invoker__journal_flush(invoker__journal *j)
 
 int invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
                             size_t arg_len, uint32_t kind, int32_t code,
-                            const void *res, size_t res_len)
+                            const void *res, size_t res_len, uint64_t *off)
 {
     int rc = invoker__journal_flush(j);   /* nothing staged, normally */
     if (rc == 0 && (rc = invoker__journal_stage(j, arg_hash, arg, arg_len, kind, code, res,
-                                                res_len)) == 0)
-        rc = invoker__journal_flush(j);
+                                                res_len)) == 0 &&
+        (rc = invoker__journal_flush(j)) == 0)
+        *off = j->staged[0].off;
     return rc;
 }
 
