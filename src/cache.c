@@ -53,7 +53,7 @@ int invoker__cache_init(invoker *inv)
         return -ENOMEM;
     if (c->on) {
         c->nbuckets = BUCKETS_MIN;
-        if (!(c->buckets = calloc(c->nbuckets, sizeof *c->buckets)))
+        if (!(c->buckets = calloc(c->nbuckets, sizeof(invoker__centry *))))
             return -ENOMEM;
     }
     return 0;
@@ -126,7 +126,7 @@ static void entry_drop(invoker__cache *c, invoker__centry *e)
 static void buckets_grow(invoker__cache *c)
 {
     size_t n = c->nbuckets * 2;
-    invoker__centry **b = calloc(n, sizeof *b);
+    invoker__centry **b = calloc(n, sizeof(invoker__centry *));
     if (!b)
         return;   /* longer chains, still correct */
     for (size_t i = 0; i < c->nbuckets; i++) {
@@ -150,8 +150,10 @@ static void entry_add(invoker__cache *c, uint64_t hash, const void *arg, size_t 
     size_t bytes = ENTRY_HDR + res_room + arg_len;
     if (bytes > c->max_bytes || entry_find(c, hash, arg, arg_len))
         return;
-    while (c->bytes + bytes > c->max_bytes && c->lru_tail)
-        entry_drop(c, c->lru_tail);
+    for (invoker__centry *e = c->lru_tail, *prev; e && c->bytes + bytes > c->max_bytes; e = prev) {
+        prev = e->prev;
+        entry_drop(c, e);
+    }
     invoker__centry *e = malloc(bytes);
     if (!e)
         return;
@@ -200,12 +202,11 @@ static bool answer(invoker__task *t, invoker_failure fail, int code, const void 
  * leading task remembers its slot: leaving puts a tombstone there, and its
  * journaled outcome its record, both by a store, which does not wait for
  * the line the way a search would. */
-#define KEY_FREE(e)   ((e).ref == 0)
-#define KEY_EMPTY(e)  ((e).ref == 0 && (e).hash == 0)
+#define KEY_FREE(e)   ((e).t == NULL && (e).off == 0)
+#define KEY_EMPTY(e)  (KEY_FREE(e) && (e).hash == 0)
 #define TOMBSTONE     1u   /* the hash of a slot whose task left */
-#define KEY_RECORD(off) (((uintptr_t)(off) << 1) | 1u)
 
-static size_t key_put(invoker__cache *c, uint64_t hash, uintptr_t ref)
+static size_t key_put(invoker__cache *c, uint64_t hash, invoker__task *t, uint64_t off)
 {
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
     while (!KEY_FREE(c->keys[i]))
@@ -213,10 +214,11 @@ static size_t key_put(invoker__cache *c, uint64_t hash, uintptr_t ref)
     if (!KEY_EMPTY(c->keys[i]))
         c->ntombs--;   /* reused */
     c->keys[i].hash = hash;
-    c->keys[i].ref = ref;
+    c->keys[i].t = t;
+    c->keys[i].off = off;
     c->nkeys++;
-    if (!(ref & 1u))
-        ((invoker__task *)ref)->twin_slot = i;
+    if (t)
+        t->twin_slot = i;
     return i;
 }
 
@@ -237,7 +239,7 @@ static bool key_room(invoker__cache *c)
         c->nkeys = c->ntombs = 0;
         for (size_t i = 0; i < nold; i++)
             if (!KEY_FREE(old[i]))
-                (void)key_put(c, old[i].hash, old[i].ref);
+                (void)key_put(c, old[i].hash, old[i].t, old[i].off);
         free(old);
     }
     /* Without memory, fuller but correct while a slot is free. */
@@ -248,7 +250,7 @@ int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
 {
     if (!key_room(c))
         return -ENOMEM;
-    (void)key_put(c, hash, KEY_RECORD(off));
+    (void)key_put(c, hash, NULL, off);
     return 0;
 }
 
@@ -256,14 +258,15 @@ static void twin_lead(invoker__cache *c, invoker__task *t)
 {
     if (!key_room(c))
         return;   /* it runs without leading: its twins run on their own */
-    (void)key_put(c, t->hash, (uintptr_t)t);
+    (void)key_put(c, t->hash, t, 0);
     t->leads = true;
 }
 
 static void twin_retire(invoker__cache *c, invoker__task *t)
 {
-    c->keys[t->twin_slot].ref = 0;
-    c->keys[t->twin_slot].hash = TOMBSTONE;
+    struct invoker__key *k = &c->keys[t->twin_slot];
+    k->t = NULL;
+    k->hash = TOMBSTONE;
     c->ntombs++;
     c->nkeys--;
     t->leads = false;
@@ -275,10 +278,12 @@ static void journaled(invoker *inv, invoker__task *t, uint64_t off)
     invoker__cache *c = &inv->cache;
     t->journaled = true;
     if (t->leads) {
-        c->keys[t->twin_slot].ref = KEY_RECORD(off);
+        struct invoker__key *k = &c->keys[t->twin_slot];
+        k->t = NULL;
+        k->off = off;
         t->leads = false;   /* its twins still wait in t->twins for its callback */
     } else if (key_room(c)) {
-        (void)key_put(c, t->hash, KEY_RECORD(off));
+        (void)key_put(c, t->hash, NULL, off);
     }
 }
 
@@ -289,11 +294,11 @@ static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__ta
     const invoker__cache *c = &inv->cache;
     size_t mask = c->nkey_slots - 1;
     for (size_t i = (size_t)t->hash & mask; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
-        uintptr_t ref = c->keys[i].ref;
-        if (c->keys[i].hash != t->hash || !ref)
+        const struct invoker__key *k = &c->keys[i];
+        if (k->hash != t->hash || KEY_FREE(*k))
             continue;
-        if (!(ref & 1u)) {
-            invoker__task *d = (invoker__task *)ref;
+        if (k->t) {
+            invoker__task *d = k->t;
             if (same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
                 *twin = d;
                 return 2;
@@ -302,8 +307,7 @@ static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__ta
         }
         unsigned char *buf;
         invoker__jrec rec;
-        if (invoker__journal_read(&inv->journal, (uint64_t)(ref >> 1), arg, t->arg_len, &buf,
-                                  &rec) == 1) {
+        if (invoker__journal_read(&inv->journal, k->off, arg, t->arg_len, &buf, &rec) == 1) {
             /* The record's buffer is the answer: the result sits 16-aligned
              * in it (malloc's alignment, a 64-byte header, padded argument). */
             t->cached_buf = buf;

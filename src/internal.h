@@ -504,9 +504,10 @@ typedef struct invoker__cache {
      * journal record answering it: one table, so that a submit looks in
      * one place and a journaled leader's entry becomes its record's. */
     struct invoker__key {
-        uint64_t  hash;
-        uintptr_t ref;                /* a task, or (offset << 1) | 1 */
-    }                *keys;           /* {0, 0}: empty; {1, 0}: left */
+        uint64_t              hash;
+        struct invoker__task *t;      /* the task, or NULL */
+        uint64_t              off;    /* or the record's offset (>= 32), or 0 */
+    }                *keys;           /* neither, hash 0: empty; hash 1: left */
     size_t            nkey_slots, nkeys, ntombs;
 } invoker__cache;
 

@@ -35,7 +35,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define FILE_MAGIC   "invoker journal\n"
 #define REC_MAGIC    0x4a524543u            /* "CERJ" on disk: "JREC" */
 #define SEED_FILE    0x6a6f75726e616c31ull
 #define SEED_HEAD    0x7265636f72646864ull
@@ -43,6 +42,10 @@
 #define SEED_KEY     0x6b65796b65796b65ull
 #define SYNC_PERIOD_NS (100000000ull)
 #define CORRUPT_TRIES 10000u
+
+/* "invoker journal\n", without a terminating NUL. */
+static const unsigned char file_magic[16] = { 'i', 'n', 'v', 'o', 'k', 'e', 'r', ' ',
+                                              'j', 'o', 'u', 'r', 'n', 'a', 'l', '\n' };
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -93,7 +96,7 @@ uint64_t invoker__journal_key_hash(const char *key)
 
 void invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR], uint32_t version)
 {
-    memcpy(hdr, FILE_MAGIC, 16);
+    memcpy(hdr, file_magic, sizeof file_magic);
     put32(hdr + 16, version);
     put32(hdr + 20, 0);
     put64(hdr + 24, invoker__hash(hdr, 24, SEED_FILE));
@@ -107,7 +110,7 @@ int invoker__journal_check_header(const unsigned char *p, size_t len)
         return INVOKER__JHDR_EMPTY;
     if (len < INVOKER__JOURNAL_HDR)   /* died while writing it, or not ours */
         return memcmp(p, ours, len) == 0 ? INVOKER__JHDR_TORN : -EBADMSG;
-    if (memcmp(p, FILE_MAGIC, 16) != 0 || get32(p + 16) != INVOKER__JOURNAL_VERSION ||
+    if (memcmp(p, file_magic, sizeof file_magic) != 0 || get32(p + 16) != INVOKER__JOURNAL_VERSION ||
         get32(p + 20) != 0 || get64(p + 24) != invoker__hash(p, 24, SEED_FILE))
         return -EBADMSG;
     return INVOKER__JHDR_OK;
