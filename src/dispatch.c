@@ -548,7 +548,11 @@ static void journal_ahead(invoker *inv, unsigned k)
     invoker__task *staged[INVOKER__JOURNAL_STAGE];
     unsigned n = 0;
     size_t off = 0;
-    while (rx->len - off >= INVOKER__FRAME_HDR && n < INVOKER__JOURNAL_STAGE) {
+    while (rx->len - off >= INVOKER__FRAME_HDR) {
+        if (n == INVOKER__JOURNAL_STAGE) {
+            invoker__cache_flush(inv, staged, n);
+            n = 0;
+        }
         invoker__frame f;
         memcpy(&f, rx->buf + off, sizeof f);
         size_t size;

@@ -230,7 +230,8 @@ struct invoker__task {
     bool            cached;         /* its outcome is not its own evaluation */
     bool            leads;          /* in the cache's twin table */
     bool            journaled;      /* its outcome is written already */
-    size_t          twin_slot;      /* where it leads, in the cache's keys */
+    size_t          twin_slot;      /* where it leads, in the cache's keys, */
+    uint32_t        twin_epoch;     /* unless they were rebuilt since */
     unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
     const unsigned char *cached_res;
     size_t          cached_len;
@@ -410,7 +411,7 @@ uint64_t invoker__hash(const void *data, size_t len, uint64_t seed);
 #define INVOKER__JOURNAL_HDR 32u
 #define INVOKER__JOURNAL_VERSION 1u
 #define INVOKER__JREC_HDR    64u
-#define INVOKER__JOURNAL_STAGE 64u   /* records written together at most */
+#define INVOKER__JOURNAL_STAGE 128u  /* records written together at most */
 
 enum { INVOKER__JREC_RESULT = 1, INVOKER__JREC_OBJECTIVE = 2 };
 enum { INVOKER__JREC_OK = 0, INVOKER__JREC_TORN, INVOKER__JREC_CORRUPT };
@@ -509,6 +510,7 @@ typedef struct invoker__cache {
         uint64_t              off;    /* or the record's offset (>= 32), or 0 */
     }                *keys;           /* neither, hash 0: empty; hash 1: left */
     size_t            nkey_slots, nkeys, ntombs;
+    uint32_t          epoch;          /* rebuilds of keys, ever */
 } invoker__cache;
 
 struct invoker;

@@ -394,6 +394,65 @@ static void test_without_cache_identical_arguments_each_run(void **state)
     finish(f);
 }
 
+/* The argument's first 8 bytes, doubled: a result that says which
+ * argument it answers. */
+static int twice(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    uint64_t v;
+    if (len != sizeof v)
+        return 1;
+    memcpy(&v, arg, sizeof v);
+    atomic_fetch_add((_Atomic unsigned *)ctx, 1);
+    v *= 2;
+    return invoker_result_write(out, &v, sizeof v);
+}
+
+typedef struct many { size_t results, cached, wrong; } many;
+
+static void many_result(const invoker_task *t, const void *res, size_t len, void *user)
+{
+    many *m = user;
+    uint64_t a, r;
+    memcpy(&a, t->arg, sizeof a);
+    memcpy(&r, res, sizeof r);
+    m->results++;
+    m->cached += t->cached != 0;
+    m->wrong += len != sizeof r || r != 2 * a;
+}
+
+/* 100,000 distinct arguments at once: the table of keys grows past the
+ * size that gets huge pages, rebuilt while every task leads, and each
+ * task still finds its key when it leaves (then answered from memory). */
+static void test_a_hundred_thousand_distinct_in_flight_then_all_answered(void **state)
+{
+    fixture *f = *state;
+    enum { N = 100000 };
+    many m = { 0 };
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.objective = twice;
+    cfg.objective_ctx = &f->st->evals[0];
+    cfg.on_result = many_result;
+    cfg.on_error = mute_error;
+    cfg.user = &m;
+    cfg.inline_mode = 1;
+    cfg.cache = 1;
+    assert_int_equal(invoker_create(&f->inv, &cfg), 0);
+    track(f->inv);
+    for (int round = 0; round < 2; round++) {
+        for (uint64_t i = 0; i < N; i++)
+            assert_int_equal(invoker_submit(f->inv, &i, sizeof i, NULL, NULL), 0);
+        assert_int_equal(invoker_wait(f->inv), 0);
+    }
+    assert_true(f->inv->cache.nkey_slots * sizeof(struct invoker__key) >= ((size_t)2 << 20));
+    assert_int_equal(m.results, 2 * N);
+    assert_int_equal(m.wrong, 0);
+    assert_int_equal(m.cached, N);
+    assert_int_equal(atomic_load(&f->st->evals[0]), N);
+    assert_int_equal(f->inv->cache.nkeys, 0);
+    finish(f);
+}
+
 int main(void)
 {
     set_filter();
@@ -411,6 +470,7 @@ int main(void)
         T(test_matching_compares_bytes_not_hashes),
         T(test_inline_mode_merges_twins_and_answers_from_memory),
         T(test_without_cache_identical_arguments_each_run),
+        T(test_a_hundred_thousand_distinct_in_flight_then_all_answered),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
