@@ -374,10 +374,21 @@ static void synced_soon(invoker *inv)
         invoker__dispatch_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
 }
 
-int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg)
+uint64_t invoker__cache_hash(const invoker *inv, const void *arg, size_t len)
+{
+    const invoker__cache *c = &inv->cache;
+    uint64_t hash = invoker__hash(arg, len, INVOKER__HASH_SEED);
+#if defined(__GNUC__) || defined(__clang__)
+    /* Its slot is a cache miss: fetched while the submit makes the task. */
+    __builtin_prefetch(&c->keys[(size_t)hash & (c->nkey_slots - 1)]);
+#endif
+    return hash;
+}
+
+int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg, uint64_t hash)
 {
     invoker__cache *c = &inv->cache;
-    t->hash = invoker__hash(arg, t->arg_len, INVOKER__HASH_SEED);
+    t->hash = hash;
     if (c->on) {
         invoker__centry *e = entry_find(c, t->hash, arg, t->arg_len);
         if (e && answer(t, e->fail, e->code, entry_res(e), e->res_len)) {

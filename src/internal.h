@@ -520,10 +520,14 @@ int  invoker__cache_init(struct invoker *inv);
  * bytes).  0 or -ENOMEM. */
 int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
 void invoker__cache_free(struct invoker *inv);
-/* At submit, for t (inserted, not yet queued) and its argument bytes:
- * 0: t runs (and leads any twin that comes while it does); 1: answered
- * (t->fail, t->code, t->cached_res set: report it); 2: waits for its twin. */
-int  invoker__cache_submit(struct invoker *inv, struct invoker__task *t, const void *arg);
+/* The argument's hash, its key's slot fetched meanwhile. */
+uint64_t invoker__cache_hash(const struct invoker *inv, const void *arg, size_t len);
+/* At submit, for t (inserted, not yet queued), its argument bytes and
+ * their hash: 0: t runs (and leads any twin that comes while it does); 1:
+ * answered (t->fail, t->code, t->cached_res set: report it); 2: waits for
+ * its twin. */
+int  invoker__cache_submit(struct invoker *inv, struct invoker__task *t, const void *arg,
+                           uint64_t hash);
 /* t's outcome is decided (fail 0: success with res): journals and keeps
  * an evaluated success or objective failure, and when t's outcome cannot
  * answer its twins, sends each to run on its own. */

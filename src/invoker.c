@@ -273,6 +273,7 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
+    uint64_t hash = inv->cache.merging ? invoker__cache_hash(inv, arg, arg_len) : 0;
     invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
     if (!t)
         return -ENOMEM;
@@ -296,7 +297,7 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
     if (id)
         *id = t->id;
     if (inv->cache.merging) {
-        int how = invoker__cache_submit(inv, t, arg);
+        int how = invoker__cache_submit(inv, t, arg, hash);
         if (how == 1)   /* answered: from the next poll, never from here */
             invoker__dispatch_report(inv, t, t->fail, t->code);
         if (how != 0)
