@@ -283,7 +283,9 @@ INVOKER_API int invoker_create(invoker **out, const invoker_config *cfg);
  * latest).  0 and *id set (id
  * may be NULL), or -EINVAL, -EMSGSIZE (arg_len > max_arg_bytes), -EAGAIN
  * (max_queued reached), -ENOMEM.  On failure nothing is queued and no
- * callback will follow.
+ * callback will follow.  With a cache or a journal (see
+ * invoker_config.journal), a task may be answered without running: its
+ * callback still comes from the next invoker_poll/invoker_wait.
  *
  * Tasks that run in microseconds go to a worker several at a time, and
  * their results come back together once the group is done; a result never
@@ -303,7 +305,9 @@ INVOKER_API int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg
  * (INVOKER_FAIL_CANCELLED) comes from the next invoker_poll/invoker_wait,
  * not from inside this call.  May be called inside a callback.
  * 0, or -EINVAL (inv NULL), -ENOENT (unknown id, or the task was already
- * reported or cancelled). */
+ * reported or cancelled, or answered at its submit from the cache or the
+ * journal).  A task waiting for an identical one (see
+ * invoker_config.cache) is cancelled alone. */
 INVOKER_API int invoker_cancel(invoker *inv, invoker_id id);
 
 /* Runs what is due: reads results, enforces deadlines, replaces dead

@@ -489,6 +489,7 @@ static void test_bad_paths_are_refused_and_leave_nothing(void **state)
     snprintf(p, sizeof p, "%s/link", f->dir);
     assert_int_equal(symlink(target, p), 0);
     assert_int_equal(create_at(f, p), -ELOOP);
+    assert_string_equal(invoker_strerror(-ELOOP), "the journal path is a symbolic link");
     assert_int_equal(file_size(target), 4);
     snprintf(p, sizeof p, "%s/dangling", f->dir);
     assert_int_equal(symlink("/tmp/invoker-journal-nowhere", p), 0);
@@ -589,6 +590,7 @@ static void fill_disk(fixture *f, const char *path, int expect)
         assert_int_equal(s->len, 8192);
     }
     assert_int_equal(st.journal_error, expect);
+    assert_string_not_equal(invoker_strerror(st.journal_error), "unknown error");
     assert_true(st.journaled > 0 && st.journaled < 20);
     uint64_t journaled = st.journaled;
     reset(f);
