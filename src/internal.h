@@ -445,8 +445,12 @@ typedef struct invoker__journal {
         const void   *arg, *res;
         size_t        arg_len, res_len;
         uint64_t      off;            /* where the flush wrote it */
+        bool          packed;         /* copied whole to packed + packed_at */
+        size_t        packed_at;
     } staged[INVOKER__JOURNAL_STAGE];
     unsigned  nstaged;
+    unsigned char *packed;            /* small staged records, whole; may be NULL */
+    size_t    packed_len;
 } invoker__journal;
 
 struct invoker__cache;
