@@ -1,8 +1,9 @@
 /*
  * Identical argument bytes are evaluated once: finished outcomes kept in
  * memory (least recently used goes first, within cache_max_bytes), the
- * journal asked next, and a task equal to one being evaluated waits for
- * it as its twin.  Keys are the argument's hash, but a match is decided by
+ * journal's records, and tasks being evaluated (an equal one waits for
+ * its twin).  One table of keys holds all three, so that a submit looks
+ * in one place.  Keys are the argument's hash, but a match is decided by
  * comparing the bytes: a collision costs a comparison, never a wrong
  * answer.  No syscalls but the journal's, and mmap for a big table.
  */
@@ -15,16 +16,17 @@
 
 #define DEFAULT_MAX_BYTES ((size_t)256 << 20)
 #define HUGE_KEYS         ((size_t)2 << 20)   /* keys this big get huge pages */
-#define BUCKETS_MIN       256u
+#define KEYS_MIN          256u
 #define SYNC_PERIOD_NS    (100000000ull)
 
 struct invoker__centry {
-    invoker__centry *hnext;           /* bucket chain */
     invoker__centry *prev, *next;     /* LRU list */
     uint64_t         hash;
     size_t           arg_len, res_len, bytes;
     invoker_failure  fail;            /* 0: success */
     int              code;
+    size_t           key_slot;        /* its key, unless the keys were */
+    uint32_t         key_epoch;       /* rebuilt since */
     /* Then the result at a 16-byte boundary (callbacks get it aligned),
      * then the argument. */
 };
@@ -41,8 +43,26 @@ static unsigned char *entry_arg(invoker__centry *e)
     return entry_res(e) + ((e->res_len + 15u) & ~(size_t)15u);
 }
 
+static bool same_arg(const void *a, size_t alen, const void *b, size_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* ---- the keys ---------------------------------------------------------- */
+
+/* Open addressing with the hash beside each reference: a lookup reads no
+ * task, entry or record but those whose hash matches (with a hundred
+ * thousand tasks in flight, each is a cache miss).  A key refers to a task
+ * being evaluated, a finished outcome in memory and a journal record, any
+ * of them; a task or an entry remembers its slot, so that leaving (a
+ * tombstone once the key refers to nothing) is a store, which does not
+ * wait for the line the way a search would. */
+#define KEY_FREE(k)   ((k).t == NULL && (k).e == NULL && (k).off == 0)
+#define KEY_EMPTY(k)  (KEY_FREE(k) && (k).hash == 0)
+#define TOMBSTONE     1u   /* the hash of a free slot that was used */
+
 /* A zeroed array of n keys.  A big one is mapped with huge pages asked
- * for: it grows with the tasks in flight (24 MiB for a million), and
+ * for: it grows with the tasks in flight (32 MiB for a million), and
  * faulting it in 4 KiB pages cost a fifth of the parent's time in the
  * trivial benchmark with a journal. */
 static struct invoker__key *keys_alloc(size_t n)
@@ -68,53 +88,116 @@ static void keys_free(struct invoker__key *keys, size_t n)
         munmap(keys, bytes);
 }
 
-int invoker__cache_init(invoker *inv)
+static size_t key_put(invoker__cache *c, const struct invoker__key *k)
 {
-    invoker__cache *c = &inv->cache;
-    memset(c, 0, sizeof *c);
-    c->on = inv->cfg.cache != 0;
-    c->merging = c->on || inv->cfg.journal != NULL;
-    c->max_bytes = inv->cfg.cache_max_bytes ? inv->cfg.cache_max_bytes : DEFAULT_MAX_BYTES;
-    if (!c->merging)
-        return 0;
-    c->nkey_slots = BUCKETS_MIN;
-    if (!(c->keys = keys_alloc(c->nkey_slots)))
-        return -ENOMEM;
-    if (c->on) {
-        c->nbuckets = BUCKETS_MIN;
-        if (!(c->buckets = calloc(c->nbuckets, sizeof(invoker__centry *))))
-            return -ENOMEM;
+    size_t mask = c->nkey_slots - 1, i = (size_t)k->hash & mask;
+    while (!KEY_FREE(c->keys[i]))
+        i = (i + 1) & mask;
+    if (!KEY_EMPTY(c->keys[i]))
+        c->ntombs--;   /* reused */
+    c->keys[i] = *k;
+    c->nkeys++;
+    return i;
+}
+
+/* Room for one more, rebuilt without tombstones at twice the live keys'
+ * room or more when needed.  false: no room (out of memory). */
+static bool key_room(invoker__cache *c)
+{
+    if ((c->nkeys + c->ntombs + 1) * 2 <= c->nkey_slots)
+        return true;
+    size_t n = c->nkey_slots;
+    while ((c->nkeys + 1) * 4 > n)
+        n *= 2;
+    struct invoker__key *old = c->keys, *slots = keys_alloc(n);
+    if (slots) {
+        size_t nold = c->nkey_slots;
+        c->keys = slots;
+        c->nkey_slots = n;
+        c->nkeys = c->ntombs = 0;
+        /* Tasks and entries moved are not told (each would be a cache
+         * miss): they find their key again when they need it. */
+        c->epoch++;
+        for (size_t i = 0; i < nold; i++)
+            if (!KEY_FREE(old[i]))
+                (void)key_put(c, &old[i]);
+        keys_free(old, nold);
     }
+    /* Without memory, fuller but correct while a slot is free. */
+    return c->nkeys + c->ntombs + 1 < c->nkey_slots;
+}
+
+/* The key that owner (a task or an entry) remembered at slot in epoch. */
+static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
+                                     uint64_t hash, const void *owner)
+{
+    if (epoch == c->epoch)
+        return &c->keys[slot];
+    size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
+    while ((const void *)c->keys[i].t != owner && (const void *)c->keys[i].e != owner)
+        i = (i + 1) & mask;
+    return &c->keys[i];
+}
+
+/* k lost a reference: a tombstone once it has none. */
+static void key_release(invoker__cache *c, struct invoker__key *k)
+{
+    if (!KEY_FREE(*k))
+        return;
+    k->hash = TOMBSTONE;
+    c->ntombs++;
+    c->nkeys--;
+}
+
+int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
+{
+    if (!key_room(c))
+        return -ENOMEM;
+    const struct invoker__key k = { hash, NULL, NULL, off };
+    (void)key_put(c, &k);
     return 0;
 }
 
-void invoker__cache_free(invoker *inv)
+static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
+{
+    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, t);
+}
+
+static void twin_lead(invoker__cache *c, invoker__task *t)
+{
+    if (!key_room(c))
+        return;   /* it runs without leading: its twins run on their own */
+    const struct invoker__key k = { t->hash, t, NULL, 0 };
+    t->twin_slot = key_put(c, &k);
+    t->twin_epoch = c->epoch;
+    t->leads = true;
+}
+
+/* t no longer leads: its key refers to what it left behind, or nothing. */
+static void twin_retire(invoker__cache *c, invoker__task *t)
+{
+    struct invoker__key *k = task_key(c, t);
+    k->t = NULL;
+    t->leads = false;
+    key_release(c, k);
+}
+
+/* t's outcome is the journal's record at off: its key says so at once (a
+ * submit during the callbacks about to come is answered from it), or a
+ * new key does when t leads none. */
+static void journaled(invoker *inv, invoker__task *t, uint64_t off)
 {
     invoker__cache *c = &inv->cache;
-    for (invoker__centry *e = c->lru_head, *next; e; e = next) {
-        next = e->next;
-        free(e);
+    t->journaled = true;
+    if (t->leads) {
+        task_key(c, t)->off = off;
+    } else if (key_room(c)) {
+        const struct invoker__key k = { t->hash, NULL, NULL, off };
+        (void)key_put(c, &k);
     }
-    free(c->buckets);
-    keys_free(c->keys, c->nkey_slots);
-    memset(c, 0, sizeof *c);
 }
 
-/* ---- finished outcomes ------------------------------------------------ */
-
-static bool same_arg(const void *a, size_t alen, const void *b, size_t blen)
-{
-    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
-}
-
-static invoker__centry *entry_find(const invoker__cache *c, uint64_t hash, const void *arg,
-                                   size_t len)
-{
-    for (invoker__centry *e = c->buckets[hash & (c->nbuckets - 1)]; e; e = e->hnext)
-        if (e->hash == hash && same_arg(entry_arg(e), e->arg_len, arg, len))
-            return e;
-    return NULL;
-}
+/* ---- finished outcomes in memory ------------------------------------- */
 
 static void lru_unlink(invoker__cache *c, invoker__centry *e)
 {
@@ -142,42 +225,25 @@ static void lru_push_front(invoker__cache *c, invoker__centry *e)
 
 static void entry_drop(invoker__cache *c, invoker__centry *e)
 {
-    invoker__centry **pp = &c->buckets[e->hash & (c->nbuckets - 1)];
-    while (*pp != e)
-        pp = &(*pp)->hnext;
-    *pp = e->hnext;
+    struct invoker__key *k = key_home(c, e->key_slot, e->key_epoch, e->hash, e);
+    k->e = NULL;
+    key_release(c, k);
     lru_unlink(c, e);
     c->bytes -= e->bytes;
     c->count--;
     free(e);
 }
 
-static void buckets_grow(invoker__cache *c)
+/* Keeps t's outcome in memory, in t's own key when it leads. */
+static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                      const void *res, size_t res_len)
 {
-    size_t n = c->nbuckets * 2;
-    invoker__centry **b = calloc(n, sizeof(invoker__centry *));
-    if (!b)
-        return;   /* longer chains, still correct */
-    for (size_t i = 0; i < c->nbuckets; i++) {
-        for (invoker__centry *e = c->buckets[i], *next; e; e = next) {
-            next = e->hnext;
-            e->hnext = b[e->hash & (n - 1)];
-            b[e->hash & (n - 1)] = e;
-        }
-    }
-    free(c->buckets);
-    c->buckets = b;
-    c->nbuckets = n;
-}
-
-static void entry_add(invoker__cache *c, uint64_t hash, const void *arg, size_t arg_len,
-                      invoker_failure fail, int code, const void *res, size_t res_len)
-{
+    invoker__cache *c = &inv->cache;
     size_t res_room = (res_len + 15u) & ~(size_t)15u;
-    if (res_len > c->max_bytes || arg_len > c->max_bytes)
+    if (res_len > c->max_bytes || t->arg_len > c->max_bytes)
         return;
-    size_t bytes = ENTRY_HDR + res_room + arg_len;
-    if (bytes > c->max_bytes || entry_find(c, hash, arg, arg_len))
+    size_t bytes = ENTRY_HDR + res_room + t->arg_len;
+    if (bytes > c->max_bytes || (!t->leads && !key_room(c)))
         return;
     for (invoker__centry *e = c->lru_tail, *prev; e && c->bytes + bytes > c->max_bytes; e = prev) {
         prev = e->prev;
@@ -186,20 +252,25 @@ static void entry_add(invoker__cache *c, uint64_t hash, const void *arg, size_t 
     invoker__centry *e = malloc(bytes);
     if (!e)
         return;
-    e->hash = hash;
-    e->arg_len = arg_len;
+    e->hash = t->hash;
+    e->arg_len = t->arg_len;
     e->res_len = res_len;
     e->bytes = bytes;
     e->fail = fail;
     e->code = code;
     if (res_len)
         memcpy(entry_res(e), res, res_len);
-    if (arg_len)
-        memcpy(entry_arg(e), arg, arg_len);
-    if (c->count >= c->nbuckets)
-        buckets_grow(c);
-    e->hnext = c->buckets[hash & (c->nbuckets - 1)];
-    c->buckets[hash & (c->nbuckets - 1)] = e;
+    if (t->arg_len)
+        memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
+    if (t->leads) {
+        struct invoker__key *k = task_key(c, t);
+        k->e = e;
+        e->key_slot = (size_t)(k - c->keys);
+    } else {
+        const struct invoker__key k = { t->hash, NULL, e, 0 };
+        e->key_slot = key_put(c, &k);
+    }
+    e->key_epoch = c->epoch;
     lru_push_front(c, e);
     c->bytes += bytes;
     c->count++;
@@ -223,133 +294,28 @@ static bool answer(invoker__task *t, invoker_failure fail, int code, const void 
     return true;
 }
 
-/* ---- keys: twins in flight and journal records ------------------------ */
-
-/* Open addressing with the hash beside each reference: a lookup reads no
- * task record or journal record but those whose hash matches (with a
- * hundred thousand tasks in flight, each record is a cache miss).  A
- * leading task remembers its slot: leaving puts a tombstone there, and its
- * journaled outcome its record, both by a store, which does not wait for
- * the line the way a search would. */
-#define KEY_FREE(e)   ((e).t == NULL && (e).off == 0)
-#define KEY_EMPTY(e)  (KEY_FREE(e) && (e).hash == 0)
-#define TOMBSTONE     1u   /* the hash of a slot whose task left */
-
-static size_t key_put(invoker__cache *c, uint64_t hash, invoker__task *t, uint64_t off)
-{
-    size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
-    while (!KEY_FREE(c->keys[i]))
-        i = (i + 1) & mask;
-    if (!KEY_EMPTY(c->keys[i]))
-        c->ntombs--;   /* reused */
-    c->keys[i].hash = hash;
-    c->keys[i].t = t;
-    c->keys[i].off = off;
-    c->nkeys++;
-    return i;
-}
-
-/* Room for one more, rebuilt without tombstones at twice the live keys'
- * room or more when needed.  false: no room (out of memory). */
-static bool key_room(invoker__cache *c)
-{
-    if ((c->nkeys + c->ntombs + 1) * 2 <= c->nkey_slots)
-        return true;
-    size_t n = c->nkey_slots;
-    while ((c->nkeys + 1) * 4 > n)
-        n *= 2;
-    struct invoker__key *old = c->keys, *slots = keys_alloc(n);
-    if (slots) {
-        size_t nold = c->nkey_slots;
-        c->keys = slots;
-        c->nkey_slots = n;
-        c->nkeys = c->ntombs = 0;
-        /* Tasks moved are not told (each would be a cache miss): they find
-         * their slot again when they leave. */
-        c->epoch++;
-        for (size_t i = 0; i < nold; i++)
-            if (!KEY_FREE(old[i]))
-                (void)key_put(c, old[i].hash, old[i].t, old[i].off);
-        keys_free(old, nold);
-    }
-    /* Without memory, fuller but correct while a slot is free. */
-    return c->nkeys + c->ntombs + 1 < c->nkey_slots;
-}
-
-int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
-{
-    if (!key_room(c))
-        return -ENOMEM;
-    (void)key_put(c, hash, NULL, off);
-    return 0;
-}
-
-static void twin_lead(invoker__cache *c, invoker__task *t)
-{
-    if (!key_room(c))
-        return;   /* it runs without leading: its twins run on their own */
-    t->twin_slot = key_put(c, t->hash, t, 0);
-    t->twin_epoch = c->epoch;
-    t->leads = true;
-}
-
-/* The key of leading task t. */
-static struct invoker__key *key_of(invoker__cache *c, const invoker__task *t)
-{
-    if (t->twin_epoch == c->epoch)
-        return &c->keys[t->twin_slot];
-    size_t mask = c->nkey_slots - 1, i = (size_t)t->hash & mask;
-    while (c->keys[i].t != t)
-        i = (i + 1) & mask;
-    return &c->keys[i];
-}
-
-static void twin_retire(invoker__cache *c, invoker__task *t)
-{
-    struct invoker__key *k = key_of(c, t);
-    k->t = NULL;
-    k->hash = TOMBSTONE;
-    c->ntombs++;
-    c->nkeys--;
-    t->leads = false;
-}
-
-/* t's outcome is the journal's record at off now: its key says so. */
-static void journaled(invoker *inv, invoker__task *t, uint64_t off)
-{
-    invoker__cache *c = &inv->cache;
-    t->journaled = true;
-    if (t->leads) {
-        struct invoker__key *k = key_of(c, t);
-        k->t = NULL;
-        k->off = off;
-        t->leads = false;   /* its twins still wait in t->twins for its callback */
-    } else if (key_room(c)) {
-        (void)key_put(c, t->hash, NULL, off);
-    }
-}
-
-/* What answers these argument bytes: 1 (t answered from the journal), 2
- * (a twin in flight, in *twin) or 0. */
+/* What answers these argument bytes: 1 (t answered from memory or the
+ * journal), 2 (a twin in flight, in *twin) or 0.  Within a key, memory
+ * first, then the journal (a read), then the twin. */
 static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__task **twin)
 {
-    const invoker__cache *c = &inv->cache;
+    invoker__cache *c = &inv->cache;
     size_t mask = c->nkey_slots - 1;
     for (size_t i = (size_t)t->hash & mask; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
         if (k->hash != t->hash || KEY_FREE(*k))
             continue;
-        if (k->t) {
-            invoker__task *d = k->t;
-            if (same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
-                *twin = d;
-                return 2;
-            }
-            continue;
+        invoker__centry *e = k->e;
+        if (e && same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
+            answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
+            lru_unlink(c, e);
+            lru_push_front(c, e);
+            return 1;
         }
         unsigned char *buf;
         invoker__jrec rec;
-        if (invoker__journal_read(&inv->journal, k->off, arg, t->arg_len, &buf, &rec) == 1) {
+        if (k->off &&
+            invoker__journal_read(&inv->journal, k->off, arg, t->arg_len, &buf, &rec) == 1) {
             /* The record's buffer is the answer: the result sits 16-aligned
              * in it (malloc's alignment, a 64-byte header, padded argument). */
             t->cached_buf = buf;
@@ -360,8 +326,39 @@ static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__ta
             t->cached = true;
             return 1;
         }
+        invoker__task *d = k->t;
+        if (d && same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
+            *twin = d;
+            return 2;
+        }
     }
     return 0;
+}
+
+int invoker__cache_init(invoker *inv)
+{
+    invoker__cache *c = &inv->cache;
+    memset(c, 0, sizeof *c);
+    c->on = inv->cfg.cache != 0;
+    c->merging = c->on || inv->cfg.journal != NULL;
+    c->max_bytes = inv->cfg.cache_max_bytes ? inv->cfg.cache_max_bytes : DEFAULT_MAX_BYTES;
+    if (!c->merging)
+        return 0;
+    c->nkey_slots = KEYS_MIN;
+    if (!(c->keys = keys_alloc(c->nkey_slots)))
+        return -ENOMEM;
+    return 0;
+}
+
+void invoker__cache_free(invoker *inv)
+{
+    invoker__cache *c = &inv->cache;
+    for (invoker__centry *e = c->lru_head, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    keys_free(c->keys, c->nkey_slots);
+    memset(c, 0, sizeof *c);
 }
 
 /* ---- the hooks -------------------------------------------------------- */
@@ -389,14 +386,6 @@ int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg, uint6
 {
     invoker__cache *c = &inv->cache;
     t->hash = hash;
-    if (c->on) {
-        invoker__centry *e = entry_find(c, t->hash, arg, t->arg_len);
-        if (e && answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
-            lru_unlink(c, e);
-            lru_push_front(c, e);
-            return 1;
-        }
-    }
     invoker__task *twin = NULL;
     int how = key_find(inv, t, arg, &twin);
     if (how == 2) {
@@ -444,7 +433,7 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
     }
     const void *arg = invoker__task_arg(inv, t);
     if (c->on)
-        entry_add(c, t->hash, arg, t->arg_len, fail, code, res, res_len);
+        entry_add(inv, t, fail, code, res, res_len);
     invoker__journal *j = &inv->journal;
     uint64_t off;
     if (j->fd >= 0 && !j->error && !t->journaled) {
@@ -456,7 +445,9 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
         }
         synced_soon(inv);
     }
-    if (t->leads)   /* not journaled: its twins are served after its callback */
+    /* Its key now refers to its outcome (in memory, in the journal) or is
+     * gone; its twins are served after its callback. */
+    if (t->leads)
         twin_retire(c, t);
 }
 

@@ -502,17 +502,18 @@ typedef struct invoker__centry invoker__centry;
 typedef struct invoker__cache {
     bool              on;             /* cfg.cache */
     bool              merging;        /* cache or journal: twins in flight wait */
-    invoker__centry **buckets;        /* finished outcomes, chained */
-    size_t            nbuckets, count, bytes, max_bytes;
+    size_t            count, bytes, max_bytes;   /* finished outcomes in memory */
     invoker__centry  *lru_head, *lru_tail;   /* head: used last */
-    /* Argument hash -> a task evaluating it (twins wait for it) or a
-     * journal record answering it: one table, so that a submit looks in
-     * one place and a journaled leader's entry becomes its record's. */
+    /* Argument hash -> what answers it: a task evaluating it (twins wait
+     * for it), a finished outcome in memory, a journal record; one table,
+     * so that a submit looks in one place, and a leader's key comes to
+     * refer to its outcome by a store. */
     struct invoker__key {
         uint64_t              hash;
         struct invoker__task *t;      /* the task, or NULL */
-        uint64_t              off;    /* or the record's offset (>= 32), or 0 */
-    }                *keys;           /* neither, hash 0: empty; hash 1: left */
+        invoker__centry      *e;      /* the outcome in memory, or NULL */
+        uint64_t              off;    /* the record's offset (>= 32), or 0 */
+    }                *keys;           /* none of them, hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
     uint32_t          epoch;          /* rebuilds of keys, ever */
 } invoker__cache;
