@@ -389,7 +389,8 @@ def main():
               "file, SYNC_BATCH, every task evaluated and written); its size per task "
               "beyond argument and result bytes; the cache's lookup (inline mode, so "
               "a submit makes no syscall: the difference with the cache on is the "
-              "hash, the lookups and the twin bookkeeping) and a submit answered from "
+              "hash, the lookup and the twin bookkeeping; in an invoker that already "
+              "ran as many tasks, so its tables have grown) and a submit answered from "
               "memory; the time `invoker_create` takes to read a journal (inline mode, "
               "no worker forked) and to answer every task from it.\n")
     gt, gc = groups(rows, "trivial"), groups(rows, "cpu")
@@ -417,8 +418,8 @@ def main():
     g = groups(rows, "cache").get("invoker")
     if g is not None:
         lk = g.med("lookup_ns")
-        t.append(("submit with the cache off / on, ns (%s distinct arguments pending)"
-                  % g.first("tasks"),
+        t.append(("submit with the cache off / on, ns (%s new distinct arguments, as "
+                  "many run before)" % g.first("tasks"),
                   "%s / %s" % (fmt(g.med("submit_ns_off"), 1), fmt(g.med("submit_ns_on"), 1))))
         t.append(("submit answered from memory, ns", fmt(g.med("answered_submit_ns"), 1)))
         target("cache: lookup adds <0.2 µs to a submit", "%.0f ns" % lk,
