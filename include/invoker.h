@@ -110,6 +110,12 @@ typedef struct invoker_task {
     unsigned    attempts;     /* times a worker started it; 0 if it never ran */
     int         worker;       /* worker slot of its last attempt, -1 if none */
     double      run_seconds;  /* wall time of its last attempt in a worker */
+    int         cached;       /* 1: the outcome came from the cache, the
+                                 journal or an identical task's evaluation,
+                                 not this task's own: attempts 0, worker -1,
+                                 run_seconds and cpu_seconds 0, max_rss_kib
+                                 -1, no stderr_tail; it never counts toward
+                                 adaptive timeouts */
     /* Forensics of its last attempt (0 and -1 when it never ran).
      * cpu_seconds: user + system CPU, the children the worker reaped during
      * the attempt included (a program run by invoker_command_objective is).
@@ -241,6 +247,56 @@ typedef struct invoker_config {
      * forks them itself, from its memory of the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
+    /* Journal, resume and cache: arguments are keyed by their bytes, and
+     * identical bytes are evaluated once.
+     *
+     * journal: path of an append-only file of outcomes; NULL: none.
+     * invoker_create opens it (created with mode 0600; a symlink at the
+     * last component is refused with -ELOOP; not a regular file: -EINVAL)
+     * and reads it: a later submit whose argument bytes and journal_key
+     * match a journaled success or INVOKER_FAIL_OBJECTIVE gets that same
+     * outcome (identical result bytes, or the same code) with cached = 1,
+     * from the next invoker_poll/invoker_wait, without running.  Other
+     * failures are never journaled: those tasks run again.  Bytes are
+     * compared, not only hashes.  Every such outcome is written (write(2)
+     * returned) before its callback runs, so killing the program at any
+     * instant loses no outcome a callback reported.  A torn last record
+     * (a death mid-write) is cut off at open; a record that fails its
+     * checksum ends the replay there, and the file from it on is moved to
+     * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
+     * file that is not a journal of this version: -EBADMSG, the file
+     * untouched.  A journal another live invoker holds (this process or
+     * another): -EBUSY (an OFD lock, gone when its holder is).  A failed
+     * write (ENOSPC...) stops the journal: callbacks still come, and
+     * invoker_stats.journal_error says why.  The journal implies the
+     * merging of identical tasks in flight (see cache), and also answers
+     * identical arguments evaluated during this run.  journal and
+     * journal_key are read during invoker_create only. */
+    const char          *journal;
+    /* INVOKER_SYNC_BATCH (0): fdatasync at least every 100 ms while
+     * invoker_poll/invoker_wait run, and before invoker_wait and
+     * invoker_destroy return; INVOKER_SYNC_EACH: before each callback of an
+     * outcome written; INVOKER_SYNC_NONE: the kernel decides.  The sync
+     * says what survives a power cut; a kill of the program loses nothing
+     * either way.  Other values: -EINVAL. */
+    int                  journal_sync;
+    /* Names the objective and its version: records written under another
+     * key are kept but never replayed.  NULL: "". */
+    const char          *journal_key;
+    /* Non-zero: identical argument bytes are evaluated once per invoker.
+     * A submit equal to a finished task (success or objective failure) is
+     * answered from memory, cached = 1, from the next poll; one equal to
+     * a task queued or running waits for it and gets its outcome, one
+     * evaluation for both.  If that task is cancelled, times out, crashes,
+     * is shut down or fails otherwise, each task waiting for it runs on
+     * its own, with its own timeout and retries; cancelling a waiting task
+     * cancels only it. */
+    int                  cache;
+    /* Memory the cache may hold (arguments, results and bookkeeping); the
+     * least recently used goes first, and an outcome bigger than all of it
+     * is not kept.  0: 256 MiB. */
+    size_t               cache_max_bytes;
+
     /* Seconds between SIGTERM and SIGKILL when a worker is killed for a
      * timeout, a cancel or invoker_destroy; 0: SIGKILL at once.  Its whole
      * process group gets SIGTERM first, so that a program it runs (see
@@ -308,6 +364,7 @@ enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS 
 enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
 enum { INVOKER_STDERR_OFF = 0, INVOKER_STDERR_PREFIX = 1, INVOKER_STDERR_TTY = 2,
        INVOKER_STDERR_PLAIN = 3, INVOKER_STDERR_TAIL = 4 };
+enum { INVOKER_SYNC_BATCH = 0, INVOKER_SYNC_EACH = 1, INVOKER_SYNC_NONE = 2 };
 
 /* ------------------------------------------------------------------------
  * The external-program objective: each task runs a program, safely.
@@ -400,8 +457,9 @@ INVOKER_API void invoker_config_init(invoker_config *cfg);
 /* Creates an invoker and forks its workers.  The config is copied.
  * 0 and *out set, or -EINVAL (out or cfg NULL, a required callback NULL,
  * a timeout, cpu_limit, timeout_factor or timeout_min negative or not
- * finite, an unknown spares, fork_server or capture_stderr, size unknown),
- * -ENOMEM,
+ * finite, an unknown spares, fork_server, capture_stderr or journal_sync,
+ * size unknown, journal not a regular file), the journal's errors (-EBUSY,
+ * -EBADMSG, -ELOOP, -ENOENT, -EACCES, -EROFS...: see journal), -ENOMEM,
  * -EMFILE/-ENFILE, -EAGAIN (a worker could not be forked), or another
  * negative errno from the system.  On failure *out is untouched and no
  * process or descriptor is left behind. */
@@ -415,7 +473,9 @@ INVOKER_API int invoker_create(invoker **out, const invoker_config *cfg);
  * latest).  0 and *id set (id
  * may be NULL), or -EINVAL, -EMSGSIZE (arg_len > max_arg_bytes), -EAGAIN
  * (max_queued reached), -ENOMEM.  On failure nothing is queued and no
- * callback will follow.
+ * callback will follow.  With a cache or a journal (see
+ * invoker_config.journal), a task may be answered without running: its
+ * callback still comes from the next invoker_poll/invoker_wait.
  *
  * Tasks that run in microseconds go to a worker several at a time, and
  * their results come back together once the group is done; a result never
@@ -435,16 +495,22 @@ INVOKER_API int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg
  * (INVOKER_FAIL_CANCELLED) comes from the next invoker_poll/invoker_wait,
  * not from inside this call.  May be called inside a callback.
  * 0, or -EINVAL (inv NULL), -ENOENT (unknown id, or the task was already
- * reported or cancelled). */
+ * reported or cancelled, or answered at its submit from the cache or the
+ * journal).  A task waiting for an identical one (see
+ * invoker_config.cache) is cancelled alone. */
 INVOKER_API int invoker_cancel(invoker *inv, invoker_id id);
 
 /* Cancels, as invoker_cancel does, every task submitted with this tag and
  * not yet reported (nor already cancelled): queued ones never run, running
  * ones have their workers killed and replaced; each gets its on_error
  * (INVOKER_FAIL_CANCELLED) from the next invoker_poll/invoker_wait.  May be
- * called inside a callback.  Tasks of other tags are untouched.  Looks at
- * every unreported task once (no index by tag, so that submit costs
- * nothing more).  Returns how many it cancelled (>= 0; 0 for a tag no
+ * called inside a callback.  Tasks of other tags are untouched: a task of
+ * the tag waiting for an identical one (see invoker_config.cache) is
+ * cancelled alone, its twin running on for its other waiters, and a task
+ * already answered from the cache or the journal is decided and not
+ * counted (invoker_cancel gives -ENOENT for it).  Looks at every
+ * unreported task once (no index by tag, so that submit costs nothing
+ * more).  Returns how many it cancelled (>= 0; 0 for a tag no
  * unreported task has), or -EINVAL (inv NULL). */
 INVOKER_API int invoker_cancel_tag(invoker *inv, void *tag);
 
@@ -492,6 +558,12 @@ typedef struct invoker_stats {
                                         invoker_config.spares) */
     unsigned fork_server;            /* right now: 1 while a fork server forks
                                         the workers (see invoker_config.fork_server) */
+    uint64_t cached;                 /* callbacks whose outcome came from the
+                                        cache, the journal or a twin (cached = 1) */
+    uint64_t journaled;              /* records this invoker wrote to its journal */
+    int      journal_error;          /* 0, or the negative errno (-ENOSPC, -EIO...)
+                                        that stopped the journal: nothing is
+                                        written after it, callbacks still come */
     uint64_t stderr_dropped;         /* bytes of the workers' stderr not forwarded
                                         because the parent's would have blocked */
 } invoker_stats;

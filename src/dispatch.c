@@ -51,13 +51,6 @@ static uint64_t to_ns(double seconds)
 
 /* ---- reporting ---------------------------------------------------------- */
 
-static const void *task_arg(const invoker *inv, const invoker__task *t)
-{
-    if (!t->arg_len)
-        return NULL;
-    return t->arg ? t->arg : inv->arena.base + t->arg_off;
-}
-
 void invoker__dispatch_release(invoker *inv, invoker__task *t)
 {
     bool in_arena = !t->arg && t->arg_len;
@@ -74,7 +67,7 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
 {
     v->id = t->id;
     v->tag = t->tag;
-    v->arg = task_arg(inv, t);
+    v->arg = invoker__task_arg(inv, t);
     v->arg_len = t->arg_len;
     v->attempts = t->attempts;
     v->worker = t->worker;
@@ -83,6 +76,17 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
     v->max_rss_kib = t->max_rss_kib;
     v->stderr_tail = t->err_len ? (const char *)t->err_tail : NULL;
     v->stderr_tail_len = t->err_len;
+    v->cached = t->cached;
+    if (t->cached) {
+        /* Another evaluation's outcome: none of this task's own. */
+        v->attempts = 0;
+        v->worker = -1;
+        v->run_seconds = 0;
+        v->cpu_seconds = 0;
+        v->max_rss_kib = -1;
+        v->stderr_tail = NULL;
+        v->stderr_tail_len = 0;
+    }
 }
 
 /* Whether t may have a deadline in flight: the same answer all its life. */
@@ -116,6 +120,10 @@ static void detach(invoker *inv, invoker__task *t)
     case INVOKER__TASK_DONE:
         invoker__list_unlink(&inv->done, t);
         return;   /* already out of the id table */
+    case INVOKER__TASK_TWIN:
+        invoker__list_unlink(&t->leader->twins, t);
+        t->leader = NULL;
+        break;
     default:
         break;
     }
@@ -123,19 +131,33 @@ static void detach(invoker *inv, invoker__task *t)
     t->state = INVOKER__TASK_DONE;
 }
 
+static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+
+/* The tasks that waited for t get its outcome, after t's own callback
+ * (which may cancel some of them: those are gone from the list). */
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len);
+
 static void call_result(invoker *inv, invoker__task *t, const void *data, size_t len)
 {
     invoker_task v;
     detach(inv, t);
+    /* Journaled before the callback: a kill inside it loses nothing. */
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, 0, 0, data, len);
     fill_view(inv, t, &v);
     inv->stats.succeeded++;
-    if (inv->cfg.timeout_factor > 0)
+    inv->stats.cached += t->cached;
+    /* A cached outcome ran 0 s here: it would drag the median down. */
+    if (inv->cfg.timeout_factor > 0 && !t->cached)
         invoker__adapt_note(inv, (uint64_t)(t->run_seconds * 1e9));
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, 0, 0, data, len);
     invoker__dispatch_release(inv, t);
 }
 
@@ -143,8 +165,11 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
 {
     invoker_task v;
     detach(inv, t);
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     fill_view(inv, t, &v);
     inv->stats.failed++;
+    inv->stats.cached += t->cached;
     if (fail == INVOKER_FAIL_TIMEOUT)
         inv->stats.timed_out++;
     else if (fail == INVOKER_FAIL_CRASH || fail == INVOKER_FAIL_EXIT)
@@ -156,13 +181,30 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
     inv->cfg.on_error(&v, fail, code, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, fail, code, NULL, 0);
     invoker__dispatch_release(inv, t);
+}
+
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len)
+{
+    invoker__task *d;
+    while ((d = t->twins.head) != NULL) {
+        d->cached = true;
+        if (fail)
+            call_error(inv, d, fail, code);
+        else
+            call_result(inv, d, data, len);
+    }
 }
 
 /* Decides t's fate now but leaves the callback to the next poll: for calls
  * made outside one (invoker_cancel, a submit that cannot run). */
 void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
+    if (t->leads)   /* its twins run on their own from now */
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     detach(inv, t);
     t->fail = fail;
     t->code = code;
@@ -181,8 +223,12 @@ void invoker__dispatch_kick(invoker *inv)
 static void deliver_done(invoker *inv)
 {
     invoker__task *t;
-    while ((t = inv->done.head) != NULL)
-        call_error(inv, t, t->fail, t->code);
+    while ((t = inv->done.head) != NULL) {
+        if (t->fail == 0)   /* a cached success */
+            call_result(inv, t, t->cached_res, t->cached_len);
+        else
+            call_error(inv, t, t->fail, t->code);
+    }
 }
 
 static void requeue(invoker *inv, invoker__task *t)
@@ -548,12 +594,48 @@ static size_t resync(invoker *inv, unsigned k, size_t off)
     return at;
 }
 
+/* With a journal: the outcomes of the whole frames at the head of the
+ * buffer are written in one go before the first of their callbacks, not
+ * one write each.  Up to the first bytes that are not a valid frame: what
+ * follows them may yet fail its task (see handle_frame), and is journaled
+ * one by one, after the verdict. */
+static void journal_ahead(invoker *inv, unsigned k)
+{
+    const invoker__rx *rx = &inv->workers[k].rx;
+    invoker__task *staged[INVOKER__JOURNAL_STAGE];
+    unsigned n = 0;
+    size_t off = 0;
+    while (rx->len - off >= INVOKER__FRAME_HDR) {
+        if (n == INVOKER__JOURNAL_STAGE) {
+            invoker__cache_flush(inv, staged, n);
+            n = 0;
+        }
+        invoker__frame f;
+        memcpy(&f, rx->buf + off, sizeof f);
+        size_t size;
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0 ||
+            (size = invoker__proto_frame_size(f.len)) > rx->len - off)
+            break;
+        uint32_t kind = f.kind & ~INVOKER__FRAME_HELD;
+        invoker__task *t = current(inv, f.id, f.gen);
+        if (t && (kind == INVOKER__FRAME_RESULT || kind == INVOKER__FRAME_OBJECTIVE) &&
+            invoker__cache_stage(inv, t, kind == INVOKER__FRAME_RESULT ? 0 : INVOKER_FAIL_OBJECTIVE,
+                                 f.code, rx->buf + off + INVOKER__FRAME_HDR, (size_t)f.len))
+            staged[n++] = t;
+        off += size;
+    }
+    if (n)
+        invoker__cache_flush(inv, staged, n);
+}
+
 /* Parses whole frames out of the worker's buffer.  Returns false when the
  * worker was found breaking the protocol. */
 static bool parse_frames(invoker *inv, unsigned k)
 {
     invoker__rx *rx = &inv->workers[k].rx;
     size_t off = 0;
+    if (inv->journal.fd >= 0 && !inv->journal.error && !inv->workers[k].garbage)
+        journal_ahead(inv, k);
     while (rx->len - off >= INVOKER__FRAME_HDR) {
         invoker__frame f;
         memcpy(&f, rx->buf + off, sizeof f);
@@ -1126,6 +1208,8 @@ static void service_time(invoker *inv)
     }
     uint64_t look = look_at_held(inv, now);
     next = look < next ? look : next;
+    uint64_t sync = invoker__journal_tick(&inv->journal, now);
+    next = sync < next ? sync : next;
     /* After the kills above: their slots are refilled in this same pass. */
     uint64_t staff = staff_slots(inv, now);
     next = staff < next ? staff : next;
@@ -1432,7 +1516,7 @@ int invoker__dispatch_inline(invoker *inv)
         int rc = invoker__result_reserve(out, 0);
         if (rc == 0) {
             inv->depth++;   /* the objective is no place for invoker_poll either */
-            rc = inv->cfg.objective(task_arg(inv, t), t->arg_len, out,
+            rc = inv->cfg.objective(invoker__task_arg(inv, t), t->arg_len, out,
                                     inv->cfg.objective_ctx);
             inv->depth--;
         }
@@ -1451,6 +1535,7 @@ int invoker__dispatch_inline(invoker *inv)
         else
             call_result(inv, t, out->buf + INVOKER__FRAME_HDR, out->len);
     }
+    (void)invoker__journal_tick(&inv->journal, invoker__now_ns());
     uint64_t scratch;
     if (!inv->pending.head && !inv->done.head && inv->kicked) {
         (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);

@@ -205,10 +205,17 @@ enum invoker__task_state {
     INVOKER__TASK_FREE = 0,
     INVOKER__TASK_PENDING,        /* in the parent, waiting for the queue */
     INVOKER__TASK_INFLIGHT,       /* its ticket is in the queue or in a worker */
-    INVOKER__TASK_DONE            /* outcome decided, callback not yet made */
+    INVOKER__TASK_DONE,           /* outcome decided, callback not yet made */
+    INVOKER__TASK_TWIN            /* waits for an identical task's outcome */
 };
 
-typedef struct invoker__task {
+typedef struct invoker__task invoker__task;
+typedef struct invoker__list {
+    invoker__task *head, *tail;
+    size_t         count;
+} invoker__list;
+
+struct invoker__task {
     invoker_id      id;
     void           *tag;
     unsigned char  *arg;            /* inline_arg or a malloc'd copy; NULL: in the arena */
@@ -235,16 +242,23 @@ typedef struct invoker__task {
     double          run_seconds;
     double          cpu_seconds;    /* of its last attempt, as invoker_task says */
     long            max_rss_kib;
-    invoker_failure fail;           /* for DONE tasks reported by on_error */
+    invoker_failure fail;           /* for DONE tasks reported by on_error; 0 with
+                                       cached: a success, result in cached_res */
     int             code;
+    uint64_t        hash;           /* of the argument, when the cache merges */
+    bool            cached;         /* its outcome is not its own evaluation */
+    bool            leads;          /* in the cache's twin table */
+    bool            journaled;      /* its outcome is written already */
+    size_t          twin_slot;      /* where it leads, in the cache's keys, */
+    uint32_t        twin_epoch;     /* unless they were rebuilt since */
+    unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
+    const unsigned char *cached_res;
+    size_t          cached_len;
+    struct invoker__task *leader;   /* TWIN: the task it waits for */
+    invoker__list   twins;          /* tasks waiting for this one's outcome */
     struct invoker__task *prev, *next;  /* the list its state puts it in */
     _Alignas(16) unsigned char inline_arg[INVOKER__TASK_INLINE];
-} invoker__task;
-
-typedef struct invoker__list {
-    invoker__task *head, *tail;
-    size_t         count;
-} invoker__list;
+};
 
 typedef struct invoker__task_slot {
     invoker_id     id;
@@ -508,6 +522,150 @@ void  invoker__err_close(struct invoker *inv, unsigned k);
 void  invoker__err_mark(const struct invoker *inv, uint64_t id, uint32_t gen);
 void  invoker__err_forget(struct invoker__task *t);   /* its tail freed */
 
+/* ---- hash.c ------------------------------------------------------------ */
+
+#define INVOKER__HASH_SEED 0x63616368656b6579ull   /* the cache's key of an argument */
+uint64_t invoker__hash(const void *data, size_t len, uint64_t seed);
+
+/* ---- journal.c: outcomes on disk (format described there) -------------- */
+
+#define INVOKER__JOURNAL_HDR 32u
+#define INVOKER__JOURNAL_VERSION 1u
+#define INVOKER__JREC_HDR    64u
+#define INVOKER__JOURNAL_STAGE 128u  /* records written together at most */
+
+enum { INVOKER__JREC_RESULT = 1, INVOKER__JREC_OBJECTIVE = 2 };
+enum { INVOKER__JREC_OK = 0, INVOKER__JREC_TORN, INVOKER__JREC_CORRUPT };
+enum { INVOKER__JHDR_OK = 0, INVOKER__JHDR_TORN, INVOKER__JHDR_EMPTY };
+
+typedef struct invoker__jrec {        /* one decoded record; pointers into its bytes */
+    uint32_t             kind;
+    int32_t              code;
+    uint64_t             key_hash;
+    const unsigned char *arg, *res;
+    size_t               arg_len, res_len;
+    uint64_t             arg_hash;    /* invoker__hash(arg, INVOKER__HASH_SEED) */
+    size_t               size;        /* of the whole record, padding included */
+} invoker__jrec;
+
+typedef struct invoker__journal {
+    int       fd;             /* -1: no journal */
+    int       error;          /* negative errno once a write or sync failed: stopped */
+    int       sync;           /* INVOKER_SYNC_* */
+    uint64_t  key_hash;
+    size_t    max_arg, max_res;
+    uint64_t  end;            /* offset past the last good record */
+    uint64_t  dirty_since;    /* ns of the first write not yet synced; 0: none */
+    uint64_t  written;        /* records this invoker wrote */
+    uint64_t  replayed;       /* records read at open that can answer */
+    uint64_t  syncs;          /* fdatasyncs made (for tests) */
+    /* Records waiting for one write (see invoker__journal_stage). */
+    struct invoker__jstaged {
+        unsigned char hdr[INVOKER__JREC_HDR];
+        uint64_t      arg_hash;
+        const void   *arg, *res;
+        size_t        arg_len, res_len;
+        uint64_t      off;            /* where the flush wrote it */
+        bool          packed;         /* copied whole to packed + packed_at */
+        size_t        packed_at;
+    } staged[INVOKER__JOURNAL_STAGE];
+    unsigned  nstaged;
+    unsigned char *packed;            /* small staged records, whole; may be NULL */
+    size_t    packed_len;
+} invoker__journal;
+
+struct invoker__cache;
+/* With cfg->journal NULL: j->fd = -1 and 0.  Else opens (0600, never
+ * through a symlink), locks (-EBUSY), checks (-EBADMSG, file untouched),
+ * replays (each record under our key to the cache's keys: see
+ * invoker__cache_key_add), cuts a torn tail and moves a corrupt one aside. */
+int      invoker__journal_open(invoker__journal *j, struct invoker__cache *c,
+                               const invoker_config *cfg);
+void     invoker__journal_close(invoker__journal *j);   /* syncs unless SYNC_NONE */
+/* 1 and *buf (the caller frees it) holding the record *rec at off when it
+ * answers these argument bytes; 0 when it does not. */
+int      invoker__journal_read(const invoker__journal *j, uint64_t off, const void *arg,
+                               size_t arg_len, unsigned char **buf, invoker__jrec *rec);
+/* Records of one worker's read, written together before their callbacks:
+ * stage each (its bytes must stay put until the flush; -ENOBUFS when full
+ * or stopped), then flush.  0, or the negative errno that stopped the
+ * journal (then and for good). */
+int      invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                                size_t arg_len, uint32_t kind, int32_t code,
+                                const void *res, size_t res_len);
+int      invoker__journal_flush(invoker__journal *j);
+/* One record, written at once (at *off): 0, or as invoker__journal_flush. */
+int      invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                                 size_t arg_len, uint32_t kind, int32_t code,
+                                 const void *res, size_t res_len, uint64_t *off);
+int      invoker__journal_sync(invoker__journal *j);
+/* SYNC_BATCH: syncs when a write has waited 100 ms; when to come back
+ * (UINT64_MAX: nothing waits). */
+uint64_t invoker__journal_tick(invoker__journal *j, uint64_t now);
+/* Pure, for replay and the fuzzer.  p: the record's first byte, avail: the
+ * bytes from there to the end of the file. */
+int      invoker__journal_decode(const unsigned char *p, size_t avail, size_t max_arg,
+                                 size_t max_res, invoker__jrec *rec);
+/* INVOKER__JHDR_OK, _EMPTY (len 0), _TORN (a prefix of our header), or -EBADMSG. */
+int      invoker__journal_check_header(const unsigned char *p, size_t len);
+void     invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR], uint32_t version);
+void     invoker__journal_encode(unsigned char hdr[INVOKER__JREC_HDR], uint64_t key_hash,
+                                 uint32_t kind, int32_t code, uint64_t arg_len,
+                                 uint64_t res_len, uint64_t body_check);
+uint64_t invoker__journal_body_check(uint64_t arg_hash, const void *res, size_t res_len);
+size_t   invoker__journal_record_size(size_t arg_len, size_t res_len);
+uint64_t invoker__journal_key_hash(const char *key);
+
+/* ---- cache.c: finished outcomes in memory, and twins in flight ---------- */
+
+typedef struct invoker__centry invoker__centry;
+
+typedef struct invoker__cache {
+    bool              on;             /* cfg.cache */
+    bool              merging;        /* cache or journal: twins in flight wait */
+    size_t            count, bytes, max_bytes;   /* finished outcomes in memory */
+    invoker__centry  *lru_head, *lru_tail;   /* head: used last */
+    /* Argument hash -> what answers it: a task evaluating it (twins wait
+     * for it), a finished outcome in memory, a journal record; one table,
+     * so that a submit looks in one place, and a leader's key comes to
+     * refer to its outcome by a store. */
+    struct invoker__key {
+        uint64_t              hash;
+        struct invoker__task *t;      /* the task, or NULL */
+        invoker__centry      *e;      /* the outcome in memory, or NULL */
+        uint64_t              off;    /* the record's offset (>= 32), or 0 */
+    }                *keys;           /* none of them, hash 0: empty; 1: left */
+    size_t            nkey_slots, nkeys, ntombs;
+    uint32_t          epoch;          /* rebuilds of keys, ever */
+} invoker__cache;
+
+struct invoker;
+/* Before the journal opens (it hands over what it replays). */
+int  invoker__cache_init(struct invoker *inv);
+/* A journal record at off answers arguments of this hash (tried by their
+ * bytes).  0 or -ENOMEM. */
+int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
+void invoker__cache_free(struct invoker *inv);
+/* The argument's hash, its key's slot fetched meanwhile. */
+uint64_t invoker__cache_hash(const struct invoker *inv, const void *arg, size_t len);
+/* At submit, for t (inserted, not yet queued), its argument bytes and
+ * their hash: 0: t runs (and leads any twin that comes while it does); 1:
+ * answered (t->fail, t->code, t->cached_res set: report it); 2: waits for
+ * its twin. */
+int  invoker__cache_submit(struct invoker *inv, struct invoker__task *t, const void *arg,
+                           uint64_t hash);
+/* t's outcome is decided (fail 0: success with res): journals and keeps
+ * an evaluated success or objective failure, and when t's outcome cannot
+ * answer its twins, sends each to run on its own. */
+void invoker__cache_record(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
+                           int code, const void *res, size_t res_len);
+/* Stages t's outcome for the journal ahead of its callback (see
+ * invoker__journal_stage): true when staged. */
+bool invoker__cache_stage(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
+                          int code, const void *res, size_t res_len);
+/* Writes what was staged; the tasks staged are marked journaled. */
+void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, unsigned n);
+
 /* ---- the invoker ------------------------------------------------------- */
 
 enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
@@ -545,6 +703,8 @@ struct invoker {
 
     invoker__tasks  tasks;
     invoker__list   pending, inflight, done;
+    invoker__journal journal;
+    invoker__cache  cache;
     invoker_id      next_id;
     size_t          outstanding;    /* accepted and not yet reported */
     size_t          inflight_timeouts; /* inflight tasks with a timeout */
@@ -571,6 +731,14 @@ struct invoker {
     invoker__errsink err_sink;      /* with capture_stderr */
     invoker_stats   stats;
 };
+
+/* Where t's argument bytes are (NULL when it has none). */
+static inline const void *invoker__task_arg(const invoker *inv, const invoker__task *t)
+{
+    if (!t->arg_len)
+        return NULL;
+    return t->arg ? t->arg : inv->arena.base + t->arg_off;
+}
 
 /* The slot number, as users see it, of process record k. */
 static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)

@@ -935,6 +935,89 @@ static void test_a_programs_stderr_is_its_tasks_tail(void **state)
     box_free(b);
 }
 
+/* The command objective with a journal: a rerun (another invoker on the
+ * same file, as after the optimizer was killed) answers the program runs
+ * already paid for without starting the program (no new work directory),
+ * with their bytes, cached and none of the forensics of a run: attempts 0,
+ * worker -1, cpu 0, rss -1 and no stderr tail, though the run it replays
+ * wrote one.  A new argument still runs. */
+static invoker *make_journaled(box *b, invoker_command *cmd, const char *journal)
+{
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.objective = invoker_command_objective;
+    cfg.objective_ctx = cmd;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    cfg.capture_stderr = INVOKER_STDERR_TAIL;
+    cfg.journal = journal;
+    cfg.journal_key = "say v1";
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    b->inv = track(inv);
+    return inv;
+}
+
+static void test_journal_answers_a_rerun_without_running_the_program(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "say", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    cmd.keep_workdir = 2;   /* one directory per program run, counted */
+    char journal[300];
+    snprintf(journal, sizeof journal, "%s.journal", root);
+    static const char *const args[] = { "a", "bb", "ccc", "dddd" };
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make_journaled(b, &cmd, journal);
+    invoker_id ids[4];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(invoker_submit(inv, args[i], strlen(args[i]), NULL, &ids[i]), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    for (int i = 0; i < 3; i++) {
+        const seen *s = &b->s[ids[i] % 600];
+        assert_int_equal(s->ok, 1);
+        assert_false(s->task.cached);
+        assert_int_equal(s->task.attempts, 1);
+        assert_true(s->tail_len > 0);
+    }
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(entries(root), 3);
+
+    box_reset(b);
+    inv = make_journaled(b, &cmd, journal);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(invoker_submit(inv, args[i], strlen(args[i]), NULL, &ids[i]), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    for (int i = 0; i < 3; i++) {
+        const seen *s = &b->s[ids[i] % 600];
+        assert_int_equal(s->calls, 1);
+        assert_int_equal(s->ok, 1);
+        assert_string_equal((const char *)s->result, "ok");
+        assert_true(s->task.cached);
+        assert_int_equal(s->task.attempts, 0);
+        assert_int_equal(s->task.worker, -1);
+        assert_true(s->task.cpu_seconds == 0);
+        assert_int_equal(s->task.max_rss_kib, -1);
+        assert_int_equal(s->tail_len, 0);
+    }
+    const seen *fresh = &b->s[ids[3] % 600];
+    assert_int_equal(fresh->ok, 1);
+    assert_false(fresh->task.cached);
+    assert_int_equal(fresh->task.attempts, 1);
+    assert_true(fresh->tail_len > 0);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.cached, 3);
+    assert_int_equal(st.journaled, 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(entries(root), 4);   /* the program ran for "dddd" only */
+    assert_int_equal(unlink(journal), 0);
+    box_free(b);
+}
+
 /* kill_grace with capture: what the program writes before the deadline is
  * the timed-out task's tail; what it writes during the grace is forwarded
  * but no task's (the task was reported at the deadline), not even the next
@@ -1312,6 +1395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill_grace_on_cancel_and_with_spares_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_gives_running_programs_the_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_programs_stderr_is_its_tasks_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_answers_a_rerun_without_running_the_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_grace_with_captured_stderr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_grace_reads_a_flushing_programs_stderr, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_a_program_burning_cpu_and_memory, setup, teardown),
