@@ -145,8 +145,9 @@ static int workdir_of(const char *root, invoker_id id, unsigned attempt, char *o
 static void last_log_line(const char *dir, char *out, size_t size)
 {
     char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/sim.log", dir);
     out[0] = 0;
+    if (snprintf(path, sizeof path, "%s/sim.log", dir) >= (int)sizeof path)
+        return;   /* no such file could be opened */
     FILE *f = fopen(path, "r");
     if (!f)
         return;
