@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { MODE_TRIVIAL = 1, MODE_PAYLOAD, MODE_MIXED };
 
@@ -163,6 +165,22 @@ static void on_error(const invoker_task *task, invoker_failure failure, int code
     refill(b);
 }
 
+/* --journal: a fresh journal file per run (an old one would answer every
+ * task without running it). */
+static char g_journal[4096];
+
+static void journal_path(void)
+{
+    snprintf(g_journal, sizeof g_journal, "%s/bench-%d.journal", opt.journal, (int)getpid());
+    (void)unlink(g_journal);
+}
+
+static double journal_bytes(void)
+{
+    struct stat st;
+    return stat(g_journal, &st) == 0 ? (double)st.st_size : 0;
+}
+
 static void make(bench *b)
 {
     invoker_config cfg;
@@ -182,6 +200,11 @@ static void make(bench *b)
     cfg.capture_stderr = !strcmp(opt.capture_stderr, "prefix") ? INVOKER_STDERR_PREFIX
                          : !strcmp(opt.capture_stderr, "tail") ? INVOKER_STDERR_TAIL
                                                                : INVOKER_STDERR_OFF;
+    if (opt.journal) {
+        journal_path();
+        cfg.journal = g_journal;
+        cfg.journal_key = g_workload;
+    }
     int rc = invoker_create(&b->inv, &cfg);
     if (rc < 0)
         die_err("invoker_create", rc);
@@ -271,6 +294,8 @@ static task_hdr *hdrs_new(size_t n)
 
 static const char *impl_name(void)
 {
+    if (opt.journal)
+        return strcmp(g_impl, "invoker") ? "invoker-window-journal" : "invoker-journal";
     return g_impl;
 }
 
@@ -306,12 +331,35 @@ static int throughput_main(void)
     }
     make(&b);
     warm_up(&b);
+    invoker_stats warm;
+    invoker_get_stats(b.inv, &warm);
+    double bytes0 = opt.journal ? journal_bytes() : 0;
     double s = run_batch(&b, n, window);
     invoker_stats st;
     invoker_get_stats(b.inv, &st);
     invoker_destroy(b.inv);
     dump_recs();
     size_t bad = b.bad + b.failed;
+    if (opt.journal) {
+        /* Every task journaled but those the warm-up ran already (in the
+         * trivial workload, its tasks are the first ones): else the rate
+         * is not the journal's cost. */
+        size_t arg = g_mode == MODE_TRIVIAL ? 8 * sizeof(double) : sizeof(task_hdr);
+        uint64_t journaled = st.journaled - warm.journaled;
+        if (journaled + (st.cached - warm.cached) != n || st.cached - warm.cached > 256 ||
+            st.journal_error) {
+            fprintf(stderr, "journaled %llu of %zu, cached %llu (warm-up %llu), error %d\n",
+                    (unsigned long long)journaled, n, (unsigned long long)st.cached,
+                    (unsigned long long)warm.cached, st.journal_error);
+            bad++;
+        }
+        double per = journaled ? (journal_bytes() - bytes0) / (double)journaled : 0;
+        fprintf(stdout, "RESULT workload=journal-size impl=%s rep=%d tasks=%zu "
+                "journaled=%llu bytes_per_task=%.1f overhead_bytes=%.1f arg_bytes=%zu "
+                "result_bytes=%zu\n", g_workload, opt.rep, n, (unsigned long long)journaled,
+                per, per - (double)(arg + sizeof(double)), arg, sizeof(double));
+        (void)unlink(g_journal);
+    }
     if (g_mode == MODE_TRIVIAL)
         result_line(g_workload, impl_name(), &opt,
                     "tasks=%zu seconds=%.6f tasks_per_s=%.1f us_per_task=%.4f window=%zu bad=%zu",

@@ -68,6 +68,8 @@ typedef struct bench_opts {
                                 invoker_config.timeout_factor, default 0 */
     const char *capture_stderr; /* --capture-stderr off|prefix|tail
                                    (bench_invoker), default off */
+    const char *journal; /* --journal DIR (bench_invoker): a fresh journal in
+                            DIR (SYNC_BATCH); NULL: none */
 } bench_opts;
 
 int64_t now_ns(void);

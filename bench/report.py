@@ -18,6 +18,7 @@ CHUNKED_PY = ["py-pool-imapN", "py-ppe-map", "py-joblib"]
 NAMES = {
     "invoker": "invoker (submit all, then wait)",
     "invoker-window": "invoker (window refilled from on_result)",
+    "invoker-journal": "invoker with a journal (SYNC_BATCH)",
     "serial": "C serial loop",
     "fork": "C naive fork per task",
     "pthread": "C pthread pool (mutex+condvar)",
@@ -381,6 +382,59 @@ def main():
         md.append("- skipped: %s" % " ".join("%s=%s" % kv for kv in s.items()))
     if skipped:
         md.append("")
+
+    # ---- 7. journal and cache ---------------------------------------------
+    md.append("## 7. Journal and cache\n")
+    md.append("The journal's cost: the same workloads with `journal` set (a fresh "
+              "file, SYNC_BATCH, every task evaluated and written); its size per task "
+              "beyond argument and result bytes; the cache's lookup (inline mode, so "
+              "a submit makes no syscall: the difference with the cache on is the "
+              "hash, the lookup and the twin bookkeeping; in an invoker that already "
+              "ran as many tasks, so its tables have grown) and a submit answered from "
+              "memory; the time `invoker_create` takes to read a journal (inline mode, "
+              "no worker forked) and to answer every task from it.\n")
+    gt, gc = groups(rows, "trivial"), groups(rows, "cpu")
+    t = []
+    rj = rep_ratio(gt.get("invoker-journal"), "tasks_per_s", gt.get("invoker"), "tasks_per_s")
+    if rj is not None:
+        t.append(("trivial tasks/s with a journal / without",
+                  "%s / %s = %s" % (fmt(gt["invoker-journal"].med("tasks_per_s")),
+                                    fmt(gt["invoker"].med("tasks_per_s")), fmt(rj, 3))))
+        target("journal: trivial tasks ≥0.5x the rate without", "%.2fx" % rj, rj >= 0.5,
+               "SYNC_BATCH, a fresh journal per run, every task written")
+    ser = gc.get("serial")
+    ej = rep_ratio(ser, "seconds", gc.get("invoker-journal"), "seconds", 1.0 / workers)
+    if ej is not None:
+        e0 = rep_ratio(ser, "seconds", gc.get("invoker"), "seconds", 1.0 / workers)
+        t.append(("1 ms tasks: efficiency with a journal (without)",
+                  "%s (%s)" % (fmt(ej, 3), fmt(e0, 3))))
+        target("journal: 1 ms tasks efficiency ≥0.97", "%.3f" % ej, ej >= 0.97,
+               "without a journal in the same run: %s" % fmt(e0, 3))
+    for k, x in sorted(groups(rows, "journal-size").items()):
+        t.append(("journal bytes per task beyond argument + result (%s: %s + %s bytes)"
+                  % (k, x.first("arg_bytes"), x.first("result_bytes")),
+                  "%s (%s in all)" % (fmt(x.med("overhead_bytes"), 1),
+                                      fmt(x.med("bytes_per_task"), 1))))
+    g = groups(rows, "cache").get("invoker")
+    if g is not None:
+        lk = g.med("lookup_ns")
+        t.append(("submit with the cache off / on, ns (%s new distinct arguments, as "
+                  "many run before)" % g.first("tasks"),
+                  "%s / %s" % (fmt(g.med("submit_ns_off"), 1), fmt(g.med("submit_ns_on"), 1))))
+        t.append(("submit answered from memory, ns", fmt(g.med("answered_submit_ns"), 1)))
+        target("cache: lookup adds <0.2 µs to a submit", "%.0f ns" % lk,
+               lk is not None and lk < 200,
+               "median of 5 interleaved runs of %s submits each" % g.first("tasks"))
+    g = groups(rows, "replay").get("invoker")
+    if g is not None:
+        t.append(("invoker_create reading a journal of %s records, s" % g.first("records"),
+                  "%s (%s µs per record)" % (fmt(g.med("create_s"), 3),
+                                             fmt(g.med("create_us_per_record"), 3))))
+        t.append(("then every task answered from it, µs per task",
+                  fmt(g.med("answer_us_per_task"), 3)))
+    if t:
+        md.append(table(["", "measured"], t))
+    md.append("")
 
     # ---- targets ---------------------------------------------------------
     md.append("## Targets for invoker\n")

@@ -46,12 +46,12 @@ if [ $QUICK = 1 ]; then
     : "${REPS:=1}"
     TRIV=10000 TRIV_PT=2000 TRIV_FORK=300 CPU=200 PAY=50 PAY_PY=30
     HANG=4 CRASH=50 NCRASH=5 RESTART_MIB="0 256 1024" NRESTART=5
-    BOUND=0.5 TMO=30 MODE=quick
+    BOUND=0.5 TMO=30 MODE=quick CACHE_TASKS=20000 REPLAY=100000
 else
     : "${REPS:=5}"   # medians of 5: on a shared VM one slow spell moves a median of 3
     TRIV=100000 TRIV_PT=20000 TRIV_FORK=2000 CPU=2000 PAY=500 PAY_PY=200
     HANG=20 CRASH=200 NCRASH=20 RESTART_MIB="0 1024 4096" NRESTART=10
-    BOUND=1.0 TMO=60 MODE=full
+    BOUND=1.0 TMO=60 MODE=full CACHE_TASKS=100000 REPLAY=1000000
 fi
 case $REPS in '' | *[!0-9]* | 0) usage ;; esac
 
@@ -74,9 +74,9 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
     exit 1
 fi
 TMP=$(mktemp -d /tmp/invoker-bench.XXXXXX)
-if ! cmake --build "$BUILD" --target bench_baselines bench_invoker -j "$(nproc)" >"$TMP/build.log" 2>&1; then
+if ! cmake --build "$BUILD" --target bench_baselines bench_invoker bench_journal -j "$(nproc)" >"$TMP/build.log" 2>&1; then
     cat "$TMP/build.log" >&2
-    echo "run.sh: building bench_baselines and bench_invoker in $BUILD failed" >&2
+    echo "run.sh: building the bench programs in $BUILD failed" >&2
     exit 1
 fi
 BIN=$BUILD/bench
@@ -105,6 +105,7 @@ run() {
     case $prog in
     C) cmd=("$BIN/bench_baselines" "$@" --iters "$CITERS") ;;
     I) cmd=("$BIN/bench_invoker" "$@" --iters "$CITERS") ;;
+    J) cmd=("$BIN/bench_journal" "$@" --iters "$CITERS") ;;
     P) cmd=("$PY" "$HERE/pools.py" "$@" --iters "$PYITERS") ;;
     esac
     t0=$(date +%s%N)
@@ -134,6 +135,7 @@ for REP in $(seq 1 "$REPS"); do
     # 1. trivial objective: tasks/s
     run trivial invoker         I trivial invoker --tasks $TRIV
     run trivial invoker-window  I trivial invoker-window --depth 64 --tasks $TRIV
+    run trivial invoker-journal I trivial invoker --journal "$TMP" --tasks $TRIV
     run trivial serial          C trivial serial --tasks $TRIV
     run trivial pthread         C trivial pthread --tasks $TRIV
     run trivial pipe-depth1     C trivial pipe --depth 1 --tasks $TRIV
@@ -151,6 +153,7 @@ for REP in $(seq 1 "$REPS"); do
     # 2. ~1 ms CPU-bound objective: efficiency against the serial loop
     run cpu serial              C cpu serial --tasks $CPU
     run cpu invoker             I cpu invoker --tasks $CPU
+    run cpu invoker-journal     I cpu invoker --journal "$TMP" --tasks $CPU
     run cpu pthread             C cpu pthread --tasks $CPU
     run cpu pipe-depth1         C cpu pipe --depth 1 --tasks $CPU
     run cpu pipe-depth64        C cpu pipe --depth 64 --tasks $CPU
@@ -196,6 +199,9 @@ done
 
 # 6. restart cost as the parent grows (once: each run times several restarts)
 REP=1
+# 7. the cache's lookup and the journal's replay (once: each run repeats)
+run cache invoker J cache --tasks $CACHE_TASKS
+run replay invoker J replay --tasks $REPLAY --journal "$TMP"
 for MIB in $RESTART_MIB; do
     AVAIL=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
     if [ "$AVAIL" -lt $((MIB + 1024)) ]; then

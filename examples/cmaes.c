@@ -11,6 +11,12 @@
  * exits 0 only if the best value is within --tol of the optimum, 0 at
  * x = (1, ..., 1).
  *
+ * --journal FILE keeps every evaluation in FILE (see invoker_config.journal):
+ * kill the run at any moment and start it again with the same options, and
+ * the evaluations it already paid for are answered from the journal (the
+ * run is deterministic for a seed, so it proposes the same candidates
+ * again) without running; it reports how many.
+ *
  * The CMA-ES is the standard one (Hansen's tutorial: weighted
  * recombination, cumulative step-size adaptation, rank-one and rank-mu
  * covariance updates) with a small Jacobi eigen-solver, and restarts with
@@ -310,6 +316,7 @@ int main(int argc, char **argv)
     uint64_t evals = 50000, seed = 1;
     double cost_ms = 1.0, tol = 1e-10;
     int use_mpi = 0;
+    const char *journal = NULL;
     ex_opt opts[] = {
         { "dim", EX_UINT, &dim, "dimension of the Rosenbrock function (2..64)" },
         { "evals", EX_U64, &evals, "evaluation budget" },
@@ -318,6 +325,7 @@ int main(int argc, char **argv)
         { "cost-ms", EX_DOUBLE, &cost_ms, "CPU milliseconds each evaluation burns" },
         { "tol", EX_DOUBLE, &tol, "success: best f(x) <= tol (the optimum is 0)" },
         { "seed", EX_U64, &seed, "random seed" },
+        { "journal", EX_STR, &journal, "file of paid evaluations: a rerun resumes from it" },
         EX_MPI_OPT(&use_mpi)
     };
     ex_parse_args(argc, argv,
@@ -342,6 +350,10 @@ int main(int argc, char **argv)
     cfg.on_error = on_error;
     cfg.user = &r;
     cfg.workers = workers;
+    /* The key names the objective: a journal of another one is never
+     * taken for this one's.  (Its cost does not change its values.) */
+    cfg.journal = journal;
+    cfg.journal_key = "cmaes rosenbrock v1";
     invoker *inv;
     if (ex_create(&inv, &cfg, use_mpi, &argc, &argv))
         return 0;   /* a serving rank */
@@ -401,6 +413,7 @@ int main(int argc, char **argv)
     }
     double wall = ex_now() - t0;
     ex_progress_end(&r.progress, r.evals, r.best_f, NULL);
+    invoker_get_stats(inv, &st);
     ex_check(invoker_destroy(inv), "invoker_destroy");
 
     double dist = 0.0;
@@ -410,6 +423,11 @@ int main(int argc, char **argv)
     printf("evaluations      %" PRIu64 " (%u generations, %u restarts)\n", r.evals, generations,
            restarts);
     printf("failures         %" PRIu64 "\n", r.failures);
+    if (journal)
+        printf("from the journal %" PRIu64 " evaluations answered without running (cached), "
+               "%" PRIu64 " written%s%s\n", st.cached, st.journaled,
+               st.journal_error ? "; journal stopped: " : "",
+               st.journal_error ? invoker_strerror(st.journal_error) : "");
     printf("best f(x)        %.3e  (|x - optimum| = %.2e; target f <= %g: %s)\n", r.best_f,
            sqrt(dist), tol, ok ? "reached" : "NOT reached");
     printf("wall time        %.3f s  (%.0f evaluations/s)\n", wall, (double)r.evals / wall);

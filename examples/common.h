@@ -221,12 +221,12 @@ static inline void ex_progress_end(ex_progress *p, uint64_t done, double best, c
 
 /* ---- options ------------------------------------------------------------ */
 
-typedef enum ex_opt_type { EX_UINT, EX_U64, EX_DOUBLE, EX_FLAG } ex_opt_type;
+typedef enum ex_opt_type { EX_UINT, EX_U64, EX_DOUBLE, EX_FLAG, EX_STR } ex_opt_type;
 
 typedef struct ex_opt {
     const char *name; /* without the leading "--" */
     ex_opt_type type;
-    void *value; /* unsigned *, uint64_t *, double * or int * (flag) */
+    void *value; /* unsigned *, uint64_t *, double *, int * (flag) or const char ** */
     const char *help;
 } ex_opt;
 
@@ -246,6 +246,11 @@ static inline void ex_usage(FILE *f, const char *prog, const char *summary, cons
         case EX_DOUBLE:
             snprintf(def, sizeof def, "%g", *(double *)opts[i].value);
             break;
+        case EX_STR: {
+            const char *v = *(const char **)opts[i].value;
+            snprintf(def, sizeof def, "%s", v ? v : "none");
+            break;
+        }
         default:
             snprintf(def, sizeof def, "off");
             break;
@@ -259,6 +264,10 @@ static inline int ex_parse_value(const ex_opt *o, const char *s)
 {
     char *end = NULL;
     errno = 0;
+    if (o->type == EX_STR) {
+        *(const char **)o->value = s;
+        return 0;
+    }
     if (o->type == EX_DOUBLE) {
         double v = strtod(s, &end);
         if (errno || end == s || *end || !isfinite(v) || v < 0)

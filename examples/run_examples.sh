@@ -36,7 +36,7 @@ run() {
     fi
 }
 
-for name in quickstart cmaes async_de flaky event_loop; do
+for name in quickstart cmaes async_de flaky event_loop simulator; do
     if ! "$dir/$name" --help >/dev/null; then
         echo "=== $name --help: FAILED"
         failed=$((failed + 1))
@@ -53,6 +53,28 @@ run async_de --cost-ms 0.1 --sync
 run flaky --cost-ms 0.1 --timeout 0.5
 run flaky --cost-ms 0.1 --retries 0 --seed 7 --timeout 0.5
 run event_loop --cost-ms 0.1
+# An external program per evaluation: a hang costs its timeout (0.5 s, so
+# that a loaded CI machine does not take a slow run for a hang).
+run simulator --cost-ms 0.5 --timeout 0.5
+
+# Resume: cmaes with a journal, killed with SIGKILL mid-run, then run again
+# with the same options: it must finish and say that evaluations came from
+# the journal.
+journal=$(mktemp -u /tmp/invoker-cmaes-journal.XXXXXX)
+echo "=== cmaes --journal: killed after 1 s, then resumed"
+timeout -s KILL 1 "$dir/cmaes" --cost-ms 0.5 --journal "$journal" >/dev/null
+out=$(timeout 120 "$dir/cmaes" --cost-ms 0.5 --journal "$journal")
+rc=$?
+echo "$out" | tail -7
+cached=$(echo "$out" | sed -n 's/^from the journal \([0-9]*\) .*/\1/p')
+if [ "$rc" -eq 0 ] && [ -n "$cached" ] && [ "$cached" -gt 0 ]; then
+    echo "=== cmaes --journal: ok ($cached evaluations answered from the journal)"
+else
+    echo "=== cmaes --journal: FAILED (status $rc, answered '${cached}')"
+    failed=$((failed + 1))
+fi
+echo
+rm -f "$journal" "$journal".corrupt.*
 
 # Built with libinvoker_mpi: cmaes and async_de again over 3 MPI ranks
 # (rank 0 driving, two serving ranks of one worker each).

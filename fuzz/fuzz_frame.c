@@ -1,13 +1,13 @@
 /* libFuzzer target: the frame header the parent reads from a worker's
  * result pipe (invoker__proto_frame_check, invoker__proto_frame_size).
  *
- * Input: 48 header bytes as the worker would write them; 8 more bytes, when
+ * Input: 64 header bytes as the worker would write them; 8 more bytes, when
  * present, are a second max_len (max_result_bytes) to check against.
  * Properties:
  *   - check returns 0 or -EPROTO, nothing else;
  *   - an accepted frame has a kind in range (HELD only on a task's
  *     outcome), len <= max_len (and len 0 for every kind but RESULT), an
- *     id unless it is INIT_FAILED, and its size
+ *     id unless it is INIT_FAILED, a max_rss_kib of -1 or more, and its size
  *     (header + padded payload) covers the payload, padded to 16, without
  *     wrapping;
  *   - the check word is the only thing a forged header lacks: the same
@@ -34,6 +34,8 @@ static int fields_ok(const invoker__frame *f, size_t max_len)
         return 0;
     if (kind == INVOKER__FRAME_RESULT ? (f->len > max_len || f->len > SIZE_MAX / 2)
                                       : f->len != 0)
+        return 0;
+    if (f->max_rss_kib < -1)
         return 0;
     return f->id != 0 || kind == INVOKER__FRAME_INIT_FAILED;
 }

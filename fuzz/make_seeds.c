@@ -1,7 +1,8 @@
 /* Writes the seed corpus of the fuzz targets: valid frames and ticket
- * packets sealed with FUZZ_KEY (a fuzzer cannot guess a check word), plus
- * a few near misses.  Usage: make_seeds OUTDIR (writes OUTDIR/frame/ and
- * OUTDIR/slot/).  Built and run by fuzz/build.sh --seeds. */
+ * packets sealed with FUZZ_KEY (a fuzzer cannot guess a check word),
+ * journal images with records whose checks hold, plus a few near misses.
+ * Usage: make_seeds OUTDIR (writes OUTDIR/frame/, OUTDIR/slot/ and
+ * OUTDIR/journal/).  Built and run by fuzz/build.sh --seeds. */
 #include "internal.h"
 #include "fuzz_key.h"
 
@@ -25,7 +26,7 @@ static void put(const char *kind, const char *name, const void *p, size_t len)
 static void frame(const char *name, uint32_t kind, uint64_t id, int32_t code, uint64_t len,
                   int spoil, uint64_t max_len)
 {
-    unsigned char buf[56];
+    unsigned char buf[INVOKER__FRAME_HDR + 8];
     invoker__frame f;
     memset(&f, 0, sizeof f);
     f.kind = kind;
@@ -34,6 +35,8 @@ static void frame(const char *name, uint32_t kind, uint64_t id, int32_t code, ui
     f.code = code;
     f.len = len;
     f.run_ns = 123456;
+    f.cpu_ns = 120000;
+    f.max_rss_kib = kind == INVOKER__FRAME_INIT_FAILED ? -1 : 2048;
     invoker__proto_frame_seal(&f, FUZZ_KEY);
     if (spoil)
         f.check ^= 1;
@@ -70,6 +73,42 @@ static void packet(const char *name, unsigned count, const uint64_t *lens, uint3
     put("slot", name, buf, sizeof buf);
 }
 
+/* Journal images: our header, then records of these argument and result
+ * lengths (kind 2 when the result length is -1), then tail bytes. */
+static void journal(const char *name, const long *lens, unsigned count, const void *tail,
+                    size_t tail_len)
+{
+    static unsigned char buf[1 << 16];
+    size_t off = INVOKER__JOURNAL_HDR;
+    invoker__journal_file_header(buf, INVOKER__JOURNAL_VERSION);
+    for (unsigned i = 0; i < count; i++) {
+        size_t arg_len = (size_t)lens[2 * i];
+        bool failed = lens[2 * i + 1] < 0;
+        size_t res_len = failed ? 0 : (size_t)lens[2 * i + 1];
+        size_t size = invoker__journal_record_size(arg_len, res_len);
+        if (off + size > sizeof buf)
+            exit(1);
+        unsigned char *p = buf + off;
+        memset(p, 0, size);
+        unsigned char *arg = p + INVOKER__JREC_HDR;
+        for (size_t k = 0; k < arg_len; k++)
+            arg[k] = (unsigned char)(k * 7 + i);
+        unsigned char *res = arg + ((arg_len + 15) & ~(size_t)15);
+        for (size_t k = 0; k < res_len; k++)
+            res[k] = (unsigned char)(k * 13 + i);
+        uint64_t check = invoker__journal_body_check(
+            invoker__hash(arg, arg_len, INVOKER__HASH_SEED), res, res_len);
+        invoker__journal_encode(p, invoker__journal_key_hash(i % 3 ? "key" : ""),
+                                failed ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT,
+                                failed ? 42 : 0, arg_len, res_len, check);
+        off += size;
+    }
+    if (off + tail_len > sizeof buf)
+        exit(1);
+    memcpy(buf + off, tail, tail_len);
+    put("journal", name, buf, off + tail_len);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -89,6 +128,17 @@ int main(int argc, char **argv)
     frame("bad-check", INVOKER__FRAME_RESULT, 14, 0, 16, 1, 0);
     frame("bad-kind", INVOKER__FRAME_KIND_MAX, 15, 0, 0, 0, 0);
 
+    const long jl[] = { 8, 40, 13, -1, 0, 0, 200, 100, 1, 1 };
+    journal("empty", jl, 0, NULL, 0);
+    journal("five", jl, 5, NULL, 0);
+    journal("one-torn", jl, 2, "\x43\x45\x52\x4a\x01\x00", 6);
+    unsigned char huge[INVOKER__JREC_HDR];
+    invoker__journal_encode(huge, 1, INVOKER__JREC_RESULT, 0, (uint64_t)1 << 63, 0, 0);
+    journal("length-2-63", jl, 1, huge, sizeof huge);
+    invoker__journal_encode(huge, 1, INVOKER__JREC_RESULT, 0, 100, 100, 0);
+    journal("past-the-end", jl, 1, huge, sizeof huge);
+    put("journal", "foreign", "x,y\n1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n", 34);
+
     uint64_t lens[INVOKER__BATCH_MAX];
     memset(lens, 0, sizeof lens);
     packet("one-empty", 1, lens, 0);
@@ -102,5 +152,7 @@ int main(int argc, char **argv)
     packet("big", 1, lens, INVOKER__TICKET_BIG);
     lens[0] = 48; lens[1] = 7;
     packet("two-mixed", 2, lens, 0);
+    lens[0] = 5;
+    packet("attempt-3", 1, lens, 3u << INVOKER__TICKET_ATTEMPT_SHIFT);
     return 0;
 }

@@ -9,7 +9,7 @@ secs=${1:-20}
 out=${FUZZ_BUILD:-build-fuzz}
 bash fuzz/build.sh "$out"
 status=0
-for t in frame slot; do
+for t in frame slot journal; do
     work=$(mktemp -d)
     cp fuzz/corpus/$t/* "$work"/
     echo "fuzz_$t: ${secs} s"

@@ -89,6 +89,13 @@ INVOKER_API int invoker_result_write(invoker_result *out, const void *data, size
 typedef int (*invoker_objective_fn)(const void *arg, size_t arg_len,
                                     invoker_result *out, void *objective_ctx);
 
+/* Inside an objective: the running task's id, its attempt (1 the first
+ * time a worker starts it, 2 for its first retry...; 0 when unknown) and
+ * the worker slot running it (0 in inline_mode), each where the pointer is
+ * not NULL.  0, or -EINVAL (out NULL). */
+INVOKER_API int invoker_current_task(const invoker_result *out, invoker_id *id,
+                                     unsigned *attempt, unsigned *worker);
+
 /* ------------------------------------------------------------------------
  * Parent side.
  * ---------------------------------------------------------------------- */
@@ -103,6 +110,37 @@ typedef struct invoker_task {
     unsigned    attempts;     /* times a worker started it; 0 if it never ran */
     int         worker;       /* worker slot of its last attempt, -1 if none */
     double      run_seconds;  /* wall time of its last attempt in a worker */
+    int         cached;       /* 1: the outcome came from the cache, the
+                                 journal or an identical task's evaluation,
+                                 not this task's own: attempts 0, worker -1,
+                                 run_seconds and cpu_seconds 0, max_rss_kib
+                                 -1, no stderr_tail; it never counts toward
+                                 adaptive timeouts */
+    /* Forensics of its last attempt (0 and -1 when it never ran).
+     * cpu_seconds: user + system CPU, the children the worker reaped during
+     * the attempt included (a program run by invoker_command_objective is).
+     * max_rss_kib: the peak resident set of the attempt in KiB: the
+     * worker's own peak since the attempt began (Linux resets the kernel's
+     * lifetime peak through /proc/self/clear_refs before each task) or the
+     * peak of a child reaped during it, whichever is larger; -1 when the
+     * kernel cannot tell (no /proc/self/clear_refs).  A child's peak counts
+     * the worker's pages it was forked with until it exec'd.
+     * Tasks of microseconds sent to a worker together (see invoker_submit)
+     * share one reset, at their packet's start; one whose result waits for
+     * its packet-mates (it ran under 20 us) is not measured, so as to cost
+     * no syscall: its cpu_seconds is its run time and its max_rss_kib -1
+     * (or the peak of a child it reaped).
+     * For an attempt cut short: a worker that died by itself (CRASH, EXIT,
+     * CPU, MEMORY) is measured at its reaping (wait4): its CPU since the
+     * attempt began and its peak since then, with the children it had
+     * reaped (over its whole life, for their peak).  TIMEOUT and CANCELLED
+     * are reported at once, from /proc while the worker still runs: its
+     * CPU since the attempt began, counted in clock ticks, and its own
+     * peak (VmHWM), with those of its running children (a program still
+     * running: its whole CPU and its peak; Linux 4.2+, where /proc lists a
+     * process's children).  SHUTDOWN, PROTOCOL and NO_WORKER: 0 and -1. */
+    double      cpu_seconds;
+    long        max_rss_kib;
     /* With invoker_config.capture_stderr: the last bytes (4 KiB at most)
      * that its last attempt wrote to stderr, the objective's own and its
      * child processes' (see capture_stderr for which bytes count as the
@@ -214,6 +252,69 @@ typedef struct invoker_config {
      * forks them itself, from its memory of the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
+    /* Journal, resume and cache: arguments are keyed by their bytes, and
+     * identical bytes are evaluated once.
+     *
+     * journal: path of an append-only file of outcomes; NULL: none.
+     * invoker_create opens it (created with mode 0600; a symlink at the
+     * last component is refused with -ELOOP; not a regular file: -EINVAL)
+     * and reads it: a later submit whose argument bytes and journal_key
+     * match a journaled success or INVOKER_FAIL_OBJECTIVE gets that same
+     * outcome (identical result bytes, or the same code) with cached = 1,
+     * from the next invoker_poll/invoker_wait, without running.  Other
+     * failures are never journaled: those tasks run again.  Bytes are
+     * compared, not only hashes.  Every such outcome is written (write(2)
+     * returned) before its callback runs, so killing the program at any
+     * instant loses no outcome a callback reported.  A torn last record
+     * (a death mid-write) is cut off at open; a record that fails its
+     * checksum ends the replay there, and the file from it on is moved to
+     * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
+     * file that is not a journal of this version: -EBADMSG, the file
+     * untouched.  A journal another live invoker holds (this process or
+     * another): -EBUSY (an OFD lock, gone when its holder is).  A failed
+     * write (ENOSPC...) stops the journal: callbacks still come, and
+     * invoker_stats.journal_error says why.  The journal implies the
+     * merging of identical tasks in flight (see cache), and also answers
+     * identical arguments evaluated during this run.  journal and
+     * journal_key are read during invoker_create only. */
+    const char          *journal;
+    /* INVOKER_SYNC_BATCH (0): fdatasync at least every 100 ms while
+     * invoker_poll/invoker_wait run, and before invoker_wait and
+     * invoker_destroy return; INVOKER_SYNC_EACH: before each callback of an
+     * outcome written; INVOKER_SYNC_NONE: the kernel decides.  The sync
+     * says what survives a power cut; a kill of the program loses nothing
+     * either way.  Other values: -EINVAL. */
+    int                  journal_sync;
+    /* Names the objective and its version: records written under another
+     * key are kept but never replayed.  NULL: "". */
+    const char          *journal_key;
+    /* Non-zero: identical argument bytes are evaluated once per invoker.
+     * A submit equal to a finished task (success or objective failure) is
+     * answered from memory, cached = 1, from the next poll; one equal to
+     * a task queued or running waits for it and gets its outcome, one
+     * evaluation for both.  If that task is cancelled, times out, crashes,
+     * is shut down or fails otherwise, each task waiting for it runs on
+     * its own, with its own timeout and retries; cancelling a waiting task
+     * cancels only it. */
+    int                  cache;
+    /* Memory the cache may hold (arguments, results and bookkeeping); the
+     * least recently used goes first, and an outcome bigger than all of it
+     * is not kept.  0: 256 MiB. */
+    size_t               cache_max_bytes;
+
+    /* Seconds between SIGTERM and SIGKILL when a worker is killed for a
+     * timeout, a cancel or invoker_destroy; 0: SIGKILL at once.  Its whole
+     * process group gets SIGTERM first, so that a program it runs (see
+     * invoker_command) can flush and exit; SIGKILL follows after the grace
+     * if the worker still lives, and the group gets SIGKILL once the
+     * worker is reaped.  The task is reported at its deadline (or cancel)
+     * all the same; its slot takes a new worker only once the old one is
+     * gone.  invoker_destroy waits up to kill_grace for the workers it
+     * signalled, reading their captured stderr meanwhile (see
+     * capture_stderr).  A worker killed for breaking the protocol gets no
+     * grace.
+     * Finite and >= 0, else -EINVAL. */
+    double               kill_grace;
     /* Capture of the workers' stderr (descriptor 2: the objective's, and
      * that of every program it starts).  INVOKER_STDERR_OFF (0): workers
      * write to the parent's stderr directly.  Otherwise each worker's
@@ -237,8 +338,13 @@ typedef struct invoker_config {
      *     task's; what a process left behind by a task writes after that
      *     task ended counts toward the worker's next task.  A task that
      *     times out, is cancelled or whose worker dies gets what was read
-     *     by then.  An objective that puts another file at descriptor 2
-     *     writes there, and its bytes go to no tail.
+     *     by then: with kill_grace, what the worker and its program write
+     *     during the grace (the task already reported) is forwarded but in
+     *     no task's tail, the next task's in that slot included.  A
+     *     program run by invoker_command_objective inherits the pipe as its
+     *     descriptor 2: its bytes are its task's.  An objective that puts
+     *     another file at descriptor 2 writes there, and its bytes go to no
+     *     tail.
      * The parent reads a worker's pipe 64 KiB per pass at most (and before
      * its results), so a worker flooding stderr slows only itself (it
      * blocks on its full pipe) and its own task: the others' results and
@@ -263,6 +369,91 @@ enum { INVOKER_SPARES_AUTO = 0, INVOKER_SPARES_NEVER = 1, INVOKER_SPARES_ALWAYS 
 enum { INVOKER_FORK_SERVER_AUTO = 0, INVOKER_FORK_SERVER_NEVER = 1 };
 enum { INVOKER_STDERR_OFF = 0, INVOKER_STDERR_PREFIX = 1, INVOKER_STDERR_TTY = 2,
        INVOKER_STDERR_PLAIN = 3, INVOKER_STDERR_TAIL = 4 };
+enum { INVOKER_SYNC_BATCH = 0, INVOKER_SYNC_EACH = 1, INVOKER_SYNC_NONE = 2 };
+
+/* ------------------------------------------------------------------------
+ * The external-program objective: each task runs a program, safely.
+ *
+ *   invoker_command cmd;
+ *   invoker_command_init(&cmd);
+ *   static const char *const argv[] = { "./simulate", "--quiet", NULL };
+ *   cmd.argv = argv;
+ *   cfg.objective = invoker_command_objective;
+ *   cfg.objective_ctx = &cmd;
+ *
+ * Each attempt of a task (a retry is another attempt) runs in a fresh work
+ * directory, WORKDIR_ROOT/invoker-TAG-ID-ATTEMPT (TAG: 8 hex digits drawn
+ * per invoker, ID the task id, ATTEMPT the attempt), made with mode 0700
+ * and the program's current directory (a relative workdir_root is taken
+ * from the worker's current directory).  The program is started with
+ * execvp (PATH searched when argv[0] has no '/'; a relative path with a
+ * '/', "./sim", is taken from the worker's current directory, not the
+ * work directory), never through a shell,
+ * in the worker's process group (a timeout or a cancel kills it and
+ * everything it started), with only descriptors 0, 1 and 2 open: 0 as
+ * input says, 1 a pipe to the worker when output_name is NULL (else the
+ * worker's stdout), 2 the worker's stderr (with capture_stderr, the
+ * capture pipe: what the program writes is its task's stderr_tail).  Its
+ * environment is the worker's, then envp, then INVOKER_TASK_ID, INVOKER_ATTEMPT,
+ * INVOKER_WORKER (the slot) and INVOKER_WORKDIR (the work directory's
+ * absolute path); those four win over envp's.  While it runs, the worker
+ * blocks SIGPIPE (a program that does not read its input) and SIGTERM (so
+ * that, with kill_grace, it waits for its program to flush, then dies of
+ * the pending SIGTERM); the program starts with the worker's mask as it
+ * was and SIGPIPE and SIGTERM at their defaults.
+ *
+ * Outcome: exit status 0 is success, the result being the program's
+ * stdout or the output file.  Otherwise the task fails with
+ * INVOKER_FAIL_OBJECTIVE and code:
+ *   1..125   the program's exit status
+ *   126      the program was found but could not be executed
+ *   127      the program was not found
+ *   128 + N  the program was killed by signal N (SIGSEGV: 139)
+ *   < 0      -errno: the attempt could not be set up (work directory,
+ *            input file, pipes, fork) or, after exit 0, output_name could
+ *            not be read (-ENOENT: the program did not write it)
+ * and with INVOKER_FAIL_TOO_LARGE when the output passes max_result_bytes
+ * (the program is then killed with SIGKILL at once).  invoker_config's
+ * timeout, kill_grace and retries apply as to any objective; the program
+ * inherits memory_limit, and gets cpu_limit (whole seconds, rounded up) as
+ * its own RLIMIT_CPU: a program past it dies of SIGXCPU, code 152.
+ * ---------------------------------------------------------------------- */
+enum { INVOKER_INPUT_STDIN = 0, INVOKER_INPUT_FILE = 1, INVOKER_INPUT_NONE = 2 };
+
+typedef struct invoker_command {
+    const char *const *argv;   /* program and arguments, NULL-terminated; run
+                                  with execvp, never through a shell */
+    const char *workdir_root;  /* each attempt runs in a fresh directory made
+                                  under it (mode 0700); NULL: $TMPDIR or /tmp */
+    int         input;         /* INVOKER_INPUT_STDIN (0): argument bytes on
+                                  stdin; INVOKER_INPUT_FILE: in input_name in
+                                  the work directory (stdin /dev/null);
+                                  INVOKER_INPUT_NONE: stdin /dev/null */
+    const char *input_name;    /* NULL: "input" */
+    const char *output_name;   /* NULL: the result is the program's stdout;
+                                  else that file of the work directory, read
+                                  after the program exited 0 */
+    int         keep_workdir;  /* 0: removed after every attempt (by the parent
+                                  when the worker died during it); 1: kept when
+                                  the attempt failed; 2: always kept */
+    const char *const *envp;   /* extra NAME=value entries; NULL: none */
+} invoker_command;
+
+/* Zeroes *cmd (stdin input, stdout output, nothing kept, root $TMPDIR or
+ * /tmp).  NULL: no-op. */
+INVOKER_API void invoker_command_init(invoker_command *cmd);
+
+/* An invoker_objective_fn: set cfg.objective = invoker_command_objective and
+ * cfg.objective_ctx = &cmd (the struct and what it points to must outlive
+ * the invoker; workers see it as it was when they were forked: change it
+ * only before invoker_create).  Runs one attempt as described above.  An
+ * objective of your own may call it too, but the parent removes the work
+ * directory of a worker killed mid-attempt only when it is the config's
+ * objective itself.  A bad command (cmd, argv or argv[0] NULL or empty,
+ * input or keep_workdir out of range, input_name or output_name empty,
+ * "." or "..", or containing '/') fails the task with code -EINVAL. */
+INVOKER_API int invoker_command_objective(const void *arg, size_t arg_len,
+                                          invoker_result *out, void *cmd);
 
 /* Zeroes *cfg, then sets the defaults (max_arg_bytes, max_result_bytes and
  * size).  cfg NULL is a no-op. */
@@ -271,8 +462,9 @@ INVOKER_API void invoker_config_init(invoker_config *cfg);
 /* Creates an invoker and forks its workers.  The config is copied.
  * 0 and *out set, or -EINVAL (out or cfg NULL, a required callback NULL,
  * a timeout, cpu_limit, timeout_factor or timeout_min negative or not
- * finite, an unknown spares, fork_server or capture_stderr, size unknown),
- * -ENOMEM,
+ * finite, an unknown spares, fork_server, capture_stderr or journal_sync,
+ * size unknown, journal not a regular file), the journal's errors (-EBUSY,
+ * -EBADMSG, -ELOOP, -ENOENT, -EACCES, -EROFS...: see journal), -ENOMEM,
  * -EMFILE/-ENFILE, -EAGAIN (a worker could not be forked), or another
  * negative errno from the system.  On failure *out is untouched and no
  * process or descriptor is left behind. */
@@ -286,7 +478,9 @@ INVOKER_API int invoker_create(invoker **out, const invoker_config *cfg);
  * latest).  0 and *id set (id
  * may be NULL), or -EINVAL, -EMSGSIZE (arg_len > max_arg_bytes), -EAGAIN
  * (max_queued reached), -ENOMEM.  On failure nothing is queued and no
- * callback will follow.
+ * callback will follow.  With a cache or a journal (see
+ * invoker_config.journal), a task may be answered without running: its
+ * callback still comes from the next invoker_poll/invoker_wait.
  *
  * Tasks that run in microseconds go to a worker several at a time, and
  * their results come back together once the group is done; a result never
@@ -306,16 +500,22 @@ INVOKER_API int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg
  * (INVOKER_FAIL_CANCELLED) comes from the next invoker_poll/invoker_wait,
  * not from inside this call.  May be called inside a callback.
  * 0, or -EINVAL (inv NULL), -ENOENT (unknown id, or the task was already
- * reported or cancelled). */
+ * reported or cancelled, or answered at its submit from the cache or the
+ * journal).  A task waiting for an identical one (see
+ * invoker_config.cache) is cancelled alone. */
 INVOKER_API int invoker_cancel(invoker *inv, invoker_id id);
 
 /* Cancels, as invoker_cancel does, every task submitted with this tag and
  * not yet reported (nor already cancelled): queued ones never run, running
  * ones have their workers killed and replaced; each gets its on_error
  * (INVOKER_FAIL_CANCELLED) from the next invoker_poll/invoker_wait.  May be
- * called inside a callback.  Tasks of other tags are untouched.  Looks at
- * every unreported task once (no index by tag, so that submit costs
- * nothing more).  Returns how many it cancelled (>= 0; 0 for a tag no
+ * called inside a callback.  Tasks of other tags are untouched: a task of
+ * the tag waiting for an identical one (see invoker_config.cache) is
+ * cancelled alone, its twin running on for its other waiters, and a task
+ * already answered from the cache or the journal is decided and not
+ * counted (invoker_cancel gives -ENOENT for it).  Looks at every
+ * unreported task once (no index by tag, so that submit costs nothing
+ * more).  Returns how many it cancelled (>= 0; 0 for a tag no
  * unreported task has), or -EINVAL (inv NULL). */
 INVOKER_API int invoker_cancel_tag(invoker *inv, void *tag);
 
@@ -363,6 +563,12 @@ typedef struct invoker_stats {
                                         invoker_config.spares) */
     unsigned fork_server;            /* right now: 1 while a fork server forks
                                         the workers (see invoker_config.fork_server) */
+    uint64_t cached;                 /* callbacks whose outcome came from the
+                                        cache, the journal or a twin (cached = 1) */
+    uint64_t journaled;              /* records this invoker wrote to its journal */
+    int      journal_error;          /* 0, or the negative errno (-ENOSPC, -EIO...)
+                                        that stopped the journal: nothing is
+                                        written after it, callbacks still come */
     uint64_t stderr_dropped;         /* bytes of the workers' stderr not forwarded
                                         because the parent's would have blocked */
 } invoker_stats;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -51,13 +52,6 @@ static uint64_t to_ns(double seconds)
 
 /* ---- reporting ---------------------------------------------------------- */
 
-static const void *task_arg(const invoker *inv, const invoker__task *t)
-{
-    if (!t->arg_len)
-        return NULL;
-    return t->arg ? t->arg : inv->arena.base + t->arg_off;
-}
-
 void invoker__dispatch_release(invoker *inv, invoker__task *t)
 {
     bool in_arena = !t->arg && t->arg_len;
@@ -74,13 +68,26 @@ static void fill_view(const invoker *inv, const invoker__task *t, invoker_task *
 {
     v->id = t->id;
     v->tag = t->tag;
-    v->arg = task_arg(inv, t);
+    v->arg = invoker__task_arg(inv, t);
     v->arg_len = t->arg_len;
     v->attempts = t->attempts;
     v->worker = t->worker;
     v->run_seconds = t->run_seconds;
+    v->cpu_seconds = t->cpu_seconds;
+    v->max_rss_kib = t->max_rss_kib;
     v->stderr_tail = t->err_len ? (const char *)t->err_tail : NULL;
     v->stderr_tail_len = t->err_len;
+    v->cached = t->cached;
+    if (t->cached) {
+        /* Another evaluation's outcome: none of this task's own. */
+        v->attempts = 0;
+        v->worker = -1;
+        v->run_seconds = 0;
+        v->cpu_seconds = 0;
+        v->max_rss_kib = -1;
+        v->stderr_tail = NULL;
+        v->stderr_tail_len = 0;
+    }
 }
 
 /* Whether t may have a deadline in flight: the same answer all its life. */
@@ -114,6 +121,10 @@ static void detach(invoker *inv, invoker__task *t)
     case INVOKER__TASK_DONE:
         invoker__list_unlink(&inv->done, t);
         return;   /* already out of the id table */
+    case INVOKER__TASK_TWIN:
+        invoker__list_unlink(&t->leader->twins, t);
+        t->leader = NULL;
+        break;
     default:
         break;
     }
@@ -121,19 +132,33 @@ static void detach(invoker *inv, invoker__task *t)
     t->state = INVOKER__TASK_DONE;
 }
 
+static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+
+/* The tasks that waited for t get its outcome, after t's own callback
+ * (which may cancel some of them: those are gone from the list). */
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len);
+
 static void call_result(invoker *inv, invoker__task *t, const void *data, size_t len)
 {
     invoker_task v;
     detach(inv, t);
+    /* Journaled before the callback: a kill inside it loses nothing. */
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, 0, 0, data, len);
     fill_view(inv, t, &v);
     inv->stats.succeeded++;
-    if (inv->cfg.timeout_factor > 0)
+    inv->stats.cached += t->cached;
+    /* A cached outcome ran 0 s here: it would drag the median down. */
+    if (inv->cfg.timeout_factor > 0 && !t->cached)
         invoker__adapt_note(inv, (uint64_t)(t->run_seconds * 1e9));
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, 0, 0, data, len);
     invoker__dispatch_release(inv, t);
 }
 
@@ -141,8 +166,11 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
 {
     invoker_task v;
     detach(inv, t);
+    if (inv->cache.merging)
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     fill_view(inv, t, &v);
     inv->stats.failed++;
+    inv->stats.cached += t->cached;
     if (fail == INVOKER_FAIL_TIMEOUT)
         inv->stats.timed_out++;
     else if (fail == INVOKER_FAIL_CRASH || fail == INVOKER_FAIL_EXIT)
@@ -154,13 +182,30 @@ static void call_error(invoker *inv, invoker__task *t, invoker_failure fail, int
     inv->cfg.on_error(&v, fail, code, inv->cfg.user);
     inv->depth--;
     inv->calls++;
+    if (t->twins.head)
+        serve_twins(inv, t, fail, code, NULL, 0);
     invoker__dispatch_release(inv, t);
+}
+
+static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                        const void *data, size_t len)
+{
+    invoker__task *d;
+    while ((d = t->twins.head) != NULL) {
+        d->cached = true;
+        if (fail)
+            call_error(inv, d, fail, code);
+        else
+            call_result(inv, d, data, len);
+    }
 }
 
 /* Decides t's fate now but leaves the callback to the next poll: for calls
  * made outside one (invoker_cancel, a submit that cannot run). */
 void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
+    if (t->leads)   /* its twins run on their own from now */
+        invoker__cache_record(inv, t, fail, code, NULL, 0);
     detach(inv, t);
     t->fail = fail;
     t->code = code;
@@ -179,8 +224,12 @@ void invoker__dispatch_kick(invoker *inv)
 static void deliver_done(invoker *inv)
 {
     invoker__task *t;
-    while ((t = inv->done.head) != NULL)
-        call_error(inv, t, t->fail, t->code);
+    while ((t = inv->done.head) != NULL) {
+        if (t->fail == 0)   /* a cached success */
+            call_result(inv, t, t->cached_res, t->cached_len);
+        else
+            call_error(inv, t, t->fail, t->code);
+    }
 }
 
 static void requeue(invoker *inv, invoker__task *t)
@@ -302,7 +351,11 @@ int invoker__dispatch_refill(invoker *inv)
             tk->id = t->id;
             tk->gen = t->gen;
             tk->arg_len = t->arg_len;
-            tk->flags = big ? INVOKER__TICKET_BIG : 0;
+            /* The attempt it will be, if it starts: a requeue that never
+             * started is no attempt, so a later dispatch may repeat it. */
+            unsigned attempt = t->attempts < INVOKER__TICKET_ATTEMPT_MAX ? t->attempts + 1 : 0;
+            tk->flags = (big ? INVOKER__TICKET_BIG : 0) |
+                        (uint32_t)attempt << INVOKER__TICKET_ATTEMPT_SHIFT;
             tk->arg_off = big ? t->arg_off : 0;
             invoker__proto_ticket_seal(tk, inv->key);   /* resealed below for the first */
             iov[niov++] = (struct iovec){ tk, sizeof *tk };
@@ -375,6 +428,18 @@ static void note_ran(const invoker *inv, invoker__task *t, unsigned k, const inv
 {
     note_start(inv, t, k, t->start_ns);
     t->run_seconds = (double)f->run_ns / 1e9;
+    t->cpu_seconds = (double)f->cpu_ns / 1e9;
+    t->max_rss_kib = (long)f->max_rss_kib;
+}
+
+/* What a worker still running (about to be killed) spent on t so far. */
+static void note_usage_alive(const invoker *inv, invoker__task *t, unsigned k)
+{
+    double cpu;
+    long rss;
+    invoker__worker_usage(inv, k, &cpu, &rss);
+    t->cpu_seconds = cpu >= 0 ? cpu : 0;
+    t->max_rss_kib = rss;
 }
 
 /* The outcome a frame of worker k reports for t. */
@@ -530,12 +595,48 @@ static size_t resync(invoker *inv, unsigned k, size_t off)
     return at;
 }
 
+/* With a journal: the outcomes of the whole frames at the head of the
+ * buffer are written in one go before the first of their callbacks, not
+ * one write each.  Up to the first bytes that are not a valid frame: what
+ * follows them may yet fail its task (see handle_frame), and is journaled
+ * one by one, after the verdict. */
+static void journal_ahead(invoker *inv, unsigned k)
+{
+    const invoker__rx *rx = &inv->workers[k].rx;
+    invoker__task *staged[INVOKER__JOURNAL_STAGE];
+    unsigned n = 0;
+    size_t off = 0;
+    while (rx->len - off >= INVOKER__FRAME_HDR) {
+        if (n == INVOKER__JOURNAL_STAGE) {
+            invoker__cache_flush(inv, staged, n);
+            n = 0;
+        }
+        invoker__frame f;
+        memcpy(&f, rx->buf + off, sizeof f);
+        size_t size;
+        if (invoker__proto_frame_check(&f, inv->key, inv->cfg.max_result_bytes) != 0 ||
+            (size = invoker__proto_frame_size(f.len)) > rx->len - off)
+            break;
+        uint32_t kind = f.kind & ~INVOKER__FRAME_HELD;
+        invoker__task *t = current(inv, f.id, f.gen);
+        if (t && (kind == INVOKER__FRAME_RESULT || kind == INVOKER__FRAME_OBJECTIVE) &&
+            invoker__cache_stage(inv, t, kind == INVOKER__FRAME_RESULT ? 0 : INVOKER_FAIL_OBJECTIVE,
+                                 f.code, rx->buf + off + INVOKER__FRAME_HDR, (size_t)f.len))
+            staged[n++] = t;
+        off += size;
+    }
+    if (n)
+        invoker__cache_flush(inv, staged, n);
+}
+
 /* Parses whole frames out of the worker's buffer.  Returns false when the
  * worker was found breaking the protocol. */
 static bool parse_frames(invoker *inv, unsigned k)
 {
     invoker__rx *rx = &inv->workers[k].rx;
     size_t off = 0;
+    if (inv->journal.fd >= 0 && !inv->journal.error && !inv->workers[k].garbage)
+        journal_ahead(inv, k);
     while (rx->len - off >= INVOKER__FRAME_HDR) {
         invoker__frame f;
         memcpy(&f, rx->buf + off, sizeof f);
@@ -678,19 +779,29 @@ static int reap(invoker *inv, unsigned k)
 {
     invoker__worker *w = &inv->workers[k];
     int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
     pid_t r;
     do
-        r = waitpid(w->pid, &status, WNOHANG);
+        r = wait4(w->pid, &status, WNOHANG, &ru);
     while (r < 0 && errno == EINTR);
     if (r == 0) {
         invoker__worker_kill(inv, k, w->kill_reason ? w->kill_reason : INVOKER_FAIL_PROTOCOL);
         (void)kill(-w->pid, SIGKILL);
         do
-            r = waitpid(w->pid, &status, 0);
+            r = wait4(w->pid, &status, 0, &ru);
         while (r < 0 && errno == EINTR);
     } else {
         (void)kill(-w->pid, SIGKILL);   /* its children: the group lives on while they do */
     }
+    /* Its CPU, its children's included, over its life; its peak RSS since
+     * its last task began (the worker resets it then, see reset_peak) or
+     * of a child it reaped. */
+    w->reaped_cpu_ns = (uint64_t)ru.ru_utime.tv_sec * 1000000000ull +
+                       (uint64_t)ru.ru_utime.tv_usec * 1000ull +
+                       (uint64_t)ru.ru_stime.tv_sec * 1000000000ull +
+                       (uint64_t)ru.ru_stime.tv_usec * 1000ull;
+    w->reaped_rss_kib = r == w->pid ? ru.ru_maxrss : -1;
     if (r != w->pid)
         status = SIGKILL;   /* someone else reaped it: all we know is that it is gone */
     return status;
@@ -750,6 +861,10 @@ static void worker_gone(invoker *inv, unsigned k)
     for (; invoker__proto_packet_ticket(slot->ticket, INVOKER__PACKET, i, inv->key,
                                         inv->cfg.max_arg_bytes, &tk, &off); i++) {
         w->took_task = true;
+        /* A program's work directory that its dead worker could not
+         * remove; the group is gone (reap). */
+        if (running == tk.id && inv->cfg.objective == invoker_command_objective)
+            invoker__command_cleanup(inv, tk.id, tk.flags >> INVOKER__TICKET_ATTEMPT_SHIFT);
         invoker__task *t = current(inv, tk.id, tk.gen);
         if (!t)
             continue;
@@ -772,6 +887,9 @@ static void worker_gone(invoker *inv, unsigned k)
             t->run_seconds = (double)(now - start) / 1e9;
             if (w->err)
                 invoker__err_claim(inv, k, t);
+            uint64_t cpu0 = atomic_load(&slot->cpu_start_ns);
+            t->cpu_seconds = w->reaped_cpu_ns > cpu0 ? (double)(w->reaped_cpu_ns - cpu0) / 1e9 : 0;
+            t->max_rss_kib = w->reaped_rss_kib;
             invoker_failure fail;
             int code;
             classify(inv, status, &fail, &code);
@@ -853,6 +971,7 @@ static void timeout_task(invoker *inv, unsigned k, invoker__task *t, uint64_t no
      * is woken, often on this CPU, ahead of both. */
     invoker__worker_kill_soon(inv, k, INVOKER_FAIL_TIMEOUT);
     t->run_seconds = (double)(now - t->start_ns) / 1e9;
+    note_usage_alive(inv, t, k);
     fail_or_retry(inv, t, INVOKER_FAIL_TIMEOUT, 0);
 }
 
@@ -989,14 +1108,19 @@ static uint64_t staff_slots(invoker *inv, uint64_t now)
         return next;
     for (unsigned s = 0; s < inv->nworkers; s++) {
         invoker__seat *seat = &inv->seats[s];
-        bool live = false;
+        bool live = false, grace = false;
         int spare = -1, empty = -1;
         for (unsigned k = s; k < inv->nrecords; k += inv->nworkers) {
             int state = inv->workers[k].state;
+            /* Killed with a grace: the slot is taken again once its group
+             * is gone, not while a program of it may still be flushing. */
+            grace |= state == INVOKER__WORKER_DYING && inv->workers[k].term_at;
             live |= state == INVOKER__WORKER_LIVE;
             spare = state == INVOKER__WORKER_SPARE ? (int)k : spare;
             empty = state == INVOKER__WORKER_EMPTY ? (int)k : empty;
         }
+        if (grace && !live)
+            continue;   /* invoker__workers_grace times it */
         if (!live && spare >= 0) {
             /* With its predecessor gone (not still dying), the CPU it
              * left is free. */
@@ -1079,8 +1203,14 @@ static void service_time(invoker *inv)
         uint64_t due = check_running(inv, now);
         next = due < next ? due : next;
     }
+    if (inv->cfg.kill_grace > 0) {
+        uint64_t due = invoker__workers_grace(inv, now);
+        next = due < next ? due : next;
+    }
     uint64_t look = look_at_held(inv, now);
     next = look < next ? look : next;
+    uint64_t sync = invoker__journal_tick(&inv->journal, now);
+    next = sync < next ? sync : next;
     /* After the kills above: their slots are refilled in this same pass. */
     uint64_t staff = staff_slots(inv, now);
     next = staff < next ? staff : next;
@@ -1274,6 +1404,35 @@ int invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather)
     return (int)(inv->calls - calls0);
 }
 
+/* With a grace, the workers signalled (SIGTERM) by invoker_destroy get
+ * up to kill_grace to exit before worker_gone kills what is left.  Their
+ * stderr is read meanwhile: a program flushing more than a pipe holds
+ * would otherwise block on it until the SIGKILL. */
+static void wait_for_grace(invoker *inv)
+{
+    for (;;) {
+        uint64_t now = invoker__now_ns(), until = 0;
+        for (unsigned k = 0; k < inv->nrecords; k++) {
+            invoker__worker *w = &inv->workers[k];
+            if (w->state == INVOKER__WORKER_EMPTY || !w->term_at || w->term_at <= now)
+                continue;
+            if (w->err)
+                (void)invoker__err_read(inv, k, ERR_PASS_BYTES);
+            siginfo_t si;
+            memset(&si, 0, sizeof si);
+            /* WNOWAIT: only look; worker_gone reaps it. */
+            if (waitid(P_PID, (id_t)w->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == w->pid)
+                continue;
+            until = w->term_at > until ? w->term_at : until;
+        }
+        if (!until)
+            return;
+        struct timespec ms = { 0, 1000000L };
+        (void)nanosleep(&ms, NULL);
+    }
+}
+
 /* invoker_destroy's half: every worker killed and reaped, results already
  * written delivered, everything else reported as SHUTDOWN. */
 void invoker__dispatch_shutdown(invoker *inv)
@@ -1281,6 +1440,8 @@ void invoker__dispatch_shutdown(invoker *inv)
     inv->destroying = true;
     for (unsigned k = 0; k < inv->nrecords; k++)
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
+    if (inv->cfg.kill_grace > 0)
+        wait_for_grace(inv);
     for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             worker_gone(inv, k);
@@ -1313,6 +1474,7 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
             if (start && start <= now) {
                 note_start(inv, t, k, start);
                 t->run_seconds = (double)(now - start) / 1e9;
+                note_usage_alive(inv, t, k);
             }
             if (inv->workers[k].err)   /* what it wrote until now (makes no callback) */
                 invoker__err_claim(inv, k, t);
@@ -1320,6 +1482,11 @@ void invoker__dispatch_cancel(invoker *inv, invoker__task *t)
         }
     }
     invoker__dispatch_report(inv, t, INVOKER_FAIL_CANCELLED, 0);
+}
+
+static double tv_seconds(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
 /* Inline mode: one task in this process per call, same callbacks. */
@@ -1335,15 +1502,33 @@ int invoker__dispatch_inline(invoker *inv)
         out->max = inv->cfg.max_result_bytes;
         t->attempts++;
         t->worker = 0;
+        out->task_id = t->id;
+        out->attempt = t->attempts;
+        out->worker = 0;
+        out->dir_tag = invoker__command_dir_tag(inv->key);
+        out->child_rss_kib = -1;
+        out->cpu_limit = 0;   /* limits do not apply inline */
+        /* This thread's CPU and its reaped children's; the caller's peak
+         * RSS is the caller's, not reset for it: only a child's is known. */
+        struct rusage self0, kids0, self1, kids1;
+        bool timed = getrusage(RUSAGE_THREAD, &self0) == 0 &&
+                     getrusage(RUSAGE_CHILDREN, &kids0) == 0;
         uint64_t start = invoker__now_ns();
         int rc = invoker__result_reserve(out, 0);
         if (rc == 0) {
             inv->depth++;   /* the objective is no place for invoker_poll either */
-            rc = inv->cfg.objective(task_arg(inv, t), t->arg_len, out,
+            rc = inv->cfg.objective(invoker__task_arg(inv, t), t->arg_len, out,
                                     inv->cfg.objective_ctx);
             inv->depth--;
         }
         t->run_seconds = (double)(invoker__now_ns() - start) / 1e9;
+        if (timed && getrusage(RUSAGE_THREAD, &self1) == 0 &&
+            getrusage(RUSAGE_CHILDREN, &kids1) == 0)
+            t->cpu_seconds = tv_seconds(&self1.ru_utime) - tv_seconds(&self0.ru_utime) +
+                             tv_seconds(&self1.ru_stime) - tv_seconds(&self0.ru_stime) +
+                             tv_seconds(&kids1.ru_utime) - tv_seconds(&kids0.ru_utime) +
+                             tv_seconds(&kids1.ru_stime) - tv_seconds(&kids0.ru_stime);
+        t->max_rss_kib = out->child_rss_kib;
         if (out->too_large)
             call_error(inv, t, INVOKER_FAIL_TOO_LARGE, 0);
         else if (rc != 0)
@@ -1351,6 +1536,7 @@ int invoker__dispatch_inline(invoker *inv)
         else
             call_result(inv, t, out->buf + INVOKER__FRAME_HDR, out->len);
     }
+    (void)invoker__journal_tick(&inv->journal, invoker__now_ns());
     uint64_t scratch;
     if (!inv->pending.head && !inv->done.head && inv->kicked) {
         (void)invoker__fd_read(inv->kickfd, &scratch, sizeof scratch);
@@ -1368,7 +1554,7 @@ invoker__task *invoker__sched_find(invoker *inv, invoker_id id)
 
 const void *invoker__sched_arg(const invoker *inv, const invoker__task *t)
 {
-    return task_arg(inv, t);
+    return invoker__task_arg(inv, t);
 }
 
 void invoker__sched_start(invoker *inv, invoker__task *t)

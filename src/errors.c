@@ -10,15 +10,23 @@
 #define INVOKER_ERRNO_MAP(X)                                                  \
     X(EINVAL, "invalid argument")                                             \
     X(EMSGSIZE, "argument larger than max_arg_bytes")                         \
-    X(ENOENT, "no such task: unknown, finished or already cancelled")         \
-    X(EBUSY, "not allowed inside a callback")                                 \
+    X(ENOENT, "no such task (unknown, finished or already cancelled), or no such journal directory") \
+    X(EBUSY, "not allowed inside a callback, or the journal is in use by another invoker") \
     X(EAGAIN, "too many queued tasks (max_queued), or no process could be forked") \
     X(ENOMEM, "out of memory")                                                \
     X(EMFILE, "too many open files in this process")                          \
     X(ENFILE, "too many open files in the system")                            \
     X(ECANCELED, "the invoker is being destroyed")                            \
     X(ENOSYS, "not supported on this system")                                 \
-    X(EPROTO, "malformed message from a worker")
+    X(EPROTO, "malformed message from a worker")                              \
+    X(EBADMSG, "not an invoker journal of this version (left untouched)")     \
+    X(ELOOP, "the journal path is a symbolic link")                           \
+    X(EISDIR, "the journal path is a directory")                              \
+    X(EACCES, "permission denied (journal)")                                  \
+    X(EROFS, "read-only file system (journal)")                               \
+    X(ENOSPC, "no space left on the journal's device")                        \
+    X(EFBIG, "journal file too large")                                        \
+    X(EIO, "I/O error (journal)")
 
 const char *invoker_strerror(int err)
 {

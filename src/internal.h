@@ -36,7 +36,7 @@
 #define INVOKER__PACKET         4096u   /* PIPE_BUF on Linux: one ticket at most */
 #define INVOKER__TICKET_HDR     48u
 #define INVOKER__INLINE_MAX     (INVOKER__PACKET - INVOKER__TICKET_HDR)
-#define INVOKER__FRAME_HDR      48u
+#define INVOKER__FRAME_HDR      64u
 #define INVOKER__CANCEL_RING    1024u   /* cancelled ids the workers can see */
 #define INVOKER__TASK_INLINE    64u     /* argument bytes kept inside the task record */
 #define INVOKER__BATCH_MAX      64u     /* tickets in one packet at most */
@@ -52,6 +52,10 @@
 /* ---- proto.c: what crosses between parent and worker ----------------- */
 
 enum { INVOKER__TICKET_BIG = 1u };   /* argument in the arena at arg_off */
+/* The flags' top 24 bits: the attempt this dispatch is (1 the first), for
+ * objectives that ask (invoker_current_task); 0 when the count passed them. */
+#define INVOKER__TICKET_ATTEMPT_SHIFT 8u
+#define INVOKER__TICKET_ATTEMPT_MAX   0xffffffu
 
 typedef struct invoker__ticket {      /* 48 bytes, then up to INLINE_MAX argument bytes */
     uint32_t magic;
@@ -80,7 +84,7 @@ enum invoker__frame_kind {
     INVOKER__FRAME_KIND_MAX
 };
 
-typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 */
+typedef struct invoker__frame {       /* 64 bytes, then len bytes padded to 16 */
     uint32_t magic;
     uint32_t kind;
     uint64_t id;
@@ -88,6 +92,8 @@ typedef struct invoker__frame {       /* 48 bytes, then len bytes padded to 16 *
     int32_t  code;
     uint64_t len;
     uint64_t run_ns;
+    uint64_t cpu_ns;                  /* CPU of the attempt, reaped children included */
+    int64_t  max_rss_kib;             /* its peak resident set; -1: unknown */
     uint64_t check;
 } invoker__frame;
 
@@ -119,7 +125,11 @@ typedef struct invoker__slot {
     _Atomic uint64_t start_ns;    /* CLOCK_MONOTONIC start of that task */
     _Atomic uint64_t held;        /* bytes in held_frames */
     _Atomic uint64_t held_since;  /* when the first of them ended */
-    uint64_t         reserved[4];
+    /* The worker's CPU (ns, reaped children included) when its current
+     * task began: what a post-mortem subtracts (an objective may scribble
+     * it: forensics only, clamped). */
+    _Atomic uint64_t cpu_start_ns;
+    uint64_t         reserved[3];
     /* The worker read()s tickets here; read by the parent only once the
      * worker is dead, when nothing can change it any more. */
     _Alignas(64) unsigned char ticket[INVOKER__PACKET];
@@ -195,10 +205,17 @@ enum invoker__task_state {
     INVOKER__TASK_FREE = 0,
     INVOKER__TASK_PENDING,        /* in the parent, waiting for the queue */
     INVOKER__TASK_INFLIGHT,       /* its ticket is in the queue or in a worker */
-    INVOKER__TASK_DONE            /* outcome decided, callback not yet made */
+    INVOKER__TASK_DONE,           /* outcome decided, callback not yet made */
+    INVOKER__TASK_TWIN            /* waits for an identical task's outcome */
 };
 
-typedef struct invoker__task {
+typedef struct invoker__task invoker__task;
+typedef struct invoker__list {
+    invoker__task *head, *tail;
+    size_t         count;
+} invoker__list;
+
+struct invoker__task {
     invoker_id      id;
     void           *tag;
     unsigned char  *arg;            /* inline_arg or a malloc'd copy; NULL: in the arena */
@@ -224,16 +241,25 @@ typedef struct invoker__task {
     uint8_t         orphaned;       /* times the sweep found it lost */
     bool            batched;        /* in flight in a packet of several tickets */
     double          run_seconds;
-    invoker_failure fail;           /* for DONE tasks reported by on_error */
+    double          cpu_seconds;    /* of its last attempt, as invoker_task says */
+    long            max_rss_kib;
+    invoker_failure fail;           /* for DONE tasks reported by on_error; 0 with
+                                       cached: a success, result in cached_res */
     int             code;
+    uint64_t        hash;           /* of the argument, when the cache merges */
+    bool            cached;         /* its outcome is not its own evaluation */
+    bool            leads;          /* in the cache's twin table */
+    bool            journaled;      /* its outcome is written already */
+    size_t          twin_slot;      /* where it leads, in the cache's keys, */
+    uint32_t        twin_epoch;     /* unless they were rebuilt since */
+    unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
+    const unsigned char *cached_res;
+    size_t          cached_len;
+    struct invoker__task *leader;   /* TWIN: the task it waits for */
+    invoker__list   twins;          /* tasks waiting for this one's outcome */
     struct invoker__task *prev, *next;  /* the list its state puts it in */
     _Alignas(16) unsigned char inline_arg[INVOKER__TASK_INLINE];
-} invoker__task;
-
-typedef struct invoker__list {
-    invoker__task *head, *tail;
-    size_t         count;
-} invoker__list;
+};
 
 typedef struct invoker__task_slot {
     invoker_id     id;
@@ -307,6 +333,9 @@ typedef struct invoker__worker {
     uint64_t     eof_at;          /* ns; its result pipe closed while it lived */
     int          init_code;       /* worker_init's code, when it sent one */
     int          go;              /* a spare's socket, for the word to start; else -1 */
+    uint64_t     term_at;         /* ns; sent SIGTERM (kill_grace), SIGKILL due then; 0: none */
+    uint64_t     reaped_cpu_ns;   /* from its reaping (wait4): CPU of its life */
+    long         reaped_rss_kib;  /* and peak RSS since its last task began; -1 */
     invoker__rx  rx;
     struct invoker__errpipe *err; /* with capture_stderr; else NULL */
 } invoker__worker;
@@ -327,8 +356,29 @@ struct invoker_result {
     size_t         len, cap;      /* result bytes; capacity after the header */
     size_t         max;
     bool           too_large;
+    /* The running task, for invoker_current_task and the command objective. */
+    invoker_id     task_id;
+    unsigned       attempt;       /* 1 the first; 0 unknown */
+    unsigned       worker;        /* slot number */
+    uint32_t       dir_tag;       /* per invoker: names its work directories */
+    long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
+    double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
 };
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
+/* The objective reaped a child with this peak RSS (from wait4). */
+void invoker__result_note_child(struct invoker_result *r, long max_rss_kib);
+
+/* ---- command.c: the external-program objective ------------------------- */
+
+/* The work directory's name for an attempt, under root: written to buf
+ * (size bytes); false when it does not fit. */
+bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir_tag,
+                          uint64_t id, unsigned attempt);
+/* The parent, after worker k died during the command objective's task
+ * id (attempt): removes the work directory the dead worker could not,
+ * when the config keeps none. */
+void invoker__command_cleanup(const struct invoker *inv, uint64_t id, unsigned attempt);
+uint32_t invoker__command_dir_tag(uint64_t key);
 
 /* A worker killed for breaking the protocol: which of its tasks pays. */
 enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) */
@@ -352,6 +402,13 @@ void invoker__worker_kill(struct invoker *inv, unsigned k, invoker_failure why);
  * invoker__workers_kill_due, which sends every one still due. */
 void invoker__worker_kill_soon(struct invoker *inv, unsigned k, invoker_failure why);
 void invoker__workers_kill_due(struct invoker *inv);
+/* Workers sent SIGTERM whose grace has ended get SIGKILL (their groups);
+ * returns when the next grace ends (UINT64_MAX: none). */
+uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
+/* Worker k's CPU since its current task began and its peak RSS since then
+ * (VmHWM), its running children's added, from /proc while it lives: -1
+ * each when unknown. */
+void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
 /* In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */
@@ -466,6 +523,150 @@ void  invoker__err_close(struct invoker *inv, unsigned k);
 void  invoker__err_mark(const struct invoker *inv, uint64_t id, uint32_t gen);
 void  invoker__err_forget(struct invoker__task *t);   /* its tail freed */
 
+/* ---- hash.c ------------------------------------------------------------ */
+
+#define INVOKER__HASH_SEED 0x63616368656b6579ull   /* the cache's key of an argument */
+uint64_t invoker__hash(const void *data, size_t len, uint64_t seed);
+
+/* ---- journal.c: outcomes on disk (format described there) -------------- */
+
+#define INVOKER__JOURNAL_HDR 32u
+#define INVOKER__JOURNAL_VERSION 1u
+#define INVOKER__JREC_HDR    64u
+#define INVOKER__JOURNAL_STAGE 128u  /* records written together at most */
+
+enum { INVOKER__JREC_RESULT = 1, INVOKER__JREC_OBJECTIVE = 2 };
+enum { INVOKER__JREC_OK = 0, INVOKER__JREC_TORN, INVOKER__JREC_CORRUPT };
+enum { INVOKER__JHDR_OK = 0, INVOKER__JHDR_TORN, INVOKER__JHDR_EMPTY };
+
+typedef struct invoker__jrec {        /* one decoded record; pointers into its bytes */
+    uint32_t             kind;
+    int32_t              code;
+    uint64_t             key_hash;
+    const unsigned char *arg, *res;
+    size_t               arg_len, res_len;
+    uint64_t             arg_hash;    /* invoker__hash(arg, INVOKER__HASH_SEED) */
+    size_t               size;        /* of the whole record, padding included */
+} invoker__jrec;
+
+typedef struct invoker__journal {
+    int       fd;             /* -1: no journal */
+    int       error;          /* negative errno once a write or sync failed: stopped */
+    int       sync;           /* INVOKER_SYNC_* */
+    uint64_t  key_hash;
+    size_t    max_arg, max_res;
+    uint64_t  end;            /* offset past the last good record */
+    uint64_t  dirty_since;    /* ns of the first write not yet synced; 0: none */
+    uint64_t  written;        /* records this invoker wrote */
+    uint64_t  replayed;       /* records read at open that can answer */
+    uint64_t  syncs;          /* fdatasyncs made (for tests) */
+    /* Records waiting for one write (see invoker__journal_stage). */
+    struct invoker__jstaged {
+        unsigned char hdr[INVOKER__JREC_HDR];
+        uint64_t      arg_hash;
+        const void   *arg, *res;
+        size_t        arg_len, res_len;
+        uint64_t      off;            /* where the flush wrote it */
+        bool          packed;         /* copied whole to packed + packed_at */
+        size_t        packed_at;
+    } staged[INVOKER__JOURNAL_STAGE];
+    unsigned  nstaged;
+    unsigned char *packed;            /* small staged records, whole; may be NULL */
+    size_t    packed_len;
+} invoker__journal;
+
+struct invoker__cache;
+/* With cfg->journal NULL: j->fd = -1 and 0.  Else opens (0600, never
+ * through a symlink), locks (-EBUSY), checks (-EBADMSG, file untouched),
+ * replays (each record under our key to the cache's keys: see
+ * invoker__cache_key_add), cuts a torn tail and moves a corrupt one aside. */
+int      invoker__journal_open(invoker__journal *j, struct invoker__cache *c,
+                               const invoker_config *cfg);
+void     invoker__journal_close(invoker__journal *j);   /* syncs unless SYNC_NONE */
+/* 1 and *buf (the caller frees it) holding the record *rec at off when it
+ * answers these argument bytes; 0 when it does not. */
+int      invoker__journal_read(const invoker__journal *j, uint64_t off, const void *arg,
+                               size_t arg_len, unsigned char **buf, invoker__jrec *rec);
+/* Records of one worker's read, written together before their callbacks:
+ * stage each (its bytes must stay put until the flush; -ENOBUFS when full
+ * or stopped), then flush.  0, or the negative errno that stopped the
+ * journal (then and for good). */
+int      invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                                size_t arg_len, uint32_t kind, int32_t code,
+                                const void *res, size_t res_len);
+int      invoker__journal_flush(invoker__journal *j);
+/* One record, written at once (at *off): 0, or as invoker__journal_flush. */
+int      invoker__journal_append(invoker__journal *j, uint64_t arg_hash, const void *arg,
+                                 size_t arg_len, uint32_t kind, int32_t code,
+                                 const void *res, size_t res_len, uint64_t *off);
+int      invoker__journal_sync(invoker__journal *j);
+/* SYNC_BATCH: syncs when a write has waited 100 ms; when to come back
+ * (UINT64_MAX: nothing waits). */
+uint64_t invoker__journal_tick(invoker__journal *j, uint64_t now);
+/* Pure, for replay and the fuzzer.  p: the record's first byte, avail: the
+ * bytes from there to the end of the file. */
+int      invoker__journal_decode(const unsigned char *p, size_t avail, size_t max_arg,
+                                 size_t max_res, invoker__jrec *rec);
+/* INVOKER__JHDR_OK, _EMPTY (len 0), _TORN (a prefix of our header), or -EBADMSG. */
+int      invoker__journal_check_header(const unsigned char *p, size_t len);
+void     invoker__journal_file_header(unsigned char hdr[INVOKER__JOURNAL_HDR], uint32_t version);
+void     invoker__journal_encode(unsigned char hdr[INVOKER__JREC_HDR], uint64_t key_hash,
+                                 uint32_t kind, int32_t code, uint64_t arg_len,
+                                 uint64_t res_len, uint64_t body_check);
+uint64_t invoker__journal_body_check(uint64_t arg_hash, const void *res, size_t res_len);
+size_t   invoker__journal_record_size(size_t arg_len, size_t res_len);
+uint64_t invoker__journal_key_hash(const char *key);
+
+/* ---- cache.c: finished outcomes in memory, and twins in flight ---------- */
+
+typedef struct invoker__centry invoker__centry;
+
+typedef struct invoker__cache {
+    bool              on;             /* cfg.cache */
+    bool              merging;        /* cache or journal: twins in flight wait */
+    size_t            count, bytes, max_bytes;   /* finished outcomes in memory */
+    invoker__centry  *lru_head, *lru_tail;   /* head: used last */
+    /* Argument hash -> what answers it: a task evaluating it (twins wait
+     * for it), a finished outcome in memory, a journal record; one table,
+     * so that a submit looks in one place, and a leader's key comes to
+     * refer to its outcome by a store. */
+    struct invoker__key {
+        uint64_t              hash;
+        struct invoker__task *t;      /* the task, or NULL */
+        invoker__centry      *e;      /* the outcome in memory, or NULL */
+        uint64_t              off;    /* the record's offset (>= 32), or 0 */
+    }                *keys;           /* none of them, hash 0: empty; 1: left */
+    size_t            nkey_slots, nkeys, ntombs;
+    uint32_t          epoch;          /* rebuilds of keys, ever */
+} invoker__cache;
+
+struct invoker;
+/* Before the journal opens (it hands over what it replays). */
+int  invoker__cache_init(struct invoker *inv);
+/* A journal record at off answers arguments of this hash (tried by their
+ * bytes).  0 or -ENOMEM. */
+int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
+void invoker__cache_free(struct invoker *inv);
+/* The argument's hash, its key's slot fetched meanwhile. */
+uint64_t invoker__cache_hash(const struct invoker *inv, const void *arg, size_t len);
+/* At submit, for t (inserted, not yet queued), its argument bytes and
+ * their hash: 0: t runs (and leads any twin that comes while it does); 1:
+ * answered (t->fail, t->code, t->cached_res set: report it); 2: waits for
+ * its twin. */
+int  invoker__cache_submit(struct invoker *inv, struct invoker__task *t, const void *arg,
+                           uint64_t hash);
+/* t's outcome is decided (fail 0: success with res): journals and keeps
+ * an evaluated success or objective failure, and when t's outcome cannot
+ * answer its twins, sends each to run on its own. */
+void invoker__cache_record(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
+                           int code, const void *res, size_t res_len);
+/* Stages t's outcome for the journal ahead of its callback (see
+ * invoker__journal_stage): true when staged. */
+bool invoker__cache_stage(struct invoker *inv, struct invoker__task *t, invoker_failure fail,
+                          int code, const void *res, size_t res_len);
+/* Writes what was staged; the tasks staged are marked journaled. */
+void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, unsigned n);
+
 /* ---- the invoker ------------------------------------------------------- */
 
 /* ---- the seam between the scheduler and a backend ---------------------- */
@@ -526,6 +727,8 @@ struct invoker {
 
     invoker__tasks  tasks;
     invoker__list   pending, inflight, done;
+    invoker__journal journal;
+    invoker__cache  cache;
     invoker_id      next_id;
     size_t          outstanding;    /* accepted and not yet reported */
     size_t          inflight_timeouts; /* inflight tasks with a timeout */
@@ -552,6 +755,14 @@ struct invoker {
     invoker__errsink err_sink;      /* with capture_stderr */
     invoker_stats   stats;
 };
+
+/* Where t's argument bytes are (NULL when it has none). */
+static inline const void *invoker__task_arg(const invoker *inv, const invoker__task *t)
+{
+    if (!t->arg_len)
+        return NULL;
+    return t->arg ? t->arg : inv->arena.base + t->arg_off;
+}
 
 /* The slot number, as users see it, of process record k. */
 static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)

@@ -64,13 +64,16 @@ static int take_config(const invoker_config *in, invoker_config *out)
     if (!out->objective || !out->on_result || !out->on_error)
         return -EINVAL;
     if (!valid_seconds(out->timeout) || !valid_seconds(out->cpu_limit) ||
-        !valid_seconds(out->timeout_factor) || !valid_seconds(out->timeout_min))
+        !valid_seconds(out->kill_grace) || !valid_seconds(out->timeout_factor) ||
+        !valid_seconds(out->timeout_min))
         return -EINVAL;
     if (out->capture_stderr < INVOKER_STDERR_OFF || out->capture_stderr > INVOKER_STDERR_TAIL)
         return -EINVAL;
     if (out->spares < INVOKER_SPARES_AUTO || out->spares > INVOKER_SPARES_ALWAYS)
         return -EINVAL;
     if (out->fork_server != INVOKER_FORK_SERVER_AUTO && out->fork_server != INVOKER_FORK_SERVER_NEVER)
+        return -EINVAL;
+    if (out->journal_sync < INVOKER_SYNC_BATCH || out->journal_sync > INVOKER_SYNC_NONE)
         return -EINVAL;
     if (out->workers == 0)
         out->workers = cpus_available();
@@ -141,6 +144,8 @@ static void release(invoker *inv)
     free(inv->inline_out.buf);
     invoker__table_destroy(&inv->table);
     invoker__tasks_free(&inv->tasks);
+    invoker__cache_free(inv);
+    invoker__journal_close(&inv->journal);
     invoker__arena_destroy(&inv->arena);
     inv->magic = 0;
     free(inv);
@@ -202,6 +207,13 @@ static const invoker__backend_ops local_ops = {
     .release = NULL,
 };
 
+/* The journal and the cache (which merges twins with a journal too). */
+static int open_store(invoker *inv)
+{
+    int rc = invoker__cache_init(inv);
+    return rc ? rc : invoker__journal_open(&inv->journal, &inv->cache, &inv->cfg);
+}
+
 /* The scheduler's half of an invoker: config, ids, descriptors; no
  * workers.  0 and *out, or a negative errno with nothing left behind. */
 static int create_sched(invoker **out, const invoker_config *cfg, const invoker__backend_ops *ops)
@@ -214,6 +226,7 @@ static int create_sched(invoker **out, const invoker_config *cfg, const invoker_
     inv->fs.sock = inv->fs.pidfd = -1;
     inv->err_sink.fd = -1;
     inv->arena.fd = inv->arena.ro_fd = -1;
+    inv->journal.fd = -1;
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
         free(inv);
@@ -271,11 +284,17 @@ int invoker__sched_create(invoker **out, const invoker_config *cfg,
     memset(&c, 0, sizeof c);
     memcpy(&c, cfg, size < sizeof c ? size : sizeof c);
     c.workers = 1;   /* the backend's business: take_config looks no further */
-    int rc = create_sched(out, &c, ops);
+    invoker *inv;
+    int rc = create_sched(&inv, &c, ops);
     if (rc)
         return rc;
-    (*out)->nworkers = (*out)->nrecords = 0;
-    (*out)->backend = state;
+    inv->nworkers = inv->nrecords = 0;
+    inv->backend = state;
+    if ((rc = open_store(inv)) != 0) {
+        release(inv);
+        return rc;
+    }
+    *out = inv;
     return 0;
 }
 
@@ -288,6 +307,8 @@ int invoker_create(invoker **out, const invoker_config *cfg)
     if (rc)
         return rc;
     if (inv->cfg.inline_mode) {
+        if ((rc = open_store(inv)) != 0)
+            goto fail;
         *out = inv;
         return 0;
     }
@@ -319,6 +340,11 @@ int invoker_create(invoker **out, const invoker_config *cfg)
      * it (not built here, or no fork to spare) the parent forks them. */
     if (inv->cfg.fork_server == INVOKER_FORK_SERVER_AUTO && invoker__forkserver_supported())
         (void)invoker__forkserver_start(inv);
+    /* After the server, which so never holds the journal's lock (a copy
+     * of the descriptor would keep it until the server died); before the
+     * workers, so that a journal refused wastes no worker. */
+    if ((rc = open_store(inv)) != 0)
+        goto fail;
     for (unsigned k = 0; k < inv->nworkers; k++) {
         if ((rc = invoker__worker_spawn(inv, k)) != 0) {
             /* Resources, not a worker's fault: give back what we took. */
@@ -350,6 +376,7 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
+    uint64_t hash = inv->cache.merging ? invoker__cache_hash(inv, arg, arg_len) : 0;
     invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
     if (!t)
         return -ENOMEM;
@@ -370,12 +397,19 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
     t->timeout = timeout;
     t->run_timeout = timeout;
     t->adaptive = adaptive;
-    t->state = INVOKER__TASK_PENDING;
-    invoker__list_push_back(&inv->pending, t);
     inv->outstanding++;
     inv->stats.submitted++;
     if (id)
         *id = t->id;
+    if (inv->cache.merging) {
+        int how = invoker__cache_submit(inv, t, arg, hash);
+        if (how == 1)   /* answered: from the next poll, never from here */
+            invoker__dispatch_report(inv, t, t->fail, t->code);
+        if (how != 0)
+            return 0;
+    }
+    t->state = INVOKER__TASK_PENDING;
+    invoker__list_push_back(&inv->pending, t);
     if ((timeout > 0 || adaptive) && inv->cfg.spares == INVOKER_SPARES_AUTO)
         inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
@@ -425,6 +459,20 @@ int invoker_cancel_tag(invoker *inv, void *tag)
      * before, stays where it was. */
     int n = 0;
     invoker__list *lists[2] = { &inv->pending, &inv->inflight };
+    /* Tasks waiting for an identical one first, each alone: cancelling
+     * their leader would send them to the queue's front, behind the walk.
+     * A leader of another tag runs on for its other waiters. */
+    for (int i = 0; i < 2 && inv->cache.merging; i++) {
+        for (invoker__task *t = lists[i]->head; t; t = t->next) {
+            for (invoker__task *d = t->twins.head, *next; d; d = next) {
+                next = d->next;
+                if (d->tag != tag)
+                    continue;
+                inv->ops->cancel(inv, d);
+                n += n < INT_MAX;
+            }
+        }
+    }
     for (int i = 0; i < 2; i++) {
         for (invoker__task *t = lists[i]->head, *next; t; t = next) {
             next = t->next;
@@ -457,6 +505,8 @@ int invoker_wait(invoker *inv)
         if (rc < 0)
             return rc;
     }
+    if (inv->journal.dirty_since)
+        (void)invoker__journal_sync(&inv->journal);
     return 0;
 }
 
@@ -474,6 +524,7 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
         return;
     *out = inv->stats;
     inv->ops->stats(inv, out);
+    out->journal_error = inv->journal.error;
     out->busy = inv->ops->busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);

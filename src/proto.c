@@ -48,7 +48,8 @@ bool invoker__proto_ticket_valid(const invoker__ticket *t, uint64_t key, size_t 
 {
     if (t->magic != TICKET_MAGIC || t->id == 0 || t->check != ticket_check(t, key))
         return false;
-    if (t->flags & ~(uint32_t)INVOKER__TICKET_BIG)
+    if (t->flags & ~((uint32_t)INVOKER__TICKET_BIG |
+                     (uint32_t)INVOKER__TICKET_ATTEMPT_MAX << INVOKER__TICKET_ATTEMPT_SHIFT))
         return false;
     if (t->arg_len > max_arg || t->arg_len > SIZE_MAX / 2)
         return false;
@@ -103,6 +104,9 @@ static uint64_t frame_check(const invoker__frame *f, uint64_t key)
     uint64_t h = invoker__proto_mix(key ^ f->id ^ ((uint64_t)f->kind << 56));
     h = invoker__proto_mix(h ^ f->len);
     h = invoker__proto_mix(h ^ f->run_ns);
+    /* One round for both: a peak moves the high half, where CPU times of
+     * less than 136 years leave zeros. */
+    h = invoker__proto_mix(h ^ f->cpu_ns ^ ((uint64_t)f->max_rss_kib << 32 | (uint64_t)f->max_rss_kib >> 32));
     h = invoker__proto_mix(h ^ ((uint64_t)f->gen << 32 | (uint32_t)f->code));
     return h ^ f->magic;
 }
@@ -129,6 +133,8 @@ int invoker__proto_frame_check(const invoker__frame *f, uint64_t key, size_t max
                                       : f->len != 0)
         return -EPROTO;
     if (f->id == 0 && kind != INVOKER__FRAME_INIT_FAILED)
+        return -EPROTO;
+    if (f->max_rss_kib < -1)
         return -EPROTO;
     return 0;
 }

@@ -218,6 +218,7 @@ invoker__task *invoker__tasks_new(invoker__tasks *ts, invoker_id id, const void 
     t->id = id;
     t->arg_len = arg_len;
     t->worker = -1;
+    t->max_rss_kib = -1;
     return t;
 }
 
@@ -228,6 +229,8 @@ void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
     t->arg = NULL;
     free(t->err_tail);   /* a captured stderr tail (stderr.c) */
     t->err_tail = NULL;
+    free(t->cached_buf);
+    t->cached_buf = NULL;
     t->state = INVOKER__TASK_FREE;
     if (ts->nfree < FREE_KEEP) {
         t->next = ts->free;

@@ -99,6 +99,54 @@ static void test_frame_check_rejects_random_bytes(void **state)
     assert_int_equal(accepted, 0);
 }
 
+/* The forensics are under the check word; a peak below -1 is no peak. */
+static void test_frame_forensics_are_sealed_and_checked(void **state)
+{
+    (void)state;
+    invoker__frame f;
+    memset(&f, 0, sizeof f);
+    f.kind = INVOKER__FRAME_OBJECTIVE;
+    f.id = 5;
+    f.cpu_ns = 500000000;
+    f.max_rss_kib = 102400;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 0), 0);
+    f.cpu_ns++;
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 0), -EPROTO);
+    f.cpu_ns--;
+    f.max_rss_kib = 1;
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 0), -EPROTO);
+    f.max_rss_kib = -1;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 0), 0);
+    f.max_rss_kib = -2;
+    invoker__proto_frame_seal(&f, KEY);
+    assert_int_equal(invoker__proto_frame_check(&f, KEY, 0), -EPROTO);
+    assert_int_equal(sizeof f, INVOKER__FRAME_HDR);
+}
+
+/* The attempt rides in the flags' top bits; any other unknown bit is refused. */
+static void test_ticket_carries_the_attempt(void **state)
+{
+    (void)state;
+    invoker__ticket t;
+    memset(&t, 0, sizeof t);
+    t.id = 3;
+    t.arg_len = 10;
+    t.batch = 1;
+    t.flags = (uint32_t)INVOKER__TICKET_ATTEMPT_MAX << INVOKER__TICKET_ATTEMPT_SHIFT;
+    invoker__proto_ticket_seal(&t, KEY);
+    assert_true(invoker__proto_ticket_valid(&t, KEY, 1000));
+    assert_int_equal(t.flags >> INVOKER__TICKET_ATTEMPT_SHIFT, INVOKER__TICKET_ATTEMPT_MAX);
+    t.flags ^= 1u << INVOKER__TICKET_ATTEMPT_SHIFT;   /* another attempt, not sealed */
+    assert_false(invoker__proto_ticket_valid(&t, KEY, 1000));
+    for (unsigned bit = 1; bit < INVOKER__TICKET_ATTEMPT_SHIFT; bit++) {
+        t.flags = 2u << INVOKER__TICKET_ATTEMPT_SHIFT | 1u << bit;
+        invoker__proto_ticket_seal(&t, KEY);
+        assert_false(invoker__proto_ticket_valid(&t, KEY, 1000));
+    }
+}
+
 static void test_frame_kinds_other_than_result_carry_no_payload(void **state)
 {
     (void)state;
@@ -196,6 +244,8 @@ int main(void)
         cmocka_unit_test(test_held_hash_covers_every_byte_length_and_key),
         cmocka_unit_test(test_held_flag_only_on_outcomes_and_sealed),
         cmocka_unit_test(test_frame_kinds_other_than_result_carry_no_payload),
+        cmocka_unit_test(test_frame_forensics_are_sealed_and_checked),
+        cmocka_unit_test(test_ticket_carries_the_attempt),
         cmocka_unit_test(test_running_tag_roundtrip_and_scribble_detected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -90,6 +90,8 @@ static void outcome(agent *a, const invoker_task *task, uint32_t type, int fail,
     r.flags = task->attempts;
     r.worker = task->worker;
     r.value = task->run_seconds;
+    r.cpu_seconds = task->cpu_seconds;
+    r.max_rss_kib = task->max_rss_kib;
     r.fail = fail;
     r.code = code;
     r.len = len;
@@ -115,6 +117,7 @@ static void refused(agent *a, const invoker__mpi_rec *in, int rc)
     r.id = in->id;
     r.gen = in->gen & ((1u << GEN_BITS) - 1);
     r.worker = -1;
+    r.max_rss_kib = -1;
     r.fail = INVOKER_FAIL_NO_WORKER;
     r.code = rc;
     put(a, &r, NULL, 0);
@@ -215,6 +218,8 @@ void invoker__agent_main(int fd, const invoker_config *cfg, const invoker_mpi_op
     c.workers = (unsigned)start.code;
     c.retries = 0;                /* rank 0 decides */
     c.max_queued = 0;             /* rank 0's flow control bounds what comes */
+    c.journal = NULL;             /* journal and cache are rank 0's */
+    c.cache = 0;
     c.on_result = on_result;
     c.on_error = on_error;
     c.user = &a;

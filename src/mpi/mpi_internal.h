@@ -39,7 +39,7 @@ enum invoker__mpi_type {
 };
 enum { INVOKER__MPI_ADAPTIVE = 1u };
 
-typedef struct invoker__mpi_rec {   /* 48 bytes, then len bytes padded to 16 */
+typedef struct invoker__mpi_rec {   /* 64 bytes, then len bytes padded to 16 */
     uint32_t type;
     uint32_t flags;
     uint64_t id;
@@ -49,6 +49,8 @@ typedef struct invoker__mpi_rec {   /* 48 bytes, then len bytes padded to 16 */
     int32_t  worker;
     uint64_t len;
     double   value;
+    double   cpu_seconds;         /* outcomes: the attempt's forensics */
+    int64_t  max_rss_kib;
 } invoker__mpi_rec;
 
 typedef struct invoker__mpi_hello {

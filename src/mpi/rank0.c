@@ -219,7 +219,8 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
     endpoint *ep = &r->eps[e];
     if (rec->id == 0 || rec->id > inv->next_id || rec->gen > 0xffffu ||
         rec->worker < -1 || rec->worker >= (int32_t)ep->workers || rec->flags > 1 ||
-        !isfinite(rec->value) || rec->value < 0)
+        !isfinite(rec->value) || rec->value < 0 || !isfinite(rec->cpu_seconds) ||
+        rec->cpu_seconds < 0 || rec->max_rss_kib < -1)
         return false;
     if (rec->type == INVOKER__MPI_RESULT ? rec->len > inv->cfg.max_result_bytes
                                          : rec->len != 0 || !known_failure(rec->fail))
@@ -234,6 +235,8 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
     if (rec->worker >= 0)
         t->worker = ep->offset + rec->worker;
     t->run_seconds = rec->value;
+    t->cpu_seconds = rec->cpu_seconds;
+    t->max_rss_kib = (long)rec->max_rss_kib;
     if (rec->type == INVOKER__MPI_RESULT) {
         ep->avg_run = ep->avg_run > 0 ? 0.9 * ep->avg_run + 0.1 * rec->value : rec->value;
         invoker__sched_result(inv, t, data, (size_t)rec->len);

@@ -1,0 +1,473 @@
+/*
+ * Identical argument bytes are evaluated once: finished outcomes kept in
+ * memory (least recently used goes first, within cache_max_bytes), the
+ * journal's records, and tasks being evaluated (an equal one waits for
+ * its twin).  One table of keys holds all three, so that a submit looks
+ * in one place.  Keys are the argument's hash, but a match is decided by
+ * comparing the bytes: a collision costs a comparison, never a wrong
+ * answer.  No syscalls but the journal's, and mmap for a big table.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define DEFAULT_MAX_BYTES ((size_t)256 << 20)
+#define HUGE_KEYS         ((size_t)2 << 20)   /* keys this big get huge pages */
+#define KEYS_MIN          256u
+#define SYNC_PERIOD_NS    (100000000ull)
+
+struct invoker__centry {
+    invoker__centry *prev, *next;     /* LRU list */
+    uint64_t         hash;
+    size_t           arg_len, res_len, bytes;
+    invoker_failure  fail;            /* 0: success */
+    int              code;
+    size_t           key_slot;        /* its key, unless the keys were */
+    uint32_t         key_epoch;       /* rebuilt since */
+    /* Then the result at a 16-byte boundary (callbacks get it aligned),
+     * then the argument. */
+};
+
+#define ENTRY_HDR ((sizeof(invoker__centry) + 15u) & ~(size_t)15u)
+
+static unsigned char *entry_res(invoker__centry *e)
+{
+    return (unsigned char *)e + ENTRY_HDR;
+}
+
+static unsigned char *entry_arg(invoker__centry *e)
+{
+    return entry_res(e) + ((e->res_len + 15u) & ~(size_t)15u);
+}
+
+static bool same_arg(const void *a, size_t alen, const void *b, size_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+/* ---- the keys ---------------------------------------------------------- */
+
+/* Open addressing with the hash beside each reference: a lookup reads no
+ * task, entry or record but those whose hash matches (with a hundred
+ * thousand tasks in flight, each is a cache miss).  A key refers to a task
+ * being evaluated, a finished outcome in memory and a journal record, any
+ * of them; a task or an entry remembers its slot, so that leaving (a
+ * tombstone once the key refers to nothing) is a store, which does not
+ * wait for the line the way a search would. */
+#define KEY_FREE(k)   ((k).t == NULL && (k).e == NULL && (k).off == 0)
+#define KEY_EMPTY(k)  (KEY_FREE(k) && (k).hash == 0)
+#define TOMBSTONE     1u   /* the hash of a free slot that was used */
+
+/* A zeroed array of n keys.  A big one is mapped with huge pages asked
+ * for: it grows with the tasks in flight (32 MiB for a million), and
+ * faulting it in 4 KiB pages cost a fifth of the parent's time in the
+ * trivial benchmark with a journal. */
+static struct invoker__key *keys_alloc(size_t n)
+{
+    size_t bytes = n * sizeof(struct invoker__key);
+    if (bytes < HUGE_KEYS)
+        return calloc(n, sizeof(struct invoker__key));
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static void keys_free(struct invoker__key *keys, size_t n)
+{
+    size_t bytes = n * sizeof(struct invoker__key);
+    if (bytes < HUGE_KEYS)
+        free(keys);
+    else if (keys)
+        munmap(keys, bytes);
+}
+
+static size_t key_put(invoker__cache *c, const struct invoker__key *k)
+{
+    size_t mask = c->nkey_slots - 1, i = (size_t)k->hash & mask;
+    while (!KEY_FREE(c->keys[i]))
+        i = (i + 1) & mask;
+    if (!KEY_EMPTY(c->keys[i]))
+        c->ntombs--;   /* reused */
+    c->keys[i] = *k;
+    c->nkeys++;
+    return i;
+}
+
+/* Room for one more, rebuilt without tombstones at twice the live keys'
+ * room or more when needed.  false: no room (out of memory). */
+static bool key_room(invoker__cache *c)
+{
+    if ((c->nkeys + c->ntombs + 1) * 2 <= c->nkey_slots)
+        return true;
+    size_t n = c->nkey_slots;
+    while ((c->nkeys + 1) * 4 > n)
+        n *= 2;
+    struct invoker__key *old = c->keys, *slots = keys_alloc(n);
+    if (slots) {
+        size_t nold = c->nkey_slots;
+        c->keys = slots;
+        c->nkey_slots = n;
+        c->nkeys = c->ntombs = 0;
+        /* Tasks and entries moved are not told (each would be a cache
+         * miss): they find their key again when they need it. */
+        c->epoch++;
+        for (size_t i = 0; i < nold; i++)
+            if (!KEY_FREE(old[i]))
+                (void)key_put(c, &old[i]);
+        keys_free(old, nold);
+    }
+    /* Without memory, fuller but correct while a slot is free. */
+    return c->nkeys + c->ntombs + 1 < c->nkey_slots;
+}
+
+/* The key that owner (a task or an entry) remembered at slot in epoch. */
+static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
+                                     uint64_t hash, const void *owner)
+{
+    if (epoch == c->epoch)
+        return &c->keys[slot];
+    size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
+    while ((const void *)c->keys[i].t != owner && (const void *)c->keys[i].e != owner)
+        i = (i + 1) & mask;
+    return &c->keys[i];
+}
+
+/* k lost a reference: a tombstone once it has none. */
+static void key_release(invoker__cache *c, struct invoker__key *k)
+{
+    if (!KEY_FREE(*k))
+        return;
+    k->hash = TOMBSTONE;
+    c->ntombs++;
+    c->nkeys--;
+}
+
+int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
+{
+    if (!key_room(c))
+        return -ENOMEM;
+    const struct invoker__key k = { hash, NULL, NULL, off };
+    (void)key_put(c, &k);
+    return 0;
+}
+
+static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
+{
+    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, t);
+}
+
+static void twin_lead(invoker__cache *c, invoker__task *t)
+{
+    if (!key_room(c))
+        return;   /* it runs without leading: its twins run on their own */
+    const struct invoker__key k = { t->hash, t, NULL, 0 };
+    t->twin_slot = key_put(c, &k);
+    t->twin_epoch = c->epoch;
+    t->leads = true;
+}
+
+/* t no longer leads: its key refers to what it left behind, or nothing. */
+static void twin_retire(invoker__cache *c, invoker__task *t)
+{
+    struct invoker__key *k = task_key(c, t);
+    k->t = NULL;
+    t->leads = false;
+    key_release(c, k);
+}
+
+/* t's outcome is the journal's record at off: its key says so at once (a
+ * submit during the callbacks about to come is answered from it), or a
+ * new key does when t leads none. */
+static void journaled(invoker *inv, invoker__task *t, uint64_t off)
+{
+    invoker__cache *c = &inv->cache;
+    t->journaled = true;
+    if (t->leads) {
+        task_key(c, t)->off = off;
+    } else if (key_room(c)) {
+        const struct invoker__key k = { t->hash, NULL, NULL, off };
+        (void)key_put(c, &k);
+    }
+}
+
+/* ---- finished outcomes in memory ------------------------------------- */
+
+static void lru_unlink(invoker__cache *c, invoker__centry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->lru_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_front(invoker__cache *c, invoker__centry *e)
+{
+    e->prev = NULL;
+    e->next = c->lru_head;
+    if (c->lru_head)
+        c->lru_head->prev = e;
+    else
+        c->lru_tail = e;
+    c->lru_head = e;
+}
+
+static void entry_drop(invoker__cache *c, invoker__centry *e)
+{
+    struct invoker__key *k = key_home(c, e->key_slot, e->key_epoch, e->hash, e);
+    k->e = NULL;
+    key_release(c, k);
+    lru_unlink(c, e);
+    c->bytes -= e->bytes;
+    c->count--;
+    free(e);
+}
+
+/* Keeps t's outcome in memory, in t's own key when it leads. */
+static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                      const void *res, size_t res_len)
+{
+    invoker__cache *c = &inv->cache;
+    size_t res_room = (res_len + 15u) & ~(size_t)15u;
+    if (res_len > c->max_bytes || t->arg_len > c->max_bytes)
+        return;
+    size_t bytes = ENTRY_HDR + res_room + t->arg_len;
+    if (bytes > c->max_bytes || (!t->leads && !key_room(c)))
+        return;
+    for (invoker__centry *e = c->lru_tail, *prev; e && c->bytes + bytes > c->max_bytes; e = prev) {
+        prev = e->prev;
+        entry_drop(c, e);
+    }
+    invoker__centry *e = malloc(bytes);
+    if (!e)
+        return;
+    e->hash = t->hash;
+    e->arg_len = t->arg_len;
+    e->res_len = res_len;
+    e->bytes = bytes;
+    e->fail = fail;
+    e->code = code;
+    if (res_len)
+        memcpy(entry_res(e), res, res_len);
+    if (t->arg_len)
+        memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
+    if (t->leads) {
+        struct invoker__key *k = task_key(c, t);
+        k->e = e;
+        e->key_slot = (size_t)(k - c->keys);
+    } else {
+        const struct invoker__key k = { t->hash, NULL, e, 0 };
+        e->key_slot = key_put(c, &k);
+    }
+    e->key_epoch = c->epoch;
+    lru_push_front(c, e);
+    c->bytes += bytes;
+    c->count++;
+}
+
+/* t's answer, as the callback will read it: a copy, since the entry may
+ * be evicted before the next poll delivers it. */
+static bool answer(invoker__task *t, invoker_failure fail, int code, const void *res,
+                   size_t len)
+{
+    if (len) {
+        if (!(t->cached_buf = malloc(len)))
+            return false;
+        memcpy(t->cached_buf, res, len);
+    }
+    t->cached_res = t->cached_buf;
+    t->cached_len = len;
+    t->fail = fail;
+    t->code = code;
+    t->cached = true;
+    return true;
+}
+
+/* What answers these argument bytes: 1 (t answered from memory or the
+ * journal), 2 (a twin in flight, in *twin) or 0.  Within a key, memory
+ * first, then the journal (a read), then the twin. */
+static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__task **twin)
+{
+    invoker__cache *c = &inv->cache;
+    size_t mask = c->nkey_slots - 1;
+    for (size_t i = (size_t)t->hash & mask; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
+        const struct invoker__key *k = &c->keys[i];
+        if (k->hash != t->hash || KEY_FREE(*k))
+            continue;
+        invoker__centry *e = k->e;
+        if (e && same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
+            answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
+            lru_unlink(c, e);
+            lru_push_front(c, e);
+            return 1;
+        }
+        unsigned char *buf;
+        invoker__jrec rec;
+        if (k->off &&
+            invoker__journal_read(&inv->journal, k->off, arg, t->arg_len, &buf, &rec) == 1) {
+            /* The record's buffer is the answer: the result sits 16-aligned
+             * in it (malloc's alignment, a 64-byte header, padded argument). */
+            t->cached_buf = buf;
+            t->cached_res = rec.res;
+            t->cached_len = rec.res_len;
+            t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
+            t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
+            t->cached = true;
+            return 1;
+        }
+        invoker__task *d = k->t;
+        if (d && same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
+            *twin = d;
+            return 2;
+        }
+    }
+    return 0;
+}
+
+int invoker__cache_init(invoker *inv)
+{
+    invoker__cache *c = &inv->cache;
+    memset(c, 0, sizeof *c);
+    c->on = inv->cfg.cache != 0;
+    c->merging = c->on || inv->cfg.journal != NULL;
+    c->max_bytes = inv->cfg.cache_max_bytes ? inv->cfg.cache_max_bytes : DEFAULT_MAX_BYTES;
+    if (!c->merging)
+        return 0;
+    c->nkey_slots = KEYS_MIN;
+    if (!(c->keys = keys_alloc(c->nkey_slots)))
+        return -ENOMEM;
+    return 0;
+}
+
+void invoker__cache_free(invoker *inv)
+{
+    invoker__cache *c = &inv->cache;
+    for (invoker__centry *e = c->lru_head, *next; e; e = next) {
+        next = e->next;
+        free(e);
+    }
+    keys_free(c->keys, c->nkey_slots);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- the hooks -------------------------------------------------------- */
+
+/* SYNC_BATCH: the timer comes back for the sync (invoker__journal_tick). */
+static void synced_soon(invoker *inv)
+{
+    const invoker__journal *j = &inv->journal;
+    if (j->dirty_since && !inv->cfg.inline_mode)
+        invoker__dispatch_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
+}
+
+uint64_t invoker__cache_hash(const invoker *inv, const void *arg, size_t len)
+{
+    const invoker__cache *c = &inv->cache;
+    uint64_t hash = invoker__hash(arg, len, INVOKER__HASH_SEED);
+#if defined(__GNUC__) || defined(__clang__)
+    /* Its slot is a cache miss: fetched while the submit makes the task. */
+    __builtin_prefetch(&c->keys[(size_t)hash & (c->nkey_slots - 1)]);
+#endif
+    return hash;
+}
+
+int invoker__cache_submit(invoker *inv, invoker__task *t, const void *arg, uint64_t hash)
+{
+    invoker__cache *c = &inv->cache;
+    t->hash = hash;
+    invoker__task *twin = NULL;
+    int how = key_find(inv, t, arg, &twin);
+    if (how == 2) {
+        t->state = INVOKER__TASK_TWIN;
+        t->leader = twin;
+        invoker__list_push_back(&twin->twins, t);
+        return 2;
+    }
+    if (how == 0)
+        twin_lead(c, t);
+    return how;
+}
+
+void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                           const void *res, size_t res_len)
+{
+    if (t->cached)
+        return;   /* an answer, not an evaluation */
+    invoker__cache *c = &inv->cache;
+    bool replayable = fail == 0 || fail == INVOKER_FAIL_OBJECTIVE;
+    if (!replayable && t->leads)
+        twin_retire(c, t);
+    if (!replayable) {
+        /* Its twins have no answer: each runs on its own, from the queue's
+         * front (they waited as long as t), with its own timeout and
+         * retries; the first leads any twin that comes later. */
+        invoker__task *d, *first = NULL;
+        while ((d = t->twins.tail) != NULL) {
+            invoker__list_unlink(&t->twins, d);
+            d->leader = NULL;
+            d->state = INVOKER__TASK_PENDING;
+            invoker__list_push_front(&inv->pending, d);
+            first = d;
+        }
+        if (first) {
+            twin_lead(c, first);
+            invoker__dispatch_kick(inv);
+        }
+        return;
+    }
+    if (t->attempts == 0) {   /* decided without running: nothing learned */
+        if (t->leads)
+            twin_retire(c, t);
+        return;
+    }
+    const void *arg = invoker__task_arg(inv, t);
+    if (c->on)
+        entry_add(inv, t, fail, code, res, res_len);
+    invoker__journal *j = &inv->journal;
+    uint64_t off;
+    if (j->fd >= 0 && !j->error && !t->journaled) {
+        uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
+        if (invoker__journal_append(j, t->hash, arg, t->arg_len, kind, fail ? code : 0,
+                                    fail ? NULL : res, fail ? 0 : res_len, &off) == 0) {
+            journaled(inv, t, off);
+            inv->stats.journaled++;
+        }
+        synced_soon(inv);
+    }
+    /* Its key now refers to its outcome (in memory, in the journal) or is
+     * gone; its twins are served after its callback. */
+    if (t->leads)
+        twin_retire(c, t);
+}
+
+bool invoker__cache_stage(invoker *inv, invoker__task *t, invoker_failure fail, int code,
+                          const void *res, size_t res_len)
+{
+    if (t->cached || t->journaled)
+        return false;
+    uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
+    return invoker__journal_stage(&inv->journal, t->hash, invoker__task_arg(inv, t), t->arg_len,
+                                  kind, fail ? code : 0, fail ? NULL : res,
+                                  fail ? 0 : res_len) == 0;
+}
+
+void invoker__cache_flush(invoker *inv, invoker__task **staged, unsigned n)
+{
+    if (invoker__journal_flush(&inv->journal) != 0)
+        return;   /* stopped: each is written alone, which fails again and says so */
+    for (unsigned i = 0; i < n; i++)
+        journaled(inv, staged[i], inv->journal.staged[i].off);
+    inv->stats.journaled += n;
+    synced_soon(inv);
+}
