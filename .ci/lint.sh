@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Static analysis: cppcheck and clang-tidy (.clang-tidy) over src/, plus
-# clang-tidy over tests/consumer.  Any finding fails the run.
+# clang-tidy over tests/consumer.  Any finding fails the run.  src/mpi/
+# (libinvoker_mpi) is checked too: its compile commands exist where CMake
+# found an MPI.
 #
 #   bash .ci/lint.sh [source-dir]       (default: this repository)
 #
@@ -45,7 +47,7 @@ echo "==> $(clang-tidy --version | grep -i 'version' | head -n 1 | sed 's/^ *//'
 # are in .clang-tidy.  The consumer is not in the compile database.
 mkdir "$work/logs"
 # shellcheck disable=SC2016  # expanded by the inner sh, on purpose
-printf '%s\n' src/*.c | xargs -P "$(nproc 2>/dev/null || echo 4)" -I{} \
+printf '%s\n' src/*.c src/mpi/*.c | xargs -P "$(nproc 2>/dev/null || echo 4)" -I{} \
     sh -c 'clang-tidy --quiet -p "$1" "$2" >"$3/$(basename "$2").log" 2>/dev/null || true' \
     sh "$build" {} "$work/logs"
 clang-tidy --quiet tests/consumer/main.c -- -std=c11 -Iinclude \

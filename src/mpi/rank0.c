@@ -378,7 +378,7 @@ static void pump_agent(rank0 *r)
         return;
     }
     size_t len;
-    bool bad;
+    bool bad = false;
     const unsigned char *msg;
     while (ep->state == EP_LIVE &&
            (msg = invoker__link_next(&r->agent, &len, r->max_msg, &bad)) != NULL) {
