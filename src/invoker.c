@@ -19,7 +19,7 @@
 
 static bool valid(const invoker *inv)
 {
-    return inv && inv->magic == INVOKER__MAGIC;
+    return invoker__valid(inv);
 }
 
 static bool valid_seconds(double s)
@@ -130,6 +130,7 @@ static void release(invoker *inv)
     free(inv->inline_out.buf);
     invoker__table_destroy(&inv->table);
     invoker__tasks_free(&inv->tasks);
+    invoker__argbuf_destroy(inv);
     invoker__arena_destroy(&inv->arena);
     inv->magic = 0;
     free(inv);
@@ -239,10 +240,9 @@ fail:
     return rc;
 }
 
-int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,
-                           double timeout, invoker_id *id)
+int invoker__submit_check(invoker *inv, size_t arg_len, double timeout)
 {
-    if (!valid(inv) || (!arg && arg_len > 0) || !valid_seconds(timeout))
+    if (!valid_seconds(timeout))
         return -EINVAL;
     if (inv->destroying)
         return -ECANCELED;
@@ -254,21 +254,14 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
-    invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
-    if (!t)
+    return 0;
+}
+
+int invoker__submit_enqueue(invoker *inv, invoker__task *t, void *tag, double timeout,
+                            invoker_id *id)
+{
+    if (invoker__tasks_insert(&inv->tasks, t) != 0)
         return -ENOMEM;
-    if (arg_len > INVOKER__INLINE_MAX) {   /* tasks_new left it to us */
-        int rc = invoker__arena_alloc(&inv->arena, arg_len, inv->depth > 0, &t->arg_off);
-        if (rc) {
-            invoker__tasks_release(&inv->tasks, t);
-            return rc;
-        }
-        memcpy(inv->arena.base + t->arg_off, arg, arg_len);
-    }
-    if (invoker__tasks_insert(&inv->tasks, t) != 0) {
-        invoker__dispatch_release(inv, t);
-        return -ENOMEM;
-    }
     inv->next_id++;
     t->tag = tag;
     t->timeout = timeout;
@@ -291,6 +284,31 @@ int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *
      * queue once for all the callbacks of its batch of results: tickets
      * then travel several to a packet rather than one write each. */
     return 0;
+}
+
+int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,
+                           double timeout, invoker_id *id)
+{
+    if (!valid(inv) || (!arg && arg_len > 0))
+        return -EINVAL;
+    int rc = invoker__submit_check(inv, arg_len, timeout);
+    if (rc)
+        return rc;
+    invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
+    if (!t)
+        return -ENOMEM;
+    if (arg_len > INVOKER__INLINE_MAX) {   /* tasks_new left it to us */
+        bool fresh;
+        rc = invoker__arena_alloc(&inv->arena, arg_len, inv->depth > 0, &t->arg_off, &fresh);
+        if (rc) {
+            invoker__tasks_release(&inv->tasks, t);
+            return rc;
+        }
+        invoker__arena_write(&inv->arena, t->arg_off, arg, arg_len, fresh);
+    }
+    if ((rc = invoker__submit_enqueue(inv, t, tag, timeout, id)) != 0)
+        invoker__dispatch_release(inv, t);
+    return rc;
 }
 
 int invoker_submit(invoker *inv, const void *arg, size_t arg_len, void *tag, invoker_id *id)
