@@ -165,7 +165,7 @@ static void on_result(const invoker_task *task, const void *result, size_t resul
         b->report_ns[i] = now_ns();
     if (b->rq_ns) {
         b->rq_last = thread_run_delay_ns();
-        b->steal_last = steal_ns();
+        b->steal_last = opt.control ? steal_ns() : 0;
         b->cpu_last = thread_oncpu_ns();
         b->cb_last = b->report_ns[i];
     }
@@ -194,7 +194,8 @@ static void on_error(const invoker_task *task, invoker_failure failure, int code
     if (b->report_ns)
         b->report_ns[i] = now_ns();
     if (b->rq_ns) {   /* after the report's time: these reads do not delay it */
-        int64_t rq = thread_run_delay_ns(), st = steal_ns(), cpu = thread_oncpu_ns();
+        int64_t rq = thread_run_delay_ns(), cpu = thread_oncpu_ns();
+        int64_t st = opt.control ? steal_ns() : 0;   /* /proc/stat is slow to read */
         b->rq_ns[i] = rq - b->rq_last;
         b->steal[i] = st - b->steal_last;
         b->gap_ns[i] = b->report_ns[i] - b->cb_last;
@@ -436,14 +437,14 @@ static void *control_main(void *arg)
 }
 
 /* What each late report (over 1 ms) came with, in ms:
- * "task:lateness/rq/steal/gap/oncpu[/control/control_rq/running]": the
- * parent thread's run-queue wait and the machine's steal time since the
- * callback before it, the time since that callback (a report made in the
- * same pass as the one before it shows a gap near 0 and that one's delay
- * as its own) and the parent thread's time on a CPU in it (the rest of the
- * gap it slept: in epoll, or blocked on something);
- * with --control, the control thread's lateness, its run-queue wait and
- * the threads runnable on the machine when it woke. */
+ * "task:lateness/rq/gap/oncpu[/steal/control/control_rq/running]": the
+ * parent thread's run-queue wait since the callback before it, the time
+ * since that callback (a report made in the same pass as the one before it
+ * shows a gap near 0 and that one's delay as its own) and the parent
+ * thread's time on a CPU in it (the rest of the gap it slept: in epoll, or
+ * blocked on something); with --control, the machine's steal time in it,
+ * the control thread's lateness, its run-queue wait and the threads
+ * runnable on the machine when it woke. */
 static void late_detail(char *out, size_t cap, const bench *b, const task_rec *recs,
                         size_t nhang, const control *c)
 {
@@ -462,14 +463,14 @@ static void late_detail(char *out, size_t cap, const bench *b, const task_rec *r
         if (rep <= 1e-3)
             continue;
         late++;
-        int n = snprintf(list + ll, sizeof list - ll, "%s%zu:%.2f/%.2f/%.2f/%.2f/%.2f",
+        int n = snprintf(list + ll, sizeof list - ll, "%s%zu:%.2f/%.2f/%.2f/%.2f",
                          ll ? "," : "", i, rep * 1e3, (double)b->rq_ns[i] / 1e6,
-                         (double)b->steal[i] / 1e6, (double)b->gap_ns[i] / 1e6,
-                         (double)b->cpu_ns[i] / 1e6);
+                         (double)b->gap_ns[i] / 1e6, (double)b->cpu_ns[i] / 1e6);
         if (n > 0 && (size_t)n < sizeof list - ll)
             ll += (size_t)n;
         if (c) {
-            n = snprintf(list + ll, sizeof list - ll, "/%.2f/%.2f/%d", (double)c->late_ns[i] / 1e6,
+            n = snprintf(list + ll, sizeof list - ll, "/%.2f/%.2f/%.2f/%d",
+                         (double)b->steal[i] / 1e6, (double)c->late_ns[i] / 1e6,
                          (double)c->rq_ns[i] / 1e6, c->running[i]);
             if (n > 0 && (size_t)n < sizeof list - ll)
                 ll += (size_t)n;

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -399,15 +400,24 @@ void report_hang(const char *impl, const bench_opts *o, const task_rec *recs,
 }
 
 /* Field 0 (time on a CPU) or 1 (time runnable, waiting for one) of
- * /proc/thread-self/schedstat, in ns; -1 if unknown. */
+ * /proc/thread-self/schedstat, in ns; -1 if unknown.  The file stays open,
+ * one per thread: read after each report of the hang workload, it must
+ * cost little (a fopen and a scanf of /proc/stat took tens of
+ * microseconds, which the next report in the same pass waited for). */
 static int64_t thread_schedstat(int field)
 {
-    FILE *f = fopen("/proc/thread-self/schedstat", "r");
-    unsigned long long v[2];
-    int ok = f && fscanf(f, "%llu %llu", &v[0], &v[1]) == 2;
-    if (f)
-        fclose(f);
-    return ok ? (int64_t)v[field] : -1;
+    static _Thread_local int fd = -1;
+    if (fd < 0 && (fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char *end;
+    unsigned long long run = strtoull(buf, &end, 10);
+    unsigned long long wait = strtoull(end, NULL, 10);
+    return (int64_t)(field ? wait : run);
 }
 
 int64_t thread_run_delay_ns(void)

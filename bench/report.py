@@ -157,7 +157,7 @@ def name(impl):
 
 
 def late_reports(g):
-    """(rep, [lateness, rq, steal, gap, oncpu, ...]) for each report of the
+    """(rep, [lateness, rq, gap, oncpu, ...]) for each report of the
     hang workload more than 1 ms late (bench_invoker's late_detail)."""
     out = []
     for r in g.rows:
@@ -175,7 +175,7 @@ def late_reports(g):
 def cpu_wait(v):
     """The parent thread sat on the run queue for all but 0.6 ms of the
     lateness, or the report came in the same pass as the callback before it."""
-    return v[0] - v[1] < 0.6 or (len(v) > 3 and v[3] < 0.3)
+    return v[0] - v[1] < 0.6 or (len(v) > 2 and v[2] < 0.3)
 
 
 def order(keys, first=("invoker", "invoker-window")):
