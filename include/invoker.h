@@ -153,7 +153,13 @@ typedef struct invoker_config {
     unsigned             retries;       /* re-runs of a task whose worker crashed, exited
                                            or timed out, before on_error */
     unsigned             max_tasks_per_worker; /* replace a worker after this many tasks; 0: never */
-    size_t               max_arg_bytes;    /* 0: 64 MiB */
+    size_t               max_arg_bytes;    /* 0: 64 MiB.  Arguments over 4048
+                                              bytes wait in shared memory that
+                                              the invoker keeps once they are
+                                              done, for the next ones: what a
+                                              burst of them used stays until a
+                                              burst that uses less ends (down
+                                              to 16 MiB) or invoker_destroy */
     size_t               max_result_bytes; /* 0: 64 MiB.  The parent keeps the
                                               buffer of each worker's last result
                                               over 64 KiB, up to 4 MiB, to read its
