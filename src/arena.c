@@ -175,6 +175,13 @@ void invoker__arena_write(invoker__arena *a, uint64_t off, const void *src, size
      * (no system call; faulted in once, they stay mapped). */
     const unsigned char *p = src;
     size_t done = 0;
+    /* A write past RLIMIT_FSIZE raises SIGXFSZ, whose default kills the
+     * process: grow() kept the file under the limit, but it may have been
+     * lowered since. */
+    struct rlimit fsize;
+    if (fresh && getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+        off + len > (uint64_t)fsize.rlim_cur)
+        fresh = false;
     while (fresh && done < len) {
         ssize_t n = pwrite(a->fd, p + done, len - done, (off_t)(off + done));
         if (n <= 0 && !(n < 0 && errno == EINTR))

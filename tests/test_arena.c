@@ -436,6 +436,49 @@ static void test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes(v
     rec_free(&r);
 }
 
+static void test_new_pages_past_a_lowered_file_size_limit_are_not_written_with_pwrite(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 8);
+    invoker_config cfg;
+    rec_config(&r, &cfg, obj, 1);
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    uint64_t expect[5];
+    unsigned char *a[4];
+    size_t len[4] = { 1u << 20, 1u << 20, 1u << 20, 512u << 10 };
+    for (int i = 0; i < 3; i++) {
+        a[i] = make_arg(len[i], M_SUM, (uint64_t)i);
+        expect[i + 1] = sum_of_value(byte_sum(a[i], len[i]));
+        assert_int_equal(invoker_submit(inv, a[i], len[i], NULL, NULL), 0);
+    }
+    /* The file is 4 MiB, its first 3 written; the next block is new pages
+     * at 3 MiB, within the file but past the limit set now.  A pwrite
+     * there would raise SIGXFSZ, whose default kills this process. */
+    assert_int_equal(inv->arena.size, 4u << 20);
+    assert_int_equal(inv->arena.top, 3u << 20);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (3u << 20) + 4096;
+    void (*was)(int) = signal(SIGXFSZ, SIG_DFL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    a[3] = make_arg(len[3], M_SUM, 3);
+    expect[4] = sum_of_value(byte_sum(a[3], len[3]));
+    int rc = invoker_submit(inv, a[3], len[3], NULL, NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    assert_int_equal(rc, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    for (invoker_id id = 1; id <= 4; id++)
+        assert_int_equal(rec_get(&r, id)->result_sum, expect[id]);
+    for (int i = 0; i < 4; i++)
+        free(a[i]);
+    assert_int_equal(invoker_destroy(inv), 0);
+    rec_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_a_worker_cannot_write_any_argument),
         cmocka_unit_test(test_under_a_memory_limit_workers_map_one_argument_at_a_time),
         cmocka_unit_test(test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes),
+        cmocka_unit_test(test_new_pages_past_a_lowered_file_size_limit_are_not_written_with_pwrite),
     };
     set_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
