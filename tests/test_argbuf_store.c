@@ -229,7 +229,7 @@ static void test_identical_zero_copy_submits_in_flight_are_evaluated_once(void *
     assert_int_equal(at(f, small)->cached + at(f, small2)->cached, 1);
     assert_int_equal(atomic_load(f->evals), 2);
     assert_nothing_held(inv);
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
 }
 
 static void test_a_zero_copy_outcome_is_journaled_and_answered_on_rerun(void **state)
@@ -248,7 +248,7 @@ static void test_a_zero_copy_outcome_is_journaled_and_answered_on_rerun(void **s
     invoker_get_stats(inv, &st);
     assert_int_equal(st.journaled, 2);
     assert_int_equal(st.journal_error, 0);
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
     assert_int_equal(atomic_load(f->evals), 2);
     memset(f->s, 0, sizeof f->s);
 
@@ -277,7 +277,7 @@ static void test_a_zero_copy_outcome_is_journaled_and_answered_on_rerun(void **s
         assert_int_equal(s->sum, sums[i]);
     }
     assert_nothing_held(inv);
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
 }
 
 static void test_zero_copy_tasks_get_adaptive_timeouts(void **state)
@@ -310,7 +310,7 @@ static void test_zero_copy_tasks_get_adaptive_timeouts(void **state)
     assert_int_equal(at(f, own)->results, 1);
     assert_int_equal(at(f, own)->sum, sum);
     assert_nothing_held(inv);
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
 }
 
 static void test_cancel_tag_cancels_zero_copy_tasks_and_spares_a_twin(void **state)
@@ -336,7 +336,7 @@ static void test_cancel_tag_cancels_zero_copy_tasks_and_spares_a_twin(void **sta
     assert_int_equal(at(f, xb)->cached, 0);
     assert_int_equal(at(f, xb)->sum, sum);
     assert_nothing_held(inv);
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
 }
 
 static void test_destroy_frees_held_buffers_with_the_cache_and_journal_on(void **state)
@@ -361,7 +361,7 @@ static void test_destroy_frees_held_buffers_with_the_cache_and_journal_on(void *
     submit_zc(inv, BIG, 200, 64, NULL, NULL);
     assert_int_equal(inv->argbufs.count, 4);
     assert_true(arena_maps() >= before + 2);   /* the two large ones' own views */
-    assert_int_equal(invoker_destroy(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
     assert_int_equal(arena_maps(), before);
 }
 
