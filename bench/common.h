@@ -70,6 +70,9 @@ typedef struct bench_opts {
                                    (bench_invoker), default off */
     const char *journal; /* --journal DIR (bench_invoker): a fresh journal in
                             DIR (SYNC_BATCH); NULL: none */
+    const char *label;   /* --label NAME (bench_invoker): the impl printed,
+                            for a variant run.sh tells apart (the journal on
+                            a disk, say); NULL: the usual name */
 } bench_opts;
 
 int64_t now_ns(void);
