@@ -53,33 +53,35 @@ static bool same_arg(const void *a, size_t alen, const void *b, size_t blen)
 /* Open addressing with the hash beside each reference: a lookup reads no
  * task, entry or record but those whose hash matches (with a hundred
  * thousand tasks in flight, each is a cache miss).  A key refers to one
- * thing, in the low bits of its ref: a task being evaluated, a finished
- * outcome in memory or a journal record (offsets are multiples of 16;
- * tasks and entries are malloc's, aligned as well).  Equal arguments may
- * have a key of each kind, found on one probe.  A task or an entry
- * remembers its slot, so that leaving (a tombstone) is a store, which
- * does not wait for the line the way a search would. */
-#define REF_TASK      0u
-#define REF_ENTRY     1u
-#define REF_OFF       2u
-#define REF_TAGS      3u
-#define KEY_FREE(k)   ((k).ref == 0)
-#define KEY_EMPTY(k)  (KEY_FREE(k) && (k).hash == 0)
-#define TOMBSTONE     1u   /* the hash of a free slot that was used */
+ * thing, said by the top 2 bits of its hash word: a task being evaluated,
+ * a finished outcome in memory or a journal record (the hash keeps 62
+ * bits: a collision costs a comparison of bytes, never a wrong answer).
+ * Equal arguments may have a key of each kind, found on one probe.  A
+ * task or an entry remembers its slot, so that leaving (a tombstone) is a
+ * store, which does not wait for the line the way a search would. */
+#define KIND_SHIFT    62
+#define KEY_TASK      1u
+#define KEY_ENTRY     2u
+#define KEY_OFF       3u
+#define HASH_BITS     (~(uint64_t)0 >> 2)
+#define KEY_FREE(k)   (((k).hash >> KIND_SHIFT) == 0)
+#define KEY_EMPTY(k)  ((k).hash == 0)
+#define TOMBSTONE     1u   /* the hash word of a free slot that was used */
 
-static uint64_t ref_of(const void *p, unsigned tag)
+static uint64_t key_word(uint64_t hash, unsigned kind)
 {
-    return (uint64_t)(uintptr_t)p | tag;
+    return (hash & HASH_BITS) | (uint64_t)kind << KIND_SHIFT;
 }
 
-static unsigned ref_tag(uint64_t ref)
+static unsigned key_kind(const struct invoker__key *k)
 {
-    return (unsigned)(ref & REF_TAGS);
+    return (unsigned)(k->hash >> KIND_SHIFT);
 }
 
-static void *ref_ptr(uint64_t ref)
+/* k is a key of these argument hash bits. */
+static bool key_of(const struct invoker__key *k, uint64_t hash)
 {
-    return (void *)(uintptr_t)(ref & ~(uint64_t)REF_TAGS);
+    return ((k->hash ^ hash) & HASH_BITS) == 0 && !KEY_FREE(*k);
 }
 
 /* A zeroed array of n keys.  A big one is mapped with huge pages asked
@@ -148,23 +150,26 @@ static bool key_room(invoker__cache *c)
     return c->nkeys + c->ntombs + 1 < c->nkey_slots;
 }
 
-/* The key of owner (ref, a task's or an entry's), remembered at slot in
- * epoch. */
+/* The key of owner (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
+ * remembered at slot in epoch. */
 static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
-                                     uint64_t hash, uint64_t ref)
+                                     uint64_t hash, unsigned kind, const void *owner)
 {
     if (epoch == c->epoch)
         return &c->keys[slot];
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
-    while (c->keys[i].ref != ref)
-        i = (i + 1) & mask;
-    return &c->keys[i];
+    for (;; i = (i + 1) & mask) {
+        const struct invoker__key *k = &c->keys[i];
+        if (key_kind(k) == kind &&
+            (kind == KEY_TASK ? (const void *)k->ref.t : (const void *)k->ref.e) == owner)
+            return &c->keys[i];
+    }
 }
 
 /* k refers to nothing now: a tombstone. */
 static void key_release(invoker__cache *c, struct invoker__key *k)
 {
-    k->ref = 0;
+    k->ref.off = 0;
     k->hash = TOMBSTONE;
     c->ntombs++;
     c->nkeys--;
@@ -174,21 +179,21 @@ int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
 {
     if (!key_room(c))
         return -ENOMEM;
-    const struct invoker__key k = { hash, off | REF_OFF };
+    const struct invoker__key k = { key_word(hash, KEY_OFF), { .off = off } };
     (void)key_put(c, &k);
     return 0;
 }
 
 static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
 {
-    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, ref_of(t, REF_TASK));
+    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, KEY_TASK, t);
 }
 
 static void twin_lead(invoker__cache *c, invoker__task *t)
 {
     if (!key_room(c))
         return;   /* it runs without leading: its twins run on their own */
-    const struct invoker__key k = { t->hash, ref_of(t, REF_TASK) };
+    const struct invoker__key k = { key_word(t->hash, KEY_TASK), { .t = t } };
     t->twin_slot = key_put(c, &k);
     t->twin_epoch = c->epoch;
     t->leads = true;
@@ -209,11 +214,11 @@ static void journaled(invoker *inv, invoker__task *t, uint64_t off)
 {
     invoker__cache *c = &inv->cache;
     t->journaled = true;
+    const struct invoker__key k = { key_word(t->hash, KEY_OFF), { .off = off } };
     if (t->leads) {
-        task_key(c, t)->ref = off | REF_OFF;
+        *task_key(c, t) = k;
         t->leads = false;
     } else if (key_room(c)) {
-        const struct invoker__key k = { t->hash, off | REF_OFF };
         (void)key_put(c, &k);
     }
 }
@@ -246,7 +251,7 @@ static void lru_push_front(invoker__cache *c, invoker__centry *e)
 
 static void entry_drop(invoker__cache *c, invoker__centry *e)
 {
-    key_release(c, key_home(c, e->key_slot, e->key_epoch, e->hash, ref_of(e, REF_ENTRY)));
+    key_release(c, key_home(c, e->key_slot, e->key_epoch, e->hash, KEY_ENTRY, e));
     lru_unlink(c, e);
     c->bytes -= e->bytes;
     c->count--;
@@ -283,11 +288,11 @@ static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int 
         memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
     if (t->leads) {   /* its key comes to refer to the outcome */
         struct invoker__key *k = task_key(c, t);
-        k->ref = ref_of(e, REF_ENTRY);
+        *k = (struct invoker__key){ key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = (size_t)(k - c->keys);
         t->leads = false;
     } else {
-        const struct invoker__key k = { t->hash, ref_of(e, REF_ENTRY) };
+        const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = key_put(c, &k);
     }
     e->key_epoch = c->epoch;
@@ -343,28 +348,28 @@ static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__ta
     *twin = NULL;
     for (size_t i = first; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
-        if (k->hash != t->hash || KEY_FREE(*k))
+        if (!key_of(k, t->hash))
             continue;
-        if (ref_tag(k->ref) == REF_ENTRY) {
-            invoker__centry *e = ref_ptr(k->ref);
+        if (key_kind(k) == KEY_ENTRY) {
+            invoker__centry *e = k->ref.e;
             if (same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
                 answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
                 lru_unlink(c, e);
                 lru_push_front(c, e);
                 return 1;
             }
-        } else if (ref_tag(k->ref) == REF_OFF) {
+        } else if (key_kind(k) == KEY_OFF) {
             records = true;
         } else if (!*twin) {
-            invoker__task *d = ref_ptr(k->ref);
+            invoker__task *d = k->ref.t;
             if (same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len))
                 *twin = d;
         }
     }
     for (size_t i = first; records && !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
-        if (k->hash == t->hash && ref_tag(k->ref) == REF_OFF &&
-            answer_journaled(inv, t, k->ref & ~(uint64_t)REF_TAGS, arg))
+        if (key_of(k, t->hash) && key_kind(k) == KEY_OFF &&
+            answer_journaled(inv, t, k->ref.off, arg))
             return 1;
     }
     return *twin ? 2 : 0;
@@ -491,6 +496,12 @@ bool invoker__cache_stage(invoker *inv, invoker__task *t, invoker_failure fail, 
 {
     if (t->cached || t->journaled)
         return false;
+#if defined(__GNUC__) || defined(__clang__)
+    /* Its key comes to refer to the record after the write (journaled):
+     * a cache miss, fetched while the write runs. */
+    if (t->leads && t->twin_epoch == inv->cache.epoch)
+        __builtin_prefetch(&inv->cache.keys[t->twin_slot], 1);
+#endif
     uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
     return invoker__journal_stage(&inv->journal, t->hash, invoker__task_arg(inv, t), t->arg_len,
                                   kind, fail ? code : 0, fail ? NULL : res,

@@ -632,9 +632,13 @@ typedef struct invoker__cache {
      * its low bits (cache.c): 16 bytes, since the table grows with every
      * task journaled and its fresh pages are much of a journal's cost. */
     struct invoker__key {
-        uint64_t  hash;
-        uint64_t  ref;                /* a task, an entry or a record */
-    }                *keys;           /* ref 0 and hash 0: empty; 1: left */
+        uint64_t  hash;               /* its top 2 bits: what ref is (cache.c) */
+        union {
+            struct invoker__task *t;
+            invoker__centry      *e;
+            uint64_t              off;
+        }         ref;
+    }                *keys;           /* hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
     uint32_t          epoch;          /* rebuilds of keys, ever */
 } invoker__cache;
