@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -103,6 +104,8 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
             o->bound = dbl_arg(argc, argv, &i);
         else if (!strcmp(a, "--passes"))
             o->passes = (unsigned)num_arg(argc, argv, &i);
+        else if (!strcmp(a, "--control"))
+            o->control = 1;
         else if (!strcmp(a, "--warm-iters"))
             o->warm_iters = (long long)num_arg(argc, argv, &i);
         else if (!strcmp(a, "--spares") && i + 1 < argc &&
@@ -120,6 +123,8 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
             o->capture_stderr = argv[++i];
         else if (!strcmp(a, "--journal") && i + 1 < argc)
             o->journal = argv[++i];
+        else if (!strcmp(a, "--label") && i + 1 < argc)
+            o->label = argv[++i];
         else
             usage_exit(a);
     }
@@ -405,6 +410,56 @@ void report_hang(const char *impl, const bench_opts *o, const task_rec *recs,
                  const spawn_log *log, const int64_t *report_ns, size_t nhang,
                  int64_t t0, int64_t t1, int whole)
 {
+    report_hang_extra(impl, o, recs, log, report_ns, nhang, t0, t1, whole, NULL);
+}
+
+/* Field 0 (time on a CPU) or 1 (time runnable, waiting for one) of
+ * /proc/thread-self/schedstat, in ns; -1 if unknown.  The file stays open,
+ * one per thread: read after each report of the hang workload, it must
+ * cost little (a fopen and a scanf of /proc/stat took tens of
+ * microseconds, which the next report in the same pass waited for). */
+static int64_t thread_schedstat(int field)
+{
+    static _Thread_local int fd = -1;
+    if (fd < 0 && (fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    char *end;
+    unsigned long long run = strtoull(buf, &end, 10);
+    unsigned long long wait = strtoull(end, NULL, 10);
+    return (int64_t)(field ? wait : run);
+}
+
+int64_t thread_run_delay_ns(void)
+{
+    return thread_schedstat(1);
+}
+
+int64_t thread_oncpu_ns(void)
+{
+    return thread_schedstat(0);
+}
+
+int64_t steal_ns(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8];
+    int ok = f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                         &v[3], &v[4], &v[5], &v[6], &v[7]) == 8;
+    if (f)
+        fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    return ok && hz > 0 ? (int64_t)(v[7] * (1000000000ull / (unsigned long long)hz)) : -1;
+}
+
+void report_hang_extra(const char *impl, const bench_opts *o, const task_rec *recs,
+                       const spawn_log *log, const int64_t *report_ns, size_t nhang,
+                       int64_t t0, int64_t t1, int whole, const char *extra)
+{
     size_t n = nhang + o->workers;
     double *rep = calloc(n, sizeof *rep);
     double *rst = calloc(n, sizeof *rst);
@@ -427,8 +482,9 @@ void report_hang(const char *impl, const bench_opts *o, const task_rec *recs,
     result_line("hang", impl, o,
                 "outcome=reports tasks=%zu timeout=%.3f reported=%zu seconds=%.6f "
                 "ideal=%.6f excess_ms=%.3f report_ms_med=%.3f report_ms_max=%.3f "
-                "restart_ms_med=%.3f restart_ms_max=%.3f restarts=%zu whole=%d",
+                "restart_ms_med=%.3f restart_ms_max=%.3f restarts=%zu whole=%d%s%s",
                 nhang, o->timeout, nrep, total, ideal, (total - ideal) * 1e3,
-                rep_med * 1e3, rep_max * 1e3, rst_med * 1e3, rst_max * 1e3, nrst, whole);
+                rep_med * 1e3, rep_max * 1e3, rst_med * 1e3, rst_max * 1e3, nrst, whole,
+                extra ? " " : "", extra ? extra : "");
     free(rep), free(rst), free(is_hang);
 }

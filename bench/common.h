@@ -70,6 +70,13 @@ typedef struct bench_opts {
                                    (bench_invoker), default off */
     const char *journal; /* --journal DIR (bench_invoker): a fresh journal in
                             DIR (SYNC_BATCH); NULL: none */
+    int      control;   /* --control (bench_invoker hang): a thread of the
+                           bench sleeps to each hung task's deadline too,
+                           and its own lateness is printed beside the
+                           report's */
+    const char *label;   /* --label NAME (bench_invoker): the impl printed,
+                            for a variant run.sh tells apart (the journal on
+                            a disk, say); NULL: the usual name */
 } bench_opts;
 
 int64_t now_ns(void);
@@ -155,5 +162,19 @@ uint32_t crash_kind(size_t i, size_t total, size_t crashes);
 void report_hang(const char *impl, const bench_opts *o, const task_rec *recs,
                  const spawn_log *log, const int64_t *report_ns, size_t nhang,
                  int64_t t0, int64_t t1, int whole);
+/* As report_hang, with more key=value fields at the end of the line
+ * (extra, or NULL). */
+void report_hang_extra(const char *impl, const bench_opts *o, const task_rec *recs,
+                       const spawn_log *log, const int64_t *report_ns, size_t nhang,
+                       int64_t t0, int64_t t1, int whole, const char *extra);
+
+/* The calling thread's time spent runnable but waiting for a CPU
+ * (/proc/thread-self/schedstat), in ns; -1 if unknown. */
+int64_t thread_run_delay_ns(void);
+/* The calling thread's time on a CPU (the same file), in ns; -1 if unknown. */
+int64_t thread_oncpu_ns(void);
+/* Steal time of the whole machine so far (/proc/stat: the hypervisor ran
+ * something else while a CPU of ours had work), in ns; -1 if unknown. */
+int64_t steal_ns(void);
 
 #endif

@@ -2,7 +2,7 @@
 """Gathers the RESULT lines of a benchmark run into tables of medians,
 ratios and invoker's targets (PASS/MISS; a MISS never fails the run).
 
-    report.py RESULTS_FILE [--out FILE] [--meta KEY=VALUE ...]
+    report.py RESULTS_FILE [--out FILE] [--meta KEY=VALUE ...] [--notes FILE]
 
 RESULTS_FILE holds lines "RESULT workload=... impl=... key=value ...",
 "FAILED workload=... impl=... rc=..." and "SKIP workload=... reason=...";
@@ -18,7 +18,8 @@ CHUNKED_PY = ["py-pool-imapN", "py-ppe-map", "py-joblib"]
 NAMES = {
     "invoker": "invoker (submit all, then wait)",
     "invoker-window": "invoker (window refilled from on_result)",
-    "invoker-journal": "invoker with a journal (SYNC_BATCH)",
+    "invoker-journal": "invoker with a journal (SYNC_BATCH, on tmpfs)",
+    "invoker-journal-disk": "invoker with a journal (SYNC_BATCH, on disk)",
     "serial": "C serial loop",
     "fork": "C naive fork per task",
     "pthread": "C pthread pool (mutex+condvar)",
@@ -26,6 +27,7 @@ NAMES = {
     "pipe-depth64": "C pipe limit, 64 in flight/worker",
     "pipe-64k": "C pipe limit, 64 KiB pipes",
     "pipe-1024k": "C pipe limit, 1 MiB pipes",
+    "invoker-zerocopy": "invoker, written in place (invoker_arg_alloc)",
     "py-serial": "Python serial loop",
     "py-pool-apply": "mp.Pool apply_async+callback",
     "py-pool-imap1": "mp.Pool imap_unordered, chunksize 1",
@@ -156,6 +158,28 @@ def name(impl):
     return NAMES.get(impl, impl)
 
 
+def late_reports(g):
+    """(rep, [lateness, rq, gap, oncpu, ...]) for each report of the
+    hang workload more than 1 ms late (bench_invoker's late_detail)."""
+    out = []
+    for r in g.rows:
+        d = r.get("late_detail", "-")
+        if d == "-":
+            continue
+        for item in d.split(","):
+            try:
+                out.append((r.get("rep"), [float(v) for v in item.split(":")[1].split("/")]))
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
+def cpu_wait(v):
+    """The parent thread sat on the run queue for all but 0.6 ms of the
+    lateness, or the report came in the same pass as the callback before it."""
+    return v[0] - v[1] < 0.6 or (len(v) > 2 and v[2] < 0.3)
+
+
 def order(keys, first=("invoker", "invoker-window")):
     ks = list(keys)
     head = [k for k in first if k in ks]
@@ -169,6 +193,7 @@ def main():
     ap.add_argument("results")
     ap.add_argument("--out")
     ap.add_argument("--meta", action="append", default=[])
+    ap.add_argument("--notes", help="a Markdown file appended after the tables")
     a = ap.parse_args()
     rows, failed, skipped = parse(a.results)
     meta = dict(m.split("=", 1) for m in a.meta if "=" in m)
@@ -299,12 +324,21 @@ def main():
     t = []
     for k in order(g):
         x = g[k]
+        note = x.first("note")
+        if k == "invoker":
+            late = late_reports(x)
+            if late:
+                note = ("%d report(s) >1 ms late in %d run(s), worst %.2f ms; %d with the "
+                        "parent waiting for a CPU all but 0.6 ms of it (or in the pass of "
+                        "one that did)" % (len(late), len({r for r, _ in late}),
+                                           max(v[0] for _, v in late),
+                                           sum(1 for _, v in late if cpu_wait(v))))
         t.append((name(k), "/".join(x.values("outcome")),
                   "%s/%s" % (x.first("reported"), x.first("tasks")),
                   fmt(x.med("seconds"), 3), fmt(x.med("excess_ms"), 1),
                   fmt(x.med("report_ms_med"), 2), fmt(x.med("report_ms_max"), 2),
                   fmt(x.med("restart_ms_med"), 2), fmt(x.med("restart_ms_max"), 2),
-                  x.first("note")))
+                  note))
     md.append(table(["implementation", "outcome", "reported", "wall s", "excess ms",
                      "report ms (med)", "report ms (max)", "restart ms (med)",
                      "restart ms (max)", "note"], t))
@@ -314,10 +348,13 @@ def main():
         whole = x.all_equal("whole", "1") and x.all_equal("outcome", "reports")
         rmax = x.med("report_ms_max")
         worst = x.lo_hi("report_ms_max")[1]
+        late = late_reports(x)
         target("hang: each hung task reported ≤1 ms after its deadline (max per run)",
                "%.2f ms" % rmax, rmax is not None and rmax <= 1.0 and whole,
                "median of per-run maxima; worst run %.2f ms; median %.2f ms; pool whole "
-               "after: %s" % (worst, x.med("report_ms_med"), "yes" if whole else "NO"))
+               "after: %s; reports >1 ms late: %d, of which the parent sat waiting for a "
+               "CPU: %d" % (worst, x.med("report_ms_med"), "yes" if whole else "NO",
+                            len(late), sum(1 for _, v in late if cpu_wait(v))))
         smax = x.med("restart_ms_max")
         target("hang: replacement serving ≤1 ms after the deadline (max per run)",
                "%.2f ms" % smax, smax is not None and smax <= 1.0 and whole,
@@ -386,7 +423,11 @@ def main():
     # ---- 7. journal and cache ---------------------------------------------
     md.append("## 7. Journal and cache\n")
     md.append("The journal's cost: the same workloads with `journal` set (a fresh "
-              "file, SYNC_BATCH, every task evaluated and written); its size per task "
+              "file, SYNC_BATCH, every task evaluated and written; on a tmpfs when the "
+              "machine has one, so that the figure is invoker's cost, not the disk's: "
+              "the disk row is the same on the bench's /tmp directory; the trivial "
+              "ratio is the median of several interleaved pairs a repetition); its "
+              "size per task "
               "beyond argument and result bytes; the cache's lookup (inline mode, so "
               "a submit makes no syscall: the difference with the cache on is the "
               "hash, the lookup and the twin bookkeeping; in an invoker that already "
@@ -401,7 +442,14 @@ def main():
                   "%s / %s = %s" % (fmt(gt["invoker-journal"].med("tasks_per_s")),
                                     fmt(gt["invoker"].med("tasks_per_s")), fmt(rj, 3))))
         target("journal: trivial tasks ≥0.5x the rate without", "%.2fx" % rj, rj >= 0.5,
-               "SYNC_BATCH, a fresh journal per run, every task written")
+               "SYNC_BATCH, a fresh journal per run, every task written; median of "
+               "%d interleaved pairs" % len(gt["invoker-journal"].rows))
+    rd = rep_ratio(gt.get("invoker-journal-disk"), "tasks_per_s", gt.get("invoker"), "tasks_per_s")
+    if rd is not None:
+        t.append(("the same with the journal on disk (fdatasync every 100 ms and at "
+                  "the wait, included)",
+                  "%s / %s = %s" % (fmt(gt["invoker-journal-disk"].med("tasks_per_s")),
+                                    fmt(gt["invoker"].med("tasks_per_s")), fmt(rd, 3))))
     ser = gc.get("serial")
     ej = rep_ratio(ser, "seconds", gc.get("invoker-journal"), "seconds", 1.0 / workers)
     if ej is not None:
@@ -436,6 +484,71 @@ def main():
         md.append(table(["", "measured"], t))
     md.append("")
 
+    # ---- 8. large arguments -------------------------------------------------
+    g = groups(rows, "bigarg", "bytes")
+    md.append("## 8. Large arguments, all queued, timed from the first submit\n")
+    md.append("Each task's argument in a buffer of its own (filled before the clock "
+              "starts; never reused), echoed back as the result: every task is "
+              "submitted, then invoker_wait, timed from the first submit to the "
+              "end of the wait.  \"Later\" = the same batch again on the same "
+              "invoker (the median of two more), as an optimizer's next "
+              "generations.  Zero-copy: each argument written in place with "
+              "invoker_arg_alloc (a memcpy from a pattern, inside the clock) and "
+              "handed over with invoker_submit_arg.  \"vs pipe\" = the pipe "
+              "limit's time / this time, per repetition.  Submit s: the submits "
+              "alone (first batch).\n")
+    sizes = sorted({int(num(b)) for (_, b) in g if num(b)})
+    t = []
+    big_first = big_later = None
+    for b in sizes:
+        pipe = g.get(("pipe-1024k", str(b)))
+        for k in ("invoker", "invoker-zerocopy", "pipe-1024k"):
+            x = g.get((k, str(b)))
+            if x is None:
+                continue
+            r1 = rep_ratio(pipe, "seconds", x, "seconds") if k != "pipe-1024k" else None
+            r2 = rep_ratio(pipe, "seconds", x, "later_seconds") if k != "pipe-1024k" else None
+            if k == "invoker" and b == 1 << 20:
+                big_first, big_later = r1, r2
+            label = "%d KiB" % (b >> 10) if b < 1 << 20 else "%d MiB" % (b >> 20)
+            t.append((label, name(k), x.first("tasks"), fmt(x.med("mib_per_s")),
+                      spread(x, "mib_per_s"), fmt(x.med("submit_s"), 3),
+                      fmt(r1, 2) + "x" if r1 else "–", fmt(r2, 2) + "x" if r2 else "–"))
+    md.append(table(["size", "implementation", "tasks", "MiB/s (first)", "±", "submit s",
+                     "vs pipe (first)", "vs pipe (later)"], t))
+    md.append("")
+    if big_first is not None:
+        target("1 MiB fresh arguments, all queued: ≥0.75x the pipe limit (first batch)",
+               "%.2fx" % big_first, big_first >= 0.75,
+               "timed from the first submit; later batches %s" % (
+                   fmt(big_later, 2) + "x" if big_later else "–"))
+    g = groups(rows, "argmem")
+    if g:
+        md.append("Memory: arguments of 1 MiB all queued at once (the workers wait "
+                  "until the last submit; a new user's buffer each, freed after its "
+                  "submit).  HWM = the parent's VmHWM; base = its VmRSS before the "
+                  "submits; arena = the memory the argument arena's file holds "
+                  "(mapped or not: pages written with pwrite are not in the "
+                  "parent's RSS).\n")
+        t = []
+        for k in order(g):
+            x = g[k]
+            t.append((name(k), x.first("tasks"), fmt(x.med("queued_mib"), 1),
+                      fmt(x.med("base_mib"), 1), fmt(x.med("hwm_mib"), 1),
+                      fmt(x.med("arena_mib"), 1), fmt(x.med("hwm_over_queued"), 3)))
+        md.append(table(["implementation", "tasks", "queued MiB", "base MiB", "HWM MiB",
+                         "arena MiB", "(HWM − base) / queued"], t))
+        md.append("")
+        x = g.get("invoker")
+        if x:
+            q, ar = x.med("queued_mib"), x.med("arena_mib")
+            over = max(x.med("hwm_over_queued") or 0, (ar or 0) / q if q else 0)
+            target("%s queued 1 MiB arguments: memory ≤1.1x the queued bytes"
+                   % x.first("tasks"), "%.3fx" % over, over <= 1.1,
+                   "the larger of (HWM − base) / queued and arena / queued; "
+                   "HWM %s MiB, arena %s MiB for %s MiB queued"
+                   % (fmt(x.med("hwm_mib"), 1), fmt(ar, 1), fmt(q, 1)))
+
     # ---- targets ---------------------------------------------------------
     md.append("## Targets for invoker\n")
     md.append(table(["target", "measured", "", "detail"], targets))
@@ -446,6 +559,13 @@ def main():
             md.append("- " + " ".join("%s=%s" % kv for kv in f.items()))
         md.append("")
 
+    if a.notes:
+        try:
+            with open(a.notes) as f:
+                md.append(f.read().rstrip("\n"))
+                md.append("")
+        except OSError:
+            pass
     text = "\n".join(md) + "\n"
     sys.stdout.write(text)
     if a.out:

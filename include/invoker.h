@@ -203,7 +203,13 @@ typedef struct invoker_config {
                                            or timed out (or whose rank was lost),
                                            before on_error */
     unsigned             max_tasks_per_worker; /* replace a worker after this many tasks; 0: never */
-    size_t               max_arg_bytes;    /* 0: 64 MiB */
+    size_t               max_arg_bytes;    /* 0: 64 MiB.  Arguments over 4048
+                                              bytes wait in shared memory that
+                                              the invoker keeps once they are
+                                              done, for the next ones: what a
+                                              burst of them used stays until a
+                                              burst that uses less ends (down
+                                              to 16 MiB) or invoker_destroy */
     size_t               max_result_bytes; /* 0: 64 MiB.  The parent keeps the
                                               buffer of each worker's last result
                                               over 64 KiB, up to 4 MiB, to read its
@@ -495,6 +501,50 @@ INVOKER_API int invoker_submit(invoker *inv, const void *arg, size_t arg_len,
 INVOKER_API int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len,
                                        void *tag, double timeout, invoker_id *id);
 
+/* Zero-copy arguments: a buffer the caller writes the argument into, then
+ * hands over, instead of invoker_submit copying it.  Worth it for
+ * arguments of a few pages or more: the bytes are written once, straight
+ * into the shared memory the workers read them from.
+ *
+ * invoker_arg_alloc sets *buf to a writable buffer of len bytes (16-byte
+ * aligned; page aligned over 4048 bytes; its contents are unspecified).
+ * The buffer is the caller's until it is submitted or freed; the caller
+ * may hold many at once.  0, or -EINVAL (inv or buf NULL, len 0),
+ * -EMSGSIZE (len > max_arg_bytes), -ECANCELED (invoker_destroy is under
+ * way), -ENOMEM; on failure *buf is untouched.  May be called inside a
+ * callback. */
+INVOKER_API int invoker_arg_alloc(invoker *inv, size_t len, void **buf);
+
+/* Queues one task whose argument is the first len bytes of buf (len at
+ * most the length buf was allocated with; 0 is allowed), with the
+ * config's timeout, as invoker_submit does.  On success the buffer
+ * belongs to the invoker: the caller must not touch it again (an
+ * argument over 4048 bytes is unmapped from the caller and read where it
+ * lies; a smaller one is copied into the task and its buffer freed).
+ * On failure nothing changes and the buffer is still the caller's, its
+ * bytes as they were, to submit again or free.  0 and *id set (id may be
+ * NULL), or -EINVAL (inv NULL, buf not a buffer of this invoker's that the
+ * caller holds, len too long, a timeout negative or not finite),
+ * -ECANCELED, -EAGAIN (max_queued reached), -ENOMEM.  May be called
+ * inside a callback, like invoker_submit.  Otherwise the task is one of
+ * invoker_submit's: timeout_factor's adaptive timeout applies to it, and
+ * the cache and the journal key it by its len bytes, so that it may be
+ * answered without running or wait for an identical task in flight (its
+ * buffer is the invoker's all the same). */
+INVOKER_API int invoker_submit_arg(invoker *inv, void *buf, size_t len, void *tag,
+                                   invoker_id *id);
+
+/* As invoker_submit_arg, with this task's own timeout (see
+ * invoker_submit_timeout): never adaptive. */
+INVOKER_API int invoker_submit_arg_timeout(invoker *inv, void *buf, size_t len, void *tag,
+                                           double timeout, invoker_id *id);
+
+/* Gives back a buffer from invoker_arg_alloc that was never submitted.
+ * buf NULL is a no-op.  0, or -EINVAL (inv NULL, or buf not a buffer of
+ * this invoker's that the caller holds: already submitted or freed, say),
+ * with nothing changed.  invoker_destroy frees every buffer still held. */
+INVOKER_API int invoker_arg_free(invoker *inv, void *buf);
+
 /* Cancels a task: one not yet started never runs; a running one has its
  * worker killed (with its process group) and replaced.  Its on_error
  * (INVOKER_FAIL_CANCELLED) comes from the next invoker_poll/invoker_wait,
@@ -577,8 +627,8 @@ typedef struct invoker_stats {
 INVOKER_API void invoker_get_stats(const invoker *inv, invoker_stats *out);
 
 /* Reports every unfinished task as INVOKER_FAIL_SHUTDOWN, kills (with
- * their process groups) and reaps every worker, closes every descriptor
- * and frees inv.  NULL is a no-op returning 0.  -EBUSY, and nothing done,
+ * their process groups) and reaps every worker, frees every buffer from
+ * invoker_arg_alloc still held, closes every descriptor and frees inv.  NULL is a no-op returning 0.  -EBUSY, and nothing done,
  * inside a callback. */
 INVOKER_API int invoker_destroy(invoker *inv);
 

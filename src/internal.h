@@ -161,7 +161,7 @@ int            invoker__table_protect_for_worker(const invoker__table *t, unsign
 
 #define INVOKER__ARENA_CLASSES  48
 #define INVOKER__ARENA_RETIRED  16
-#define INVOKER__ARENA_KEEP     ((size_t)16 << 20)  /* kept when empty; larger is truncated */
+#define INVOKER__ARENA_KEEP     ((size_t)16 << 20)  /* pages always kept when empty */
 
 typedef struct invoker__arena {
     int            fd;            /* memfd, read-write: the parent's */
@@ -169,7 +169,8 @@ typedef struct invoker__arena {
     size_t         unit;          /* page size: the smallest block */
     unsigned char *base;          /* the parent's mapping of [0, size) */
     size_t         size;          /* of the file and of that mapping */
-    size_t         top;           /* blocks carved so far end here */
+    size_t         top;           /* blocks carved in this burst end here */
+    size_t         filled;        /* the file may hold pages below this offset */
     size_t         live;          /* blocks handed out */
     uint64_t       free_head[INVOKER__ARENA_CLASSES];   /* offset + 1; 0: empty */
     struct invoker__arena_map { void *base; size_t size; } retired[INVOKER__ARENA_RETIRED];
@@ -178,11 +179,43 @@ typedef struct invoker__arena {
 
 int      invoker__arena_init(invoker__arena *a);
 void     invoker__arena_destroy(invoker__arena *a);
-/* A block of at least len bytes at *off; in_callback keeps old mappings. */
-int      invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off);
+/* A block of at least len bytes at *off; in_callback keeps old mappings.
+ * *fresh (fresh may be NULL): carved anew, so the file has none of its
+ * pages yet. */
+int      invoker__arena_alloc(invoker__arena *a, size_t len, bool in_callback, uint64_t *off,
+                              bool *fresh);
+/* Copies len bytes from src into the block at off. */
+void     invoker__arena_write(invoker__arena *a, uint64_t off, const void *src, size_t len,
+                              bool fresh);
 void     invoker__arena_free(invoker__arena *a, uint64_t off, size_t len);
-/* Outside callbacks: unmaps retired mappings; truncates a large empty arena. */
+/* Outside callbacks: unmaps retired mappings; when empty, starts the next
+ * burst from offset 0 and gives back the pages past what this one used. */
 void     invoker__arena_settle(invoker__arena *a);
+/* The size of the block that holds len bytes. */
+size_t   invoker__arena_block(const invoker__arena *a, size_t len);
+/* The block at off, allocated for len bytes, now holds new_len <= len:
+ * what it no longer needs goes to the free lists, and it is freed later
+ * as a block of new_len. */
+void     invoker__arena_shrink(invoker__arena *a, uint64_t off, size_t len, size_t new_len);
+
+/* ---- argbuf.c: argument buffers the caller writes in place ------------ */
+
+typedef struct invoker__argbuf {
+    unsigned char *ptr;           /* the caller's; NULL: an empty entry */
+    uint64_t       off;           /* its block in the arena; UINT64_MAX: heap */
+    size_t         len;           /* as allocated */
+    size_t         map_len;       /* of the caller's mapping of the block */
+} invoker__argbuf;
+
+typedef struct invoker__argbufs { /* held by the caller, by address */
+    invoker__argbuf *v;
+    size_t           cap, count;  /* cap: 0 or a power of two */
+} invoker__argbufs;
+
+/* Every buffer still held: unmapped or freed, its block given back. */
+void     invoker__argbuf_destroy(struct invoker *inv);
+/* In a new process: unmaps the caller's writable views of arena blocks. */
+void     invoker__argbuf_drop_in_child(struct invoker *inv);
 
 /* ---- fdutil.c ---------------------------------------------------------- */
 
@@ -629,13 +662,17 @@ typedef struct invoker__cache {
     /* Argument hash -> what answers it: a task evaluating it (twins wait
      * for it), a finished outcome in memory, a journal record; one table,
      * so that a submit looks in one place, and a leader's key comes to
-     * refer to its outcome by a store. */
+     * refer to its outcome by a store.  One reference a key, tagged in
+     * its low bits (cache.c): 16 bytes, since the table grows with every
+     * task journaled and its fresh pages are much of a journal's cost. */
     struct invoker__key {
-        uint64_t              hash;
-        struct invoker__task *t;      /* the task, or NULL */
-        invoker__centry      *e;      /* the outcome in memory, or NULL */
-        uint64_t              off;    /* the record's offset (>= 32), or 0 */
-    }                *keys;           /* none of them, hash 0: empty; 1: left */
+        uint64_t  hash;               /* its top 2 bits: what ref is (cache.c) */
+        union {
+            struct invoker__task *t;
+            invoker__centry      *e;
+            uint64_t              off;
+        }         ref;
+    }                *keys;           /* hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
     uint32_t          epoch;          /* rebuilds of keys, ever */
 } invoker__cache;
@@ -754,6 +791,7 @@ struct invoker {
     invoker__adapt  adapt;          /* with timeout_factor */
     invoker__errsink err_sink;      /* with capture_stderr */
     invoker_stats   stats;
+    invoker__argbufs argbufs;       /* from invoker_arg_alloc, not yet submitted or freed */
 };
 
 /* Where t's argument bytes are (NULL when it has none). */
@@ -763,6 +801,31 @@ static inline const void *invoker__task_arg(const invoker *inv, const invoker__t
         return NULL;
     return t->arg ? t->arg : inv->arena.base + t->arg_off;
 }
+
+static inline bool invoker__valid(const invoker *inv)
+{
+    return inv && inv->magic == INVOKER__MAGIC;
+}
+
+/* What a submit asks of the task it built, whichever way its argument
+ * came: arg (the caller's bytes, as the cache compares them) and hash
+ * (invoker__cache_hash of them when the cache merges, else 0). */
+typedef struct invoker__submission {
+    const void *arg;
+    uint64_t    hash;
+    void       *tag;
+    double      timeout;
+    bool        adaptive;   /* the timeout is timeout_factor's once it applies */
+} invoker__submission;
+
+/* invoker.c: the checks every submit makes before it builds a task:
+ * 0, or -EINVAL (timeout), -ECANCELED, -EMSGSIZE, -EAGAIN. */
+int  invoker__submit_check(invoker *inv, size_t arg_len, double timeout);
+/* Queues the task t built for the next id, its argument in place, and
+ * hands it to the cache (answered, waiting for a twin, or run): 0, or
+ * -ENOMEM with nothing changed (t is still the caller's). */
+int  invoker__submit_enqueue(invoker *inv, invoker__task *t, const invoker__submission *s,
+                             invoker_id *id);
 
 /* The slot number, as users see it, of process record k. */
 static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)

@@ -21,7 +21,7 @@
 
 static bool valid(const invoker *inv)
 {
-    return inv && inv->magic == INVOKER__MAGIC;
+    return invoker__valid(inv);
 }
 
 static bool valid_seconds(double s)
@@ -146,6 +146,7 @@ static void release(invoker *inv)
     invoker__tasks_free(&inv->tasks);
     invoker__cache_free(inv);
     invoker__journal_close(&inv->journal);
+    invoker__argbuf_destroy(inv);
     invoker__arena_destroy(&inv->arena);
     inv->magic = 0;
     free(inv);
@@ -364,11 +365,9 @@ fail:
     return rc;
 }
 
-/* adaptive: the task's timeout is timeout_factor's once it applies. */
-static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, double timeout,
-                  bool adaptive, invoker_id *id)
+int invoker__submit_check(invoker *inv, size_t arg_len, double timeout)
 {
-    if ((!arg && arg_len > 0) || !valid_seconds(timeout))
+    if (!valid_seconds(timeout))
         return -EINVAL;
     if (inv->destroying)
         return -ECANCELED;
@@ -380,33 +379,25 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
-    uint64_t hash = inv->cache.merging ? invoker__cache_hash(inv, arg, arg_len) : 0;
-    invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
-    if (!t)
+    return 0;
+}
+
+int invoker__submit_enqueue(invoker *inv, invoker__task *t, const invoker__submission *s,
+                            invoker_id *id)
+{
+    if (invoker__tasks_insert(&inv->tasks, t) != 0)
         return -ENOMEM;
-    if (arg_len > INVOKER__INLINE_MAX) {   /* tasks_new left it to us */
-        int rc = invoker__arena_alloc(&inv->arena, arg_len, inv->depth > 0, &t->arg_off);
-        if (rc) {
-            invoker__tasks_release(&inv->tasks, t);
-            return rc;
-        }
-        memcpy(inv->arena.base + t->arg_off, arg, arg_len);
-    }
-    if (invoker__tasks_insert(&inv->tasks, t) != 0) {
-        invoker__dispatch_release(inv, t);
-        return -ENOMEM;
-    }
     inv->next_id++;
-    t->tag = tag;
-    t->timeout = timeout;
-    t->run_timeout = timeout;
-    t->adaptive = adaptive;
+    t->tag = s->tag;
+    t->timeout = s->timeout;
+    t->run_timeout = s->timeout;
+    t->adaptive = s->adaptive;
     inv->outstanding++;
     inv->stats.submitted++;
     if (id)
         *id = t->id;
     if (inv->cache.merging) {
-        int how = invoker__cache_submit(inv, t, arg, hash);
+        int how = invoker__cache_submit(inv, t, s->arg, s->hash);
         if (how == 1)   /* answered: from the next poll, never from here */
             invoker__dispatch_report(inv, t, t->fail, t->code);
         if (how != 0)
@@ -414,7 +405,7 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
     }
     t->state = INVOKER__TASK_PENDING;
     invoker__list_push_back(&inv->pending, t);
-    if ((timeout > 0 || adaptive) && inv->cfg.spares == INVOKER_SPARES_AUTO)
+    if ((s->timeout > 0 || s->adaptive) && inv->cfg.spares == INVOKER_SPARES_AUTO)
         inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
     if (inv->cfg.inline_mode)
@@ -427,6 +418,36 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
      * queue once for all the callbacks of its batch of results: tickets
      * then travel several to a packet rather than one write each. */
     return 0;
+}
+
+/* adaptive: the task's timeout is timeout_factor's once it applies. */
+static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, double timeout,
+                  bool adaptive, invoker_id *id)
+{
+    if (!arg && arg_len > 0)
+        return -EINVAL;
+    int rc = invoker__submit_check(inv, arg_len, timeout);
+    if (rc)
+        return rc;
+    invoker__submission s = {
+        .arg = arg, .tag = tag, .timeout = timeout, .adaptive = adaptive,
+        .hash = inv->cache.merging ? invoker__cache_hash(inv, arg, arg_len) : 0,
+    };
+    invoker__task *t = invoker__tasks_new(&inv->tasks, inv->next_id + 1, arg, arg_len);
+    if (!t)
+        return -ENOMEM;
+    if (arg_len > INVOKER__INLINE_MAX) {   /* tasks_new left it to us */
+        bool fresh;
+        rc = invoker__arena_alloc(&inv->arena, arg_len, inv->depth > 0, &t->arg_off, &fresh);
+        if (rc) {
+            invoker__tasks_release(&inv->tasks, t);
+            return rc;
+        }
+        invoker__arena_write(&inv->arena, t->arg_off, arg, arg_len, fresh);
+    }
+    if ((rc = invoker__submit_enqueue(inv, t, &s, id)) != 0)
+        invoker__dispatch_release(inv, t);
+    return rc;
 }
 
 int invoker_submit_timeout(invoker *inv, const void *arg, size_t arg_len, void *tag,

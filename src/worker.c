@@ -616,6 +616,7 @@ void invoker__child_clean(invoker *inv, const int *keep, size_t nkeep)
     for (size_t i = 0; i < nkeep && n < 8; i++)
         all[n++] = keep[i];
     child_close_fds(all, n);
+    invoker__argbuf_drop_in_child(inv);
     child_drop_arena(&inv->arena);
 }
 

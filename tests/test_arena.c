@@ -59,6 +59,14 @@ static bool disjoint(uint64_t a, size_t alen, uint64_t b, size_t blen)
     return a + alen <= b || b + blen <= a;
 }
 
+/* Bytes of memory the arena's file holds. */
+static size_t file_bytes(const invoker__arena *a)
+{
+    struct stat st;
+    assert_int_equal(fstat(a->fd, &st), 0);
+    return (size_t)st.st_blocks * 512u;
+}
+
 static void test_blocks_are_disjoint_recycled_by_size_and_trimmed_when_empty(void **state)
 {
     (void)state;
@@ -66,16 +74,16 @@ static void test_blocks_are_disjoint_recycled_by_size_and_trimmed_when_empty(voi
     invoker__arena a;
     assert_int_equal(invoker__arena_init(&a), 0);
     uint64_t o1, o2, o3, again;
-    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o1), 0);
-    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o2), 0);
-    assert_int_equal(invoker__arena_alloc(&a, 100000, false, &o3), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o1, NULL), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o2, NULL), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 100000, false, &o3, NULL), 0);
     assert_true(disjoint(o1, 5000, o2, 5000));
     assert_true(disjoint(o1, 5000, o3, 100000) && disjoint(o2, 5000, o3, 100000));
     assert_int_equal(o1 % a.unit, 0);
     fill_pattern(a.base + o2, 5000, 2);
     uint64_t sum2 = byte_sum(a.base + o2, 5000);
     invoker__arena_free(&a, o1, 5000);
-    assert_int_equal(invoker__arena_alloc(&a, 4500, false, &again), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 4500, false, &again, NULL), 0);
     assert_int_equal(again, o1);                  /* same size class: reused */
     memset(a.base + again, 0xff, 4500);
     assert_int_equal(byte_sum(a.base + o2, 5000), sum2);   /* neighbour untouched */
@@ -88,17 +96,25 @@ static void test_blocks_are_disjoint_recycled_by_size_and_trimmed_when_empty(voi
     assert_true(a.size > 0 && a.size <= INVOKER__ARENA_KEEP);   /* small: kept */
 
     uint64_t huge;
-    assert_int_equal(invoker__arena_alloc(&a, INVOKER__ARENA_KEEP + 1, false, &huge), 0);
+    assert_int_equal(invoker__arena_alloc(&a, INVOKER__ARENA_KEEP + 1, false, &huge, NULL), 0);
     assert_true(a.size > INVOKER__ARENA_KEEP);
+    memset(a.base + huge, 3, INVOKER__ARENA_KEEP + 1);
     invoker__arena_settle(&a);                   /* not empty: nothing happens */
-    assert_true(a.size > INVOKER__ARENA_KEEP);
+    assert_true(a.top > INVOKER__ARENA_KEEP);
     invoker__arena_free(&a, huge, INVOKER__ARENA_KEEP + 1);
     invoker__arena_settle(&a);
-    assert_int_equal(a.size, 0);
-    struct stat st;
-    assert_int_equal(fstat(a.fd, &st), 0);
-    assert_int_equal(st.st_size, 0);             /* the pages went back */
-    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o1), 0);   /* and it grows again */
+    /* Empty after a burst larger than the keep: its pages stay for the
+     * next burst, which starts from the beginning again. */
+    assert_int_equal(a.top, 0);
+    assert_true(file_bytes(&a) > INVOKER__ARENA_KEEP);
+    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o1, NULL), 0);
+    assert_int_equal(o1, 0);
+    memset(a.base + o1, 1, 5000);
+    invoker__arena_free(&a, o1, 5000);
+    invoker__arena_settle(&a);
+    /* That burst used less: the pages past the keep went back. */
+    assert_true(file_bytes(&a) <= INVOKER__ARENA_KEEP);
+    assert_int_equal(invoker__arena_alloc(&a, 5000, false, &o1, NULL), 0);   /* and it serves on */
     memset(a.base + o1, 1, 5000);
     invoker__arena_destroy(&a);
     assert_int_equal(count_open_fds(), fds);
@@ -126,13 +142,13 @@ static void test_growth_inside_a_callback_keeps_the_old_mapping_until_settled(vo
     invoker__arena a;
     assert_int_equal(invoker__arena_init(&a), 0);
     uint64_t o1, o2;
-    assert_int_equal(invoker__arena_alloc(&a, 9000, false, &o1), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 9000, false, &o1, NULL), 0);
     fill_pattern(a.base + o1, 9000, 7);
     uint64_t sum = byte_sum(a.base + o1, 9000);
     const unsigned char *seen = a.base + o1;     /* what a callback holds */
     unsigned char *old = a.base;
     void *blocker = block_growth(&a);
-    assert_int_equal(invoker__arena_alloc(&a, 4u << 20, true, &o2), 0);
+    assert_int_equal(invoker__arena_alloc(&a, 4u << 20, true, &o2, NULL), 0);
     if (a.base == old) {
         assert_null(blocker);     /* it cannot have grown over the blocker */
         invoker__arena_destroy(&a);
@@ -202,29 +218,47 @@ static void test_recycled_blocks_carry_each_argument_intact(void **state)
     rec_free(&r);
 }
 
-static void test_a_burst_larger_than_the_keep_is_given_back(void **state)
+/* Submits n arguments of len bytes, each summed by the objective, and
+ * waits for them all. */
+static void sum_burst(invoker *inv, recorder *r, int n, size_t len)
+{
+    uint64_t *expect = calloc((size_t)n + 1, sizeof *expect);
+    invoker_id *ids = calloc((size_t)n, sizeof *ids);
+    assert_non_null(expect);
+    assert_non_null(ids);
+    for (int i = 0; i < n; i++) {
+        unsigned char *a = make_arg(len, M_SUM, (uint64_t)i);
+        assert_int_equal(invoker_submit(inv, a, len, NULL, &ids[i]), 0);
+        expect[i] = sum_of_value(byte_sum(a, len));
+        free(a);
+    }
+    assert_int_equal(invoker_wait(inv), 0);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rec_get(r, ids[i])->result_sum, expect[i]);
+    free(expect);
+    free(ids);
+}
+
+static void test_a_burst_larger_than_the_keep_is_given_back_after_a_smaller_one(void **state)
 {
     (void)state;
     enum { N = 40 };
     recorder r;
-    rec_init(&r, N + 1);
+    rec_init(&r, 2 * N + 2);
     invoker_config cfg;
     rec_config(&r, &cfg, obj, 2);
     invoker *inv;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
-    uint64_t expect[N + 1];
-    for (int i = 0; i < N; i++) {
-        unsigned char *a = make_arg(1u << 20, M_SUM, (uint64_t)i);
-        invoker_id id;
-        assert_int_equal(invoker_submit(inv, a, 1u << 20, NULL, &id), 0);
-        expect[id] = sum_of_value(byte_sum(a, 1u << 20));
-        free(a);
-    }
+    sum_burst(inv, &r, N, 1u << 20);
     assert_true(inv->arena.size >= (size_t)N << 20);
-    assert_int_equal(invoker_wait(inv), 0);
-    for (invoker_id id = 1; id <= N; id++)
-        assert_int_equal(rec_get(&r, id)->result_sum, expect[id]);
-    assert_int_equal(inv->arena.size, 0);
+    /* Kept for the next generation of the same size, which reuses them */
+    size_t held = file_bytes(&inv->arena);
+    assert_true(held >= (size_t)N << 20);
+    sum_burst(inv, &r, N, 1u << 20);
+    assert_true(file_bytes(&inv->arena) <= held + (1u << 20));
+    /* A smaller burst: what it did not use goes back. */
+    sum_burst(inv, &r, 1, 1u << 20);
+    assert_true(file_bytes(&inv->arena) <= INVOKER__ARENA_KEEP);
     assert_int_equal(invoker_destroy(inv), 0);
     rec_free(&r);
 }
@@ -402,17 +436,61 @@ static void test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes(v
     rec_free(&r);
 }
 
+static void test_new_pages_past_a_lowered_file_size_limit_are_not_written_with_pwrite(void **state)
+{
+    (void)state;
+    recorder r;
+    rec_init(&r, 8);
+    invoker_config cfg;
+    rec_config(&r, &cfg, obj, 1);
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    uint64_t expect[5];
+    unsigned char *a[4];
+    size_t len[4] = { 1u << 20, 1u << 20, 1u << 20, 512u << 10 };
+    for (int i = 0; i < 3; i++) {
+        a[i] = make_arg(len[i], M_SUM, (uint64_t)i);
+        expect[i + 1] = sum_of_value(byte_sum(a[i], len[i]));
+        assert_int_equal(invoker_submit(inv, a[i], len[i], NULL, NULL), 0);
+    }
+    /* The file is 4 MiB, its first 3 written; the next block is new pages
+     * at 3 MiB, within the file but past the limit set now.  A pwrite
+     * there would raise SIGXFSZ, whose default kills this process. */
+    assert_int_equal(inv->arena.size, 4u << 20);
+    assert_int_equal(inv->arena.top, 3u << 20);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (3u << 20) + 4096;
+    void (*was)(int) = signal(SIGXFSZ, SIG_DFL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    a[3] = make_arg(len[3], M_SUM, 3);
+    expect[4] = sum_of_value(byte_sum(a[3], len[3]));
+    int rc = invoker_submit(inv, a[3], len[3], NULL, NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    assert_int_equal(rc, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    for (invoker_id id = 1; id <= 4; id++)
+        assert_int_equal(rec_get(&r, id)->result_sum, expect[id]);
+    for (int i = 0; i < 4; i++)
+        free(a[i]);
+    assert_int_equal(invoker_destroy(inv), 0);
+    rec_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_blocks_are_disjoint_recycled_by_size_and_trimmed_when_empty),
         cmocka_unit_test(test_growth_inside_a_callback_keeps_the_old_mapping_until_settled),
         cmocka_unit_test(test_recycled_blocks_carry_each_argument_intact),
-        cmocka_unit_test(test_a_burst_larger_than_the_keep_is_given_back),
+        cmocka_unit_test(test_a_burst_larger_than_the_keep_is_given_back_after_a_smaller_one),
         cmocka_unit_test(test_an_argument_stays_readable_while_its_callback_grows_the_arena),
         cmocka_unit_test(test_a_worker_cannot_write_any_argument),
         cmocka_unit_test(test_under_a_memory_limit_workers_map_one_argument_at_a_time),
         cmocka_unit_test(test_a_submit_the_arena_cannot_hold_is_refused_and_nothing_changes),
+        cmocka_unit_test(test_new_pages_past_a_lowered_file_size_limit_are_not_written_with_pwrite),
     };
     set_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
