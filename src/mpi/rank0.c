@@ -181,27 +181,26 @@ static void lose(rank0 *r, int e, int how)
         r->any_stuck = true;
     else if (e > 0)
         (void)isend(r, e, INVOKER__TAG_RETIRE, NULL, 0);
-    if (e == 0) {
+    if (e == 0 && r->env.agent_pid > 0) {   /* never kill(-1) */
         invoker__link_close(&r->agent);
         (void)kill(r->env.agent_pid, SIGKILL);
         invoker__agent_end(r->env.agent_pid, 1000);
         r->env.agent_pid = -1;
     }
-    /* Ids first: a callback may cancel tasks of the list we walk. */
-    size_t n = 0, cap = ep->inflight;
-    invoker_id *ids = cap ? malloc(cap * sizeof *ids) : NULL;
-    for (invoker__task *t = inv->inflight.head; t && ids && n < cap; t = t->next)
-        if (t->queue_end == (uint64_t)e)
-            ids[n++] = t->id;
     ep->inflight = 0;
-    for (size_t i = 0; i < n; i++) {
-        invoker__task *t = invoker__sched_find(inv, ids[i]);
-        if (!t || t->state != INVOKER__TASK_INFLIGHT || t->queue_end != (uint64_t)e)
-            continue;
+    /* From the list's head each time: a callback (a task failed LOST)
+     * may cancel any other task, the walk's next one included.  Each
+     * turn takes one task off the in-flight list, and none joins it for
+     * e, which is no longer live. */
+    for (;;) {
+        invoker__task *t = inv->inflight.head;
+        while (t && t->queue_end != (uint64_t)e)
+            t = t->next;
+        if (!t)
+            break;
         t->attempts++;   /* it may have run there: the lost attempt counts */
         invoker__sched_fail_or_retry(inv, t, INVOKER_FAIL_LOST, e);
     }
-    free(ids);
 }
 
 /* ---- receiving ------------------------------------------------------------ */
@@ -233,7 +232,7 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
         return true;   /* reported, cancelled or sent again since: late */
     if (t->state != INVOKER__TASK_INFLIGHT || t->queue_end != (uint64_t)e)
         return false;  /* this dispatch never went to e */
-    ep->inflight--;
+    ep->inflight -= ep->inflight > 0;
     t->attempts += attempts;
     free(t->err_tail);   /* this attempt's own, as locally (tasks.c frees it) */
     t->err_tail = NULL;
@@ -563,7 +562,7 @@ static void mpi_cancel(invoker *inv, invoker__task *t)
     if (t->state == INVOKER__TASK_INFLIGHT) {
         int e = (int)t->queue_end;
         endpoint *ep = &r->eps[e];
-        ep->inflight--;
+        ep->inflight -= ep->inflight > 0;
         if (ep->state == EP_LIVE) {
             invoker__mpi_rec rec;
             memset(&rec, 0, sizeof rec);

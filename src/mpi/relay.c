@@ -163,7 +163,7 @@ static int from_rank0(relay *r)
                 agent_lost(r);
             break;
         case INVOKER__TAG_RETIRE:
-            if (r->agent_ok) {
+            if (r->agent_ok && r->env->agent_pid > 0) {   /* never kill(-1) */
                 r->agent_ok = false;
                 invoker__link_close(&r->link);
                 (void)kill(r->env->agent_pid, SIGKILL);
