@@ -28,7 +28,8 @@ cmake --install "$work/build" >/dev/null
 
 pc=$(find "$prefix" -name invoker.pc -path '*/pkgconfig/*' | head -n 1)
 [[ -n $pc ]] || fail "invoker.pc not installed"
-libdir=$(dirname "$(dirname "$pc")")
+pc_dir=$(dirname "$pc")
+libdir=$(dirname "$pc_dir")
 for f in "$prefix/include/invoker.h" "$libdir/libinvoker.a" "$libdir/libinvoker.so" \
          "$libdir/cmake/invoker/invokerConfig.cmake" \
          "$libdir/cmake/invoker/invokerConfigVersion.cmake" \
@@ -41,7 +42,15 @@ soname=$(objdump -p "$libdir/libinvoker.so" | awk '$1 == "SONAME" { print $2 }')
 echo "installed: $(cd "$prefix" && find . -type f -o -type l | sort | tr '\n' ' ')"
 
 step "exported symbols: only the public invoker_* API"
-exported=$(nm -D --defined-only "$libdir/libinvoker.so" | awk '$2 ~ /^[TDBRWV]$/ { print $3 }')
+all_exported=$(nm -D --defined-only "$libdir/libinvoker.so" | awk '$2 ~ /^[TDBRWV]$/ { print $3 }')
+# The scheduler's seam for libinvoker_mpi: exported, declared in the
+# uninstalled src/invoker_sched.h and nowhere else.
+sched=$(grep -o '^invoker__sched_[a-z_]*' <<<"$all_exported" | sort || true)
+sched_declared=$(grep -o 'invoker__sched_[a-z_]*(' "$src/src/invoker_sched.h" | tr -d '(' | sort)
+[[ $sched == "$sched_declared" ]] ||
+    fail "seam exports differ from src/invoker_sched.h: $(diff <(echo "$sched") <(echo "$sched_declared") | tr '\n' ' ')"
+if grep -rq 'invoker__sched' "$prefix/include"; then fail "the seam's header is installed"; fi
+exported=$(grep -v '^invoker__sched_' <<<"$all_exported")
 bad=$(grep -v '^invoker_[a-z]' <<<"$exported" | grep -v '^_init$\|^_fini$' || true)
 [[ -z $bad ]] || fail "non-public symbols exported: $(tr '\n' ' ' <<<"$bad")"
 declared=$(grep '^INVOKER_API' "$prefix/include/invoker.h" | grep -o 'invoker_[a-z_]*(' \
@@ -81,6 +90,34 @@ grep -q "^#define INVOKER_VERSION_MAJOR ${version%%.*}\$" "$prefix/include/invok
 "$cc" -std=c11 -Wall -Wextra -Werror -o "$work/pc_consumer" "$src/tests/consumer/main.c" \
     $(pkg-config --cflags --libs invoker)
 LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} "$work/pc_consumer"
+
+if [[ -e $libdir/libinvoker_mpi.so ]]; then
+    step "libinvoker_mpi: find_package(invoker COMPONENTS mpi) and pkg-config invoker-mpi"
+    for f in "$prefix/include/invoker_mpi.h" "$libdir/libinvoker_mpi.a" "$pc_dir/invoker-mpi.pc" \
+             "$libdir/cmake/invoker/invokerMpiTargets.cmake"; do
+        [[ -e $f ]] || fail "not installed: $f"
+    done
+    mpi_exported=$(nm -D --defined-only "$libdir/libinvoker_mpi.so" |
+                   awk '$2 ~ /^[TDBRWV]$/ { print $3 }' | grep -v '^_init$\|^_fini$' | sort)
+    mpi_declared=$(grep '^INVOKER_API' "$prefix/include/invoker_mpi.h" |
+                   grep -o 'invoker_[a-z_]*(' | tr -d '(' | sort)
+    [[ $mpi_exported == "$mpi_declared" ]] ||
+        fail "libinvoker_mpi exports differ from invoker_mpi.h: $(tr '\n' ' ' <<<"$mpi_exported")"
+    mpiexec=(mpiexec -n 2)
+    mpiexec_version=$(mpiexec --version 2>&1 || true)
+    if [[ $mpiexec_version == *"Open MPI"* || $mpiexec_version == *OpenRTE* ]]; then
+        mpiexec+=(--oversubscribe)
+        [[ $(id -u) != 0 ]] || mpiexec+=(--allow-run-as-root)
+    fi
+    cmake -S "$src/tests/consumer_mpi" -B "$work/mpi" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+    cmake --build "$work/mpi" -j "$jobs" >/dev/null
+    "${mpiexec[@]}" "$work/mpi/consumer_mpi"
+    # shellcheck disable=SC2046  # word splitting of pkg-config's flags is intended
+    mpicc -std=c11 -Wall -Wextra -Werror -o "$work/pc_consumer_mpi" \
+        "$src/tests/consumer_mpi/main.c" $(pkg-config --cflags --libs invoker-mpi)
+    LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+        "${mpiexec[@]}" "$work/pc_consumer_mpi"
+fi
 
 step "add_subdirectory of the source tree (as FetchContent does)"
 cmake -S "$src/tests/consumer" -B "$work/sub" -DINVOKER_SOURCE_DIR="$src" >/dev/null

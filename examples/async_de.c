@@ -151,7 +151,7 @@ int main(int argc, char **argv)
     unsigned dim = 8, workers = 0, np = 0, inflight = 0;
     uint64_t evals = 40000, seed = 1;
     double cost_ms = 0.5, tol = 1e-6;
-    int sync = 0;
+    int sync = 0, use_mpi = 0;
     ex_opt opts[] = {
         { "dim", EX_UINT, &dim, "dimension of the Rastrigin function (4..64)" },
         { "evals", EX_U64, &evals, "evaluation budget" },
@@ -162,6 +162,7 @@ int main(int argc, char **argv)
         { "tol", EX_DOUBLE, &tol, "success: best f(x) <= tol (the optimum is 0)" },
         { "seed", EX_U64, &seed, "random seed" },
         { "sync", EX_FLAG, &sync, "generational DE instead, for comparison" },
+        EX_MPI_OPT(&use_mpi)
     };
     ex_parse_args(argc, argv,
                   "Asynchronous steady-state differential evolution on the Rastrigin function.",
@@ -204,7 +205,11 @@ int main(int argc, char **argv)
     cfg.on_error = on_error;
     cfg.user = &d;
     cfg.workers = workers;
-    ex_check(invoker_create(&d.inv, &cfg), "invoker_create");
+    if (ex_create(&d.inv, &cfg, use_mpi, &argc, &argv)) {
+        free(d.x);
+        free(d.fx);
+        return 0;   /* a serving rank */
+    }
     invoker_stats st;
     invoker_get_stats(d.inv, &st);
     d.inflight_max = inflight ? inflight : 2 * st.workers;

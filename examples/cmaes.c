@@ -315,6 +315,7 @@ int main(int argc, char **argv)
     unsigned dim = 10, workers = 0, lambda = 0;
     uint64_t evals = 50000, seed = 1;
     double cost_ms = 1.0, tol = 1e-10;
+    int use_mpi = 0;
     const char *journal = NULL;
     ex_opt opts[] = {
         { "dim", EX_UINT, &dim, "dimension of the Rosenbrock function (2..64)" },
@@ -325,6 +326,7 @@ int main(int argc, char **argv)
         { "tol", EX_DOUBLE, &tol, "success: best f(x) <= tol (the optimum is 0)" },
         { "seed", EX_U64, &seed, "random seed" },
         { "journal", EX_STR, &journal, "file of paid evaluations: a rerun resumes from it" },
+        EX_MPI_OPT(&use_mpi)
     };
     ex_parse_args(argc, argv,
                   "CMA-ES on the Rosenbrock function, one generation per invoker_wait().", opts,
@@ -353,7 +355,8 @@ int main(int argc, char **argv)
     cfg.journal = journal;
     cfg.journal_key = "cmaes rosenbrock v1";
     invoker *inv;
-    ex_check(invoker_create(&inv, &cfg), "invoker_create");
+    if (ex_create(&inv, &cfg, use_mpi, &argc, &argv))
+        return 0;   /* a serving rank */
     invoker_stats st;
     invoker_get_stats(inv, &st);
 

@@ -341,4 +341,40 @@ static inline void ex_parse_args(int argc, char **argv, const char *summary, con
 
 #define EX_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* --mpi, in the examples built with libinvoker_mpi: the same program
+ * under `mpirun -np N`, its evaluations spread over every rank's workers
+ * (--workers of them per serving rank). */
+#ifdef INVOKER_EXAMPLE_MPI
+#include <invoker_mpi.h>
+#define EX_MPI_OPT(flag) \
+    { "mpi", EX_FLAG, (flag), "run over the ranks of an MPI job (under mpirun)" },
+#else
+#define EX_MPI_OPT(flag)
+#endif
+
+/* The invoker: a local one, or with use_mpi one over the MPI job.  0 on
+ * the process that drives the search; 1 on a serving rank, which has
+ * served until the driver destroyed its invoker: return from main. */
+static inline int ex_create(invoker **inv, const invoker_config *cfg, int use_mpi, int *argc,
+                            char ***argv)
+{
+#ifdef INVOKER_EXAMPLE_MPI
+    if (use_mpi) {
+        invoker_mpi_options opt;
+        invoker_mpi_options_init(&opt);
+        opt.workers_per_rank = cfg->workers;
+        int rc = invoker_mpi_create(inv, cfg, &opt, argc, argv);
+        if (rc == INVOKER_MPI_SERVED)
+            return 1;
+        ex_check(rc, "invoker_mpi_create");
+        return 0;
+    }
+#endif
+    (void)use_mpi;
+    (void)argc;
+    (void)argv;
+    ex_check(invoker_create(inv, cfg), "invoker_create");
+    return 0;
+}
+
 #endif /* INVOKER_EXAMPLES_COMMON_H */

@@ -76,6 +76,32 @@ fi
 echo
 rm -f "$journal" "$journal".corrupt.*
 
+# Built with libinvoker_mpi: cmaes and async_de again over 3 MPI ranks
+# (rank 0 driving, two serving ranks of one worker each).
+if "$dir/cmaes" --help | grep -q -- '--mpi'; then
+    mpiexec=(mpiexec -n 3)
+    mpiexec_version=$(mpiexec --version 2>&1 || true)
+    if [[ $mpiexec_version == *"Open MPI"* || $mpiexec_version == *OpenRTE* ]]; then
+        mpiexec+=(--oversubscribe)
+        [[ $(id -u) != 0 ]] || mpiexec+=(--allow-run-as-root)
+    fi
+    run_mpi() {
+        local name=$1
+        shift
+        echo "=== ${mpiexec[*]} $name $*"
+        if timeout 120 "${mpiexec[@]}" "$dir/$name" "$@"; then
+            echo "=== $name under MPI: ok"
+            echo
+        else
+            echo "=== $name under MPI: FAILED"
+            echo
+            failed=$((failed + 1))
+        fi
+    }
+    run_mpi cmaes --mpi --workers 1 --cost-ms 0.1
+    run_mpi async_de --mpi --workers 1 --cost-ms 0.1
+fi
+
 if [ "$failed" -ne 0 ]; then
     echo "$failed example run(s) failed"
     exit 1

@@ -168,7 +168,11 @@ typedef enum invoker_failure {
                                    tries again. */
     INVOKER_FAIL_MEMORY,        /* the worker passed memory_limit: code = the
                                    signal that ended it, or 0 */
-    INVOKER_FAIL_CPU            /* the task passed cpu_limit (SIGXCPU) */
+    INVOKER_FAIL_CPU,           /* the task passed cpu_limit (SIGXCPU) */
+    INVOKER_FAIL_LOST           /* libinvoker_mpi only (see invoker_mpi.h): the
+                                   rank running the task stopped answering or
+                                   its node's processes died; code = that rank.
+                                   Retried elsewhere while retries allow */
 } invoker_failure;
 
 /* Called once for each task that succeeded.  result (result_len bytes,
@@ -196,7 +200,8 @@ typedef struct invoker_config {
     void                *user;          /* passed to both callbacks */
     double               timeout;       /* seconds a task may run in a worker; 0: no limit */
     unsigned             retries;       /* re-runs of a task whose worker crashed, exited
-                                           or timed out, before on_error */
+                                           or timed out (or whose rank was lost),
+                                           before on_error */
     unsigned             max_tasks_per_worker; /* replace a worker after this many tasks; 0: never */
     size_t               max_arg_bytes;    /* 0: 64 MiB.  Arguments over 4048
                                               bytes wait in shared memory that

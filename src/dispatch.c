@@ -9,6 +9,7 @@
  * dropped.  That is how every task gets exactly one callback.
  */
 #include "internal.h"
+#include "invoker_sched.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -247,7 +248,7 @@ static void requeue(invoker *inv, invoker__task *t)
 static void fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
     bool retryable = fail == INVOKER_FAIL_TIMEOUT || fail == INVOKER_FAIL_CRASH ||
-                     fail == INVOKER_FAIL_EXIT;
+                     fail == INVOKER_FAIL_EXIT || fail == INVOKER_FAIL_LOST;
     if (retryable && t->attempts <= inv->cfg.retries && !inv->destroying) {
         inv->stats.retried++;
         requeue(inv, t);
@@ -1542,4 +1543,56 @@ int invoker__dispatch_inline(invoker *inv)
         inv->kicked = false;
     }
     return (int)(inv->calls - calls0);
+}
+
+/* ---- the scheduler's side of the seam, for other backends (invoker_sched.h) ------ */
+
+invoker__task *invoker__sched_find(invoker *inv, invoker_id id)
+{
+    return invoker__tasks_find(&inv->tasks, id);
+}
+
+const void *invoker__sched_arg(const invoker *inv, const invoker__task *t)
+{
+    return invoker__task_arg(inv, t);
+}
+
+void invoker__sched_start(invoker *inv, invoker__task *t)
+{
+    invoker__list_unlink(&inv->pending, t);
+    t->state = INVOKER__TASK_INFLIGHT;
+    t->start_ns = 0;
+    invoker__list_push_back(&inv->inflight, t);
+    if (timed(t))
+        inv->inflight_timeouts++;   /* leave_flight counts it out */
+}
+
+void invoker__sched_result(invoker *inv, invoker__task *t, const void *data, size_t len)
+{
+    call_result(inv, t, data, len);
+}
+
+void invoker__sched_error(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    call_error(inv, t, fail, code);
+}
+
+void invoker__sched_fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    fail_or_retry(inv, t, fail, code);
+}
+
+void invoker__sched_report(invoker *inv, invoker__task *t, invoker_failure fail, int code)
+{
+    invoker__dispatch_report(inv, t, fail, code);
+}
+
+void invoker__sched_deliver(invoker *inv)
+{
+    deliver_done(inv);
+}
+
+void invoker__sched_kick(invoker *inv)
+{
+    invoker__dispatch_kick(inv);
 }

@@ -55,6 +55,7 @@ const char *invoker_failure_name(invoker_failure failure)
     case INVOKER_FAIL_NO_WORKER: return "no_worker";
     case INVOKER_FAIL_MEMORY:    return "memory";
     case INVOKER_FAIL_CPU:       return "cpu";
+    case INVOKER_FAIL_LOST:      return "lost";
     }
     return "unknown";
 }

@@ -263,7 +263,8 @@ struct invoker__task {
     uint16_t        err_len;        /* bytes at err_tail */
     unsigned char  *err_tail;       /* its attempt's stderr tail, malloc'd; NULL: none */
     uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
-    uint64_t        queue_end;      /* end offset of its ticket in the queue stream */
+    uint64_t        queue_end;      /* the backend's: local, the end offset of its ticket
+                                       in the queue stream; MPI, its endpoint */
     uint32_t        gen;            /* dispatch count; a ticket carries it */
     uint32_t        counted_gen;    /* the gen whose start is in attempts */
     unsigned        attempts;
@@ -701,11 +702,34 @@ void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, un
 
 /* ---- the invoker ------------------------------------------------------- */
 
+/* ---- the seam between the scheduler and a backend ---------------------- */
+
+/* The scheduler (ids, queues, retries, stats, exactly-once callbacks) owns
+ * the task records; a backend starts, cancels and reports them.  The local
+ * fork backend is one (dispatch.c and the files below it); libinvoker_mpi
+ * provides another through invoker__sched_create (see invoker_sched.h). */
+struct invoker;
+typedef struct invoker__backend_ops {
+    int      (*refill)(struct invoker *inv);            /* take pending tasks */
+    /* Waits up to timeout_ms for events, reports outcomes, makes the
+     * callbacks (see invoker_poll); gather as for invoker_wait. */
+    int      (*run)(struct invoker *inv, int timeout_ms, bool gather);
+    void     (*cancel)(struct invoker *inv, struct invoker__task *t);
+    unsigned (*busy)(const struct invoker *inv);
+    /* Adds what only the backend knows (workers, spares, ...) to *out. */
+    void     (*stats)(const struct invoker *inv, invoker_stats *out);
+    /* invoker_destroy: every task reported, every process ended. */
+    void     (*shutdown)(struct invoker *inv);
+    void     (*release)(struct invoker *inv);           /* its state; may be NULL */
+} invoker__backend_ops;
+
 enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
        INVOKER__EV_SERVER, INVOKER__EV_IDLE, INVOKER__EV_STDERR };
 
 struct invoker {
     uint64_t        magic;
+    const invoker__backend_ops *ops;
+    void           *backend;        /* the ops' own state; NULL for the local one */
     invoker_config  cfg;
     uint64_t        key;            /* per-invoker secret sealing tickets and frames */
     pid_t           parent_pid;

@@ -4,6 +4,7 @@
  * it changes anything, so a failed call leaves the invoker as it was.
  */
 #include "internal.h"
+#include "invoker_sched.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -171,6 +172,42 @@ static int open_queue(invoker *inv)
     return 0;
 }
 
+/* ---- the local fork backend's ops (dispatch.c and below) ---------------- */
+
+static int local_run(invoker *inv, int timeout_ms, bool gather)
+{
+    if (inv->cfg.inline_mode)
+        return invoker__dispatch_inline(inv);
+    return invoker__dispatch_run(inv, timeout_ms, gather);
+}
+
+static unsigned local_busy(const invoker *inv)
+{
+    return inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
+}
+
+static void local_stats(const invoker *inv, invoker_stats *out)
+{
+    /* Serving workers: one killed, or one whose result pipe has closed,
+     * and not yet reaped no longer counts. */
+    for (unsigned k = 0; k < inv->nrecords; k++) {
+        const invoker__worker *w = &inv->workers[k];
+        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
+        out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
+    }
+    out->fork_server = inv->fs.pid > 0;
+}
+
+static const invoker__backend_ops local_ops = {
+    .refill = invoker__dispatch_refill,
+    .run = local_run,
+    .cancel = invoker__dispatch_cancel,
+    .busy = local_busy,
+    .stats = local_stats,
+    .shutdown = invoker__dispatch_shutdown,
+    .release = NULL,
+};
+
 /* The journal and the cache (which merges twins with a journal too). */
 static int open_store(invoker *inv)
 {
@@ -178,10 +215,10 @@ static int open_store(invoker *inv)
     return rc ? rc : invoker__journal_open(&inv->journal, &inv->cache, &inv->cfg);
 }
 
-int invoker_create(invoker **out, const invoker_config *cfg)
+/* The scheduler's half of an invoker: config, ids, descriptors; no
+ * workers.  0 and *out, or a negative errno with nothing left behind. */
+static int create_sched(invoker **out, const invoker_config *cfg, const invoker__backend_ops *ops)
 {
-    if (!out || !cfg)
-        return -EINVAL;
     invoker *inv = calloc(1, sizeof *inv);
     if (!inv)
         return -ENOMEM;
@@ -228,6 +265,48 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         (rc = invoker__watch(inv, inv->kickfd, INVOKER__EV_KICK, 0)) != 0 ||
         (rc = invoker__watch(inv, inv->idle_rd, INVOKER__EV_IDLE, 0)) != 0)
         goto fail;
+    inv->ops = ops;
+    *out = inv;
+    return 0;
+
+fail:
+    release(inv);
+    return rc;
+}
+
+int invoker__sched_create(invoker **out, const invoker_config *cfg,
+                          const invoker__backend_ops *ops, void *state)
+{
+    if (!out || !cfg || !ops)
+        return -EINVAL;
+    /* Read no more of it than it says it has (take_config checks size). */
+    invoker_config c;
+    size_t size = cfg->size ? cfg->size : sizeof *cfg;
+    memset(&c, 0, sizeof c);
+    memcpy(&c, cfg, size < sizeof c ? size : sizeof c);
+    c.workers = 1;   /* the backend's business: take_config looks no further */
+    invoker *inv;
+    int rc = create_sched(&inv, &c, ops);
+    if (rc)
+        return rc;
+    inv->nworkers = inv->nrecords = 0;
+    inv->backend = state;
+    if ((rc = open_store(inv)) != 0) {
+        release(inv);
+        return rc;
+    }
+    *out = inv;
+    return 0;
+}
+
+int invoker_create(invoker **out, const invoker_config *cfg)
+{
+    if (!out || !cfg)
+        return -EINVAL;
+    invoker *inv;
+    int rc = create_sched(&inv, cfg, &local_ops);
+    if (rc)
+        return rc;
     if (inv->cfg.inline_mode) {
         if ((rc = open_store(inv)) != 0)
             goto fail;
@@ -292,7 +371,7 @@ int invoker__submit_check(invoker *inv, size_t arg_len, double timeout)
         return -EMSGSIZE;
     if (inv->cfg.max_queued) {
         size_t queued = inv->pending.count + inv->inflight.count;
-        unsigned busy = invoker__dispatch_busy(inv);
+        unsigned busy = inv->ops->busy(inv);
         if (queued - (busy < queued ? busy : queued) >= inv->cfg.max_queued)
             return -EAGAIN;
     }
@@ -330,7 +409,7 @@ int invoker__submit_enqueue(invoker *inv, invoker__task *t, const invoker__submi
     else if (inv->spawn_tripped && inv->live == 0 && invoker__now_ns() < inv->untrip_at)
         invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
     else if (t == inv->pending.head && inv->depth == 0)
-        (void)invoker__dispatch_refill(inv);   /* on error it waits in pending */
+        (void)inv->ops->refill(inv);   /* on error it waits in pending */
     /* From a callback it waits for the end of the poll, which stocks the
      * queue once for all the callbacks of its batch of results: tickets
      * then travel several to a packet rather than one write each. */
@@ -389,7 +468,7 @@ int invoker_cancel(invoker *inv, invoker_id id)
     invoker__task *t = id ? invoker__tasks_find(&inv->tasks, id) : NULL;
     if (!t)
         return -ENOENT;
-    invoker__dispatch_cancel(inv, t);
+    inv->ops->cancel(inv, t);
     return 0;
 }
 
@@ -410,7 +489,7 @@ int invoker_cancel_tag(invoker *inv, void *tag)
                 next = d->next;
                 if (d->tag != tag)
                     continue;
-                invoker__dispatch_cancel(inv, d);
+                inv->ops->cancel(inv, d);
                 n += n < INT_MAX;
             }
         }
@@ -420,7 +499,7 @@ int invoker_cancel_tag(invoker *inv, void *tag)
             next = t->next;
             if (t->tag != tag)
                 continue;
-            invoker__dispatch_cancel(inv, t);
+            inv->ops->cancel(inv, t);
             n += n < INT_MAX;
         }
     }
@@ -433,9 +512,7 @@ int invoker_poll(invoker *inv, int timeout_ms)
         return -EINVAL;
     if (inv->depth > 0)
         return -EBUSY;
-    if (inv->cfg.inline_mode)
-        return invoker__dispatch_inline(inv);
-    return invoker__dispatch_run(inv, timeout_ms < 0 ? -1 : timeout_ms, false);
+    return inv->ops->run(inv, timeout_ms < 0 ? -1 : timeout_ms, false);
 }
 
 int invoker_wait(invoker *inv)
@@ -445,8 +522,7 @@ int invoker_wait(invoker *inv)
     if (inv->depth > 0)
         return -EBUSY;
     while (inv->outstanding > 0) {
-        int rc = inv->cfg.inline_mode ? invoker__dispatch_inline(inv)
-                                      : invoker__dispatch_run(inv, -1, true);
+        int rc = inv->ops->run(inv, -1, true);
         if (rc < 0)
             return rc;
     }
@@ -468,16 +544,9 @@ void invoker_get_stats(const invoker *inv, invoker_stats *out)
     if (!valid(inv))
         return;
     *out = inv->stats;
-    /* Serving workers: one killed, or one whose result pipe has closed,
-     * and not yet reaped no longer counts. */
-    for (unsigned k = 0; k < inv->nrecords; k++) {
-        const invoker__worker *w = &inv->workers[k];
-        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
-        out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
-    }
-    out->fork_server = inv->fs.pid > 0;
+    inv->ops->stats(inv, out);
     out->journal_error = inv->journal.error;
-    out->busy = inv->cfg.inline_mode ? 0 : invoker__dispatch_busy(inv);
+    out->busy = inv->ops->busy(inv);
     size_t waiting = inv->pending.count + inv->inflight.count;
     out->queued = (unsigned)(waiting > out->busy ? waiting - out->busy : 0);
 }
@@ -490,7 +559,9 @@ int invoker_destroy(invoker *inv)
         return -EINVAL;
     if (inv->depth > 0)
         return -EBUSY;
-    invoker__dispatch_shutdown(inv);
+    inv->ops->shutdown(inv);
+    if (inv->ops->release)
+        inv->ops->release(inv);
     release(inv);
     return 0;
 }

@@ -456,8 +456,9 @@ static void test_names_and_version(void **state)
     (void)state;
     assert_string_equal(invoker_failure_name(INVOKER_FAIL_TIMEOUT), "timeout");
     assert_string_equal(invoker_failure_name(INVOKER_FAIL_CRASH), "crash");
+    assert_string_equal(invoker_failure_name(INVOKER_FAIL_LOST), "lost");
     assert_string_equal(invoker_failure_name((invoker_failure)999), "unknown");
-    for (int f = INVOKER_FAIL_OBJECTIVE; f <= INVOKER_FAIL_CPU; f++)
+    for (int f = INVOKER_FAIL_OBJECTIVE; f <= INVOKER_FAIL_LOST; f++)
         assert_string_not_equal(invoker_failure_name((invoker_failure)f), "unknown");
     assert_string_equal(invoker_strerror(-EMSGSIZE), "argument larger than max_arg_bytes");
     assert_string_equal(invoker_strerror(-12345), "unknown error");

@@ -1,0 +1,83 @@
+/*
+ * An objective that SIGKILLs its node agent (its worker's parent) costs
+ * that rank only: its tasks in flight run again elsewhere (retries), every
+ * task is reported once and succeeds, the run goes on with the other rank
+ * and the job ends normally (mpirun exits 0: ctest checks it).
+ */
+#include "mpi_kill_common.h"
+
+#define TASKS 600u
+#define HARM_AT 100u
+
+static int objective(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    if (len != sizeof(harm_arg))
+        return 99;
+    const harm_arg *a = arg;
+    if (first_to_harm(a)) {
+        kill(getppid(), SIGKILL);
+        pause();   /* dies with its agent */
+    }
+    usleep(2000);
+    return compute(a, out);
+}
+
+int main(int argc, char **argv)
+{
+    static outcome outs[TASKS];
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.objective = objective;
+    cfg.on_result = rec_result;
+    cfg.on_error = rec_error;
+    cfg.user = outs;
+    cfg.retries = 2;
+    invoker_mpi_options opt;
+    invoker_mpi_options_init(&opt);
+    opt.workers_per_rank = 2;
+    opt.rank0_workers = 0;
+    opt.rank_timeout = 5;
+    invoker *inv = NULL;
+    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    if (rc == INVOKER_MPI_SERVED)
+        return 0;
+    CHECK(rc == 0);
+    harm_arg a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.marker, sizeof a.marker, "/tmp/invoker-mpi-kill-%d", (int)getpid());
+    unlink(a.marker);
+    for (unsigned i = 0; i < TASKS; i++) {
+        a.x = i;
+        a.harm = i == HARM_AT;
+        CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
+    }
+    CHECK(invoker_wait(inv) == 0);
+    CHECK(access(a.marker, F_OK) == 0);   /* the harm was done */
+    unlink(a.marker);
+    unsigned retried = 0;
+    for (unsigned i = 0; i < TASKS; i++) {
+        CHECK(outs[i].calls == 1);
+        CHECK(outs[i].ok);
+        CHECK(outs[i].value == (uint64_t)i * 3 + 1);
+        retried += outs[i].attempts > 1;
+    }
+    CHECK(outs[HARM_AT].attempts >= 2);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    printf("retried %u tasks; workers now %u; retried stat %llu\n", retried, st.workers,
+           (unsigned long long)st.retried);
+    CHECK(st.workers == 2);   /* one rank of two workers left */
+    CHECK(st.retried >= 1 && st.succeeded == TASKS);
+    /* The run goes on: more tasks, all on the rank left. */
+    for (unsigned i = 0; i < 50; i++) {
+        a.x = i;
+        a.harm = 0;
+        CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
+    }
+    CHECK(invoker_wait(inv) == 0);
+    CHECK(outs[0].calls == 2 && outs[0].ok);
+    CHECK(invoker_destroy(inv) == 0);
+    printf("done\n");
+    return 0;
+}

@@ -1,0 +1,90 @@
+/*
+ * Bad arguments to invoker_mpi_create give -EINVAL before any MPI call;
+ * a second call gives -EALREADY.  With rank0_workers = 1, rank 0's own
+ * agent serves too: its worker is global slot 0, the serving ranks' come
+ * after, and tasks run on all three.
+ */
+#include "mpi_common.h"
+
+#include <errno.h>
+#include <math.h>
+
+#define TASKS 3000u
+
+static int objective(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    uint64_t x;
+    if (len != sizeof x)
+        return 99;
+    memcpy(&x, arg, sizeof x);
+    x += 11;
+    return invoker_result_write(out, &x, sizeof x);
+}
+
+int main(int argc, char **argv)
+{
+    static outcome outs[TASKS];
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.objective = objective;
+    cfg.on_result = rec_result;
+    cfg.on_error = rec_error;
+    cfg.user = outs;
+    invoker_mpi_options opt;
+    invoker_mpi_options_init(&opt);
+    invoker *inv = NULL;
+
+    /* Every one of these fails before MPI_Init: MPI stays uninitialised. */
+    CHECK(opt.rank0_workers == -1 && opt.workers_per_rank == 0 && opt.rank_timeout == 0);
+    CHECK(invoker_mpi_create(NULL, &cfg, &opt, &argc, &argv) == -EINVAL);
+    CHECK(invoker_mpi_create(&inv, NULL, &opt, &argc, &argv) == -EINVAL);
+    invoker_config bad = cfg;
+    bad.objective = NULL;
+    CHECK(invoker_mpi_create(&inv, &bad, &opt, &argc, &argv) == -EINVAL);
+    bad = cfg;
+    bad.inline_mode = 1;
+    CHECK(invoker_mpi_create(&inv, &bad, &opt, &argc, &argv) == -EINVAL);
+    bad = cfg;
+    bad.size = 3;
+    CHECK(invoker_mpi_create(&inv, &bad, &opt, &argc, &argv) == -EINVAL);
+    invoker_mpi_options o = opt;
+    o.rank_timeout = -1;
+    CHECK(invoker_mpi_create(&inv, &cfg, &o, &argc, &argv) == -EINVAL);
+    o.rank_timeout = NAN;
+    CHECK(invoker_mpi_create(&inv, &cfg, &o, &argc, &argv) == -EINVAL);
+    o = opt;
+    o.rank0_workers = -2;
+    CHECK(invoker_mpi_create(&inv, &cfg, &o, &argc, &argv) == -EINVAL);
+    CHECK(inv == NULL);
+    int inited = 1;
+    MPI_Initialized(&inited);
+    CHECK(!inited);
+
+    opt.workers_per_rank = 1;
+    opt.rank0_workers = 1;
+    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    if (rc == INVOKER_MPI_SERVED)
+        return 0;
+    CHECK(rc == 0);
+    invoker *again = NULL;
+    CHECK(invoker_mpi_create(&again, &cfg, &opt, &argc, &argv) == -EALREADY);
+    CHECK(again == NULL);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    CHECK(st.workers == 3);
+    for (uint64_t i = 0; i < TASKS; i++)
+        CHECK(invoker_submit(inv, &i, sizeof i, (void *)(uintptr_t)i, NULL) == 0);
+    CHECK(invoker_wait(inv) == 0);
+    unsigned on[3] = { 0, 0, 0 };
+    for (uint64_t i = 0; i < TASKS; i++) {
+        CHECK(outs[i].calls == 1 && outs[i].ok && outs[i].value == i + 11);
+        CHECK(outs[i].worker >= 0 && outs[i].worker < 3);
+        on[outs[i].worker]++;
+    }
+    printf("slot 0 (rank 0's agent) %u, slot 1 (rank 1) %u, slot 2 (rank 2) %u\n", on[0],
+           on[1], on[2]);
+    CHECK(on[0] > 0 && on[1] > 0 && on[2] > 0);
+    CHECK(invoker_destroy(inv) == 0);
+    return 0;
+}

@@ -1,0 +1,71 @@
+/*
+ * Shared by the MPI scenarios: checks on rank 0 that end the whole job
+ * with a non-zero status when they fail (a rank 0 that just returned would
+ * leave the serving ranks waiting), and a record of every callback.
+ */
+#ifndef INVOKER_MPI_TEST_COMMON_H
+#define INVOKER_MPI_TEST_COMMON_H
+
+#include <invoker_mpi.h>
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        if (!(cond)) {                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
+            fflush(stderr);                                                           \
+            MPI_Abort(MPI_COMM_WORLD, 2);                                             \
+        }                                                                             \
+    } while (0)
+
+typedef struct outcome {
+    unsigned calls;               /* callbacks for this task: must end at 1 */
+    int      ok;
+    invoker_failure fail;
+    int      code;
+    int      worker;
+    unsigned attempts;
+    uint64_t value;               /* the result, for tests that send one */
+    double   at;                  /* seconds since start, at the callback */
+} outcome;
+
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Tags are indexes into an outcome array (user). */
+static inline void rec_result(const invoker_task *t, const void *res, size_t len, void *user)
+{
+    outcome *o = (outcome *)user + (uintptr_t)t->tag;
+    o->calls++;
+    o->ok = 1;
+    o->worker = t->worker;
+    o->attempts = t->attempts;
+    o->at = now_s();
+    if (len == sizeof o->value)
+        memcpy(&o->value, res, sizeof o->value);
+    else
+        o->value = UINT64_MAX;
+}
+
+static inline void rec_error(const invoker_task *t, invoker_failure f, int code, void *user)
+{
+    outcome *o = (outcome *)user + (uintptr_t)t->tag;
+    o->calls++;
+    o->ok = 0;
+    o->fail = f;
+    o->code = code;
+    o->worker = t->worker;
+    o->attempts = t->attempts;
+    o->at = now_s();
+}
+
+#endif

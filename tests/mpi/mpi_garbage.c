@@ -1,0 +1,64 @@
+/*
+ * Bad input from a rank retires it and costs nothing else: the relay of
+ * rank 2 (test build, INVOKER_MPI_TEST_GARBAGE=mode) spoils what it sends;
+ * rank 0 retires it, its tasks run on rank 1, every task is reported once
+ * with the right result, and the job ends normally.
+ */
+#include "mpi_common.h"
+
+#include <unistd.h>
+
+#define TASKS 2000u
+
+static int objective(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    uint64_t x;
+    if (len != sizeof x)
+        return 99;
+    memcpy(&x, arg, sizeof x);
+    x ^= 0x5555;
+    return invoker_result_write(out, &x, sizeof x);
+}
+
+int main(int argc, char **argv)
+{
+    static outcome outs[TASKS];
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.objective = objective;
+    cfg.on_result = rec_result;
+    cfg.on_error = rec_error;
+    cfg.user = outs;
+    cfg.retries = 3;
+    invoker_mpi_options opt;
+    invoker_mpi_options_init(&opt);
+    opt.workers_per_rank = 1;
+    opt.rank0_workers = 0;
+    opt.rank_timeout = 5;
+    invoker *inv = NULL;
+    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    if (rc == INVOKER_MPI_SERVED)
+        return 0;
+    CHECK(rc == 0);
+    const char *mode = getenv("INVOKER_MPI_TEST_GARBAGE");
+    CHECK(mode && atoi(mode) > 0);
+    for (uint64_t i = 0; i < TASKS; i++)
+        CHECK(invoker_submit(inv, &i, sizeof i, (void *)(uintptr_t)i, NULL) == 0);
+    CHECK(invoker_wait(inv) == 0);
+    unsigned lost = 0;
+    for (uint64_t i = 0; i < TASKS; i++) {
+        CHECK(outs[i].calls == 1);
+        CHECK(outs[i].ok);
+        CHECK(outs[i].value == (i ^ 0x5555));
+        lost += outs[i].attempts > 1;
+    }
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    printf("mode %s: %u tasks ran again after rank 2 was retired; workers %u\n", mode, lost,
+           st.workers);
+    CHECK(st.workers == 1);   /* rank 2 retired */
+    CHECK(lost > 0);          /* what it held ran again */
+    CHECK(invoker_destroy(inv) == 0);
+    return 0;
+}
