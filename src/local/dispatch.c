@@ -9,7 +9,7 @@
  * dropped.  That is how every task gets exactly one callback.
  */
 #include "internal.h"
-#include "invoker_sched.h"
+#include "sched/invoker_sched.h"
 
 #include <errno.h>
 #include <signal.h>
