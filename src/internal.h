@@ -136,7 +136,7 @@ typedef struct invoker__slot {
     /* Frames of a packet's finished tasks not yet sent, each followed by a
      * keyed hash of its bytes (the objective can write here): the worker
      * sends them together; the parent delivers them itself if the worker
-     * dies first, or keeps them waiting too long (see deliver_held).
+     * dies first, or keeps them waiting too long (see invoker__frames_deliver_held).
      * Two pages in all. */
     unsigned char    held_frames[INVOKER__HELD_MAX];
 } invoker__slot;
@@ -706,8 +706,8 @@ void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, un
 
 /* The scheduler (ids, queues, retries, stats, exactly-once callbacks) owns
  * the task records; a backend starts, cancels and reports them.  The local
- * fork backend is one (dispatch.c and the files below it); libinvoker_mpi
- * provides another through invoker__sched_create (see invoker_sched.h). */
+ * fork backend is one (src/local/); libinvoker_mpi provides another
+ * through invoker__sched_create (see sched/invoker_sched.h). */
 struct invoker;
 typedef struct invoker__backend_ops {
     int      (*refill)(struct invoker *inv);            /* take pending tasks */
@@ -790,6 +790,18 @@ struct invoker {
     invoker__argbufs argbufs;       /* from invoker_arg_alloc, not yet submitted or freed */
 };
 
+/* Whether t may have a deadline in flight: the same answer all its life. */
+static inline bool invoker__task_timed(const invoker__task *t)
+{
+    return t->timeout > 0 || t->adaptive;
+}
+
+static inline uint64_t invoker__to_ns(double seconds)
+{
+    double ns = seconds * 1e9;
+    return ns >= 1.8e19 ? UINT64_MAX / 2 : (uint64_t)ns;
+}
+
 /* Where t's argument bytes are (NULL when it has none). */
 static inline const void *invoker__task_arg(const invoker *inv, const invoker__task *t)
 {
@@ -836,16 +848,51 @@ static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
 int  invoker__watch(invoker *inv, int fd, unsigned type, unsigned k);   /* 0 or -errno */
 void invoker__unwatch(invoker *inv, int fd);
 
-/* dispatch.c: the parent's side of the loop */
-int  invoker__dispatch_refill(invoker *inv);
+/* sched/report.c: the one place a task's callback is made */
+/* t's callback, now: t is detached from every index first, and freed. */
+void invoker__report_result(invoker *inv, invoker__task *t, const void *data, size_t len);
+void invoker__report_error(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+/* Decides t's fate now but leaves the callback to the next poll. */
+void invoker__report_later(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+void invoker__report_deliver(invoker *inv);   /* the callbacks left for this poll */
+void invoker__report_requeue(invoker *inv, invoker__task *t);   /* back to pending, a new gen */
+/* A worker died, timed out or failed under t: retry while retries last. */
+void invoker__report_fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+void invoker__report_release(invoker *inv, invoker__task *t);   /* its record and argument */
+
+/* sched/wake.c: what wakes the caller's loop (invoker_fd) */
+void invoker__wake_kick(invoker *inv);
+void invoker__wake_arm_timer(invoker *inv, uint64_t at_ns);
+void invoker__wake_disarm_timer(invoker *inv);
+
+/* local/queue.c: pending tasks into the queue pipe */
+int  invoker__queue_refill(invoker *inv);
+uint64_t invoker__queue_held_look_at(uint64_t now);   /* the next look at held results */
+
+/* local/frames.c: what workers write back */
+/* The in-flight task with this id and dispatch, or NULL. */
+invoker__task *invoker__frames_current(invoker *inv, uint64_t id, uint32_t gen);
+void invoker__frames_note_start(const invoker *inv, invoker__task *t, unsigned k,
+                                uint64_t start_ns);
+void invoker__frames_usage_alive(const invoker *inv, invoker__task *t, unsigned k);
+bool invoker__frames_read(invoker *inv, unsigned k);   /* false at end of file */
+void invoker__frames_deliver_held(invoker *inv, unsigned k);
+uint64_t invoker__frames_look_at_held(invoker *inv, uint64_t now);   /* when to look next */
+
+/* local/staff.c: deaths read post-mortem, slots refilled */
+void invoker__staff_worker_gone(invoker *inv, unsigned k);
+void invoker__staff_result_eof(invoker *inv, unsigned k);
+void invoker__staff_fail_unrunnable(invoker *inv);
+uint64_t invoker__staff_slots(invoker *inv, uint64_t now);   /* when to try again */
+
+/* local/deadlines.c: timeouts and the sweep for lost tasks */
+uint64_t invoker__deadlines_check_running(invoker *inv, uint64_t now);   /* the next deadline */
+void invoker__deadlines_sweep(invoker *inv, uint64_t now);
+
+/* local/dispatch.c: the parent's side of the loop */
 /* Callbacks made, or -errno.  gather (invoker_wait): results may wait a
  * little while every worker has queued work (see gather_ns). */
 int  invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather);
-void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code);
-void invoker__dispatch_finish(invoker *inv, invoker__task *t);
-void invoker__dispatch_release(invoker *inv, invoker__task *t);   /* its record and argument */
-void invoker__dispatch_kick(invoker *inv);
-void invoker__dispatch_arm_timer(invoker *inv, uint64_t at_ns);
 unsigned invoker__dispatch_busy(const invoker *inv);
 void invoker__dispatch_shutdown(invoker *inv);
 void invoker__dispatch_cancel(invoker *inv, invoker__task *t);

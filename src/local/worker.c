@@ -1,6 +1,6 @@
 /*
  * Workers: fork, the child's set-up, the child's loop, and killing.  This
- * file and dispatch.c's reading of frames are the one seam between the
+ * file and frames.c's reading of frames are the one seam between the
  * parent and the processes that run tasks; a backend that runs workers
  * elsewhere replaces spawn, kill and the descriptors behind them.
  */
@@ -860,7 +860,7 @@ void invoker__worker_kill_soon(invoker *inv, unsigned k, invoker_failure why)
     /* A timeout, a cancel or the end: with a grace, the group is asked
      * first (SIGTERM), so that a simulator can flush; SIGKILL follows from
      * invoker__workers_grace.  Decided now, so that the slot waits from
-     * this pass on (see staff_slots).  A worker that broke the protocol
+     * this pass on (see invoker__staff_slots).  A worker that broke the protocol
      * gets no grace. */
     if (inv->cfg.kill_grace > 0 && (why == INVOKER_FAIL_TIMEOUT ||
                                     why == INVOKER_FAIL_CANCELLED ||
@@ -890,7 +890,7 @@ void invoker__workers_kill_due(invoker *inv)
         (void)kill(-w->pid, sig);
         (void)kill(w->pid, sig);
         if (sig == SIGTERM)
-            invoker__dispatch_arm_timer(inv, w->term_at);
+            invoker__wake_arm_timer(inv, w->term_at);
     }
 }
 
@@ -1014,7 +1014,7 @@ void invoker__worker_close(invoker *inv, unsigned k)
     invoker__fd_close(&w->result_rd);
     invoker__fd_close(&w->pidfd);
     invoker__fd_close(&w->go);
-    invoker__err_close(inv, k);   /* drained before, by worker_gone */
+    invoker__err_close(inv, k);   /* drained before, by invoker__staff_worker_gone */
     free(w->rx.big);
     free(w->rx.kept);
     w->rx.big = w->rx.kept = NULL;
