@@ -329,7 +329,8 @@ void           invoker__list_push_back(invoker__list *l, invoker__task *t);
 void           invoker__list_push_front(invoker__list *l, invoker__task *t);
 void           invoker__list_unlink(invoker__list *l, invoker__task *t);
 
-/* ---- worker.c: the one seam between the parent and its workers -------- */
+/* ---- worker.c (the parent's side), child.c (the worker's own), result.c:
+ *      the one seam between the parent and its workers ------------------ */
 
 /* A worker slot, as users number them, has two process records (and two
  * table slots): record k and record k + nworkers.  One holds its worker;
@@ -397,6 +398,7 @@ struct invoker_result {
     long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
     double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
 };
+/* result.c */
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
 /* The objective reaped a child with this peak RSS (from wait4). */
 void invoker__result_note_child(struct invoker_result *r, long max_rss_kib);
@@ -443,7 +445,7 @@ uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
  * each when unknown. */
 void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
-/* In a new process: leaves it only what a worker may hold (keep, and the
+/* child.c.  In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */
 void invoker__child_clean(struct invoker *inv, const int *keep, size_t nkeep);
 /* fork() with every signal blocked across it: restored in the parent, left
@@ -458,7 +460,7 @@ bool invoker__child_bind_to_parent(pid_t parent);
  * allowed: the CPUs it may run on (or NULL), read by the process that
  * forked it before the fork: the parent may pin it the moment it learns
  * its pid, so its own reading could already be the pin (see adopt). */
-void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go, int err_wr,
+void invoker__child_run(struct invoker *inv, unsigned k, int result_wr, int go, int err_wr,
                          const cpu_set_t *allowed) __attribute__((noreturn));
 
 /* ---- forkserver.c: the process that forks workers --------------------- */
