@@ -340,6 +340,8 @@ static task_hdr *hdrs_new(size_t n)
 
 static const char *impl_name(void)
 {
+    if (opt.label)
+        return opt.label;
     if (opt.journal)
         return strcmp(g_impl, "invoker") ? "invoker-window-journal" : "invoker-journal";
     return g_impl;

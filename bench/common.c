@@ -123,6 +123,8 @@ void parse_opts(int argc, char **argv, int first, bench_opts *o)
             o->capture_stderr = argv[++i];
         else if (!strcmp(a, "--journal") && i + 1 < argc)
             o->journal = argv[++i];
+        else if (!strcmp(a, "--label") && i + 1 < argc)
+            o->label = argv[++i];
         else
             usage_exit(a);
     }

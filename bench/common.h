@@ -74,6 +74,9 @@ typedef struct bench_opts {
                            bench sleeps to each hung task's deadline too,
                            and its own lateness is printed beside the
                            report's */
+    const char *label;   /* --label NAME (bench_invoker): the impl printed,
+                            for a variant run.sh tells apart (the journal on
+                            a disk, say); NULL: the usual name */
 } bench_opts;
 
 int64_t now_ns(void);

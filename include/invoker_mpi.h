@@ -21,7 +21,11 @@
  * Guarantees, as locally: one callback per task, on rank 0; failures and
  * codes as the local invoker gives them (a remote timeout is
  * INVOKER_FAIL_TIMEOUT, a crash INVOKER_FAIL_CRASH with the signal, ...);
- * retries decided on rank 0 (cfg.retries), a retry going to any rank.
+ * retries decided on rank 0 (cfg.retries), a retry going to any rank;
+ * run_seconds, cpu_seconds, max_rss_kib and (with capture_stderr) the
+ * stderr tail of the remote attempt, except for a task cancelled while it
+ * ran: reported on rank 0 at once, it gets no remote tail.  The journal
+ * and the cache (cfg.journal, cfg.cache) are rank 0's.
  * invoker_task.worker is a global slot: the workers of rank 0's agent
  * first, then each serving rank's in rank order.  invoker_get_stats counts
  * every rank's workers (as their last heartbeat said).

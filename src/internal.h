@@ -664,13 +664,17 @@ typedef struct invoker__cache {
     /* Argument hash -> what answers it: a task evaluating it (twins wait
      * for it), a finished outcome in memory, a journal record; one table,
      * so that a submit looks in one place, and a leader's key comes to
-     * refer to its outcome by a store. */
+     * refer to its outcome by a store.  One reference a key, tagged in
+     * its low bits (cache.c): 16 bytes, since the table grows with every
+     * task journaled and its fresh pages are much of a journal's cost. */
     struct invoker__key {
-        uint64_t              hash;
-        struct invoker__task *t;      /* the task, or NULL */
-        invoker__centry      *e;      /* the outcome in memory, or NULL */
-        uint64_t              off;    /* the record's offset (>= 32), or 0 */
-    }                *keys;           /* none of them, hash 0: empty; 1: left */
+        uint64_t  hash;               /* its top 2 bits: what ref is (cache.c) */
+        union {
+            struct invoker__task *t;
+            invoker__centry      *e;
+            uint64_t              off;
+        }         ref;
+    }                *keys;           /* hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
     uint32_t          epoch;          /* rebuilds of keys, ever */
 } invoker__cache;

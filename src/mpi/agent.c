@@ -44,14 +44,19 @@ static bool deep(const agent *a)
     return st.queued >= a->workers;
 }
 
+/* The tag is never dereferenced (the core's promise): it only names the
+ * rank-0 task, so that invoker_cancel_tag finds it with no table here. */
 static void *tag_of(uint64_t id, uint32_t gen)
 {
-    return (void *)(uintptr_t)(id << GEN_BITS | (gen & ((1u << GEN_BITS) - 1)));
+    uintptr_t v = (uintptr_t)(id << GEN_BITS | (gen & ((1u << GEN_BITS) - 1)));
+    return (void *)v;   // NOLINT(performance-no-int-to-ptr): a name, never a pointer
 }
 
-static void put(agent *a, const invoker__mpi_rec *r, const void *data, size_t len)
+/* One record, its payload data (len bytes) then more (more_len bytes). */
+static void put2(agent *a, const invoker__mpi_rec *r, const void *data, size_t len,
+                 const void *more, size_t more_len)
 {
-    size_t size = invoker__mpi_rec_size(len);
+    size_t size = invoker__mpi_rec_size(len + more_len);
     /* A message holds a batch's worth, or one record larger than that:
      * rank 0 bounds what it receives by it. */
     if (a->len && a->len + size > INVOKER__MPI_BATCH) {
@@ -74,8 +79,15 @@ static void put(agent *a, const invoker__mpi_rec *r, const void *data, size_t le
     memcpy(a->out + a->len, r, sizeof *r);
     if (len)
         memcpy(a->out + a->len + sizeof *r, data, len);
-    memset(a->out + a->len + sizeof *r + len, 0, size - sizeof *r - len);
+    if (more_len)
+        memcpy(a->out + a->len + sizeof *r + len, more, more_len);
+    memset(a->out + a->len + sizeof *r + len + more_len, 0, size - sizeof *r - len - more_len);
     a->len += size;
+}
+
+static void put(agent *a, const invoker__mpi_rec *r, const void *data, size_t len)
+{
+    put2(a, r, data, len, NULL, 0);
 }
 
 static void outcome(agent *a, const invoker_task *task, uint32_t type, int fail, int code,
@@ -87,15 +99,19 @@ static void outcome(agent *a, const invoker_task *task, uint32_t type, int fail,
     r.type = type;
     r.id = (uint64_t)tag >> GEN_BITS;
     r.gen = (uint32_t)(tag & ((1u << GEN_BITS) - 1));
-    r.flags = task->attempts;
+    /* The stderr tail (capture_stderr) follows the result bytes. */
+    size_t tail = task->stderr_tail ? task->stderr_tail_len : 0;
+    if (tail > INVOKER__MPI_TAIL_MAX)
+        tail = INVOKER__MPI_TAIL_MAX;
+    r.flags = (task->attempts < 0xffffu ? task->attempts : 0xffffu) | (uint32_t)tail << 16;
     r.worker = task->worker;
     r.value = task->run_seconds;
     r.cpu_seconds = task->cpu_seconds;
     r.max_rss_kib = task->max_rss_kib;
     r.fail = fail;
     r.code = code;
-    r.len = len;
-    put(a, &r, data, len);
+    r.len = len + tail;
+    put2(a, &r, data, len, task->stderr_tail, tail);
 }
 
 static void on_result(const invoker_task *task, const void *result, size_t len, void *user)

@@ -28,7 +28,8 @@ enum invoker__mpi_type {
                                  flags ADAPTIVE; len argument bytes */
     INVOKER__MPI_CANCEL,      /* rank 0 -> agent: id, gen */
     INVOKER__MPI_RESULT,      /* agent -> rank 0: id, gen, worker, value = run
-                                 seconds, flags = attempts; len result bytes */
+                                 seconds, flags = attempts | tail bytes << 16;
+                                 len result bytes, then the stderr tail */
     INVOKER__MPI_ERROR,       /* agent -> rank 0: as RESULT, fail and code */
     INVOKER__MPI_BEAT,        /* agent -> rank 0: code = workers, fail = busy,
                                  id = workers started */
@@ -71,6 +72,7 @@ enum {
 };
 
 #define INVOKER__MPI_BATCH      ((size_t)256 << 10)  /* a batch's records, past one big one */
+#define INVOKER__MPI_TAIL_MAX   4096u                /* a stderr tail (invoker_task's) */
 #define INVOKER__MPI_TICK_NS    1000000ull           /* longest sleep with tasks out */
 #define INVOKER__MPI_NAP_NS     50000ull             /* first sleep after traffic */
 

@@ -217,13 +217,16 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
 {
     invoker *inv = r->inv;
     endpoint *ep = &r->eps[e];
+    uint32_t attempts = rec->flags & 0xffffu, tail = rec->flags >> 16;
     if (rec->id == 0 || rec->id > inv->next_id || rec->gen > 0xffffu ||
-        rec->worker < -1 || rec->worker >= (int32_t)ep->workers || rec->flags > 1 ||
+        rec->worker < -1 || rec->worker >= (int32_t)ep->workers || attempts > 1 ||
+        tail > INVOKER__MPI_TAIL_MAX || tail > rec->len ||
         !isfinite(rec->value) || rec->value < 0 || !isfinite(rec->cpu_seconds) ||
         rec->cpu_seconds < 0 || rec->max_rss_kib < -1)
         return false;
-    if (rec->type == INVOKER__MPI_RESULT ? rec->len > inv->cfg.max_result_bytes
-                                         : rec->len != 0 || !known_failure(rec->fail))
+    size_t len = (size_t)rec->len - tail;   /* the result's bytes */
+    if (rec->type == INVOKER__MPI_RESULT ? len > inv->cfg.max_result_bytes
+                                         : len != 0 || !known_failure(rec->fail))
         return false;
     invoker__task *t = invoker__sched_find(inv, rec->id);
     if (!t || (t->gen & 0xffffu) != rec->gen)
@@ -231,7 +234,14 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
     if (t->state != INVOKER__TASK_INFLIGHT || t->queue_end != (uint64_t)e)
         return false;  /* this dispatch never went to e */
     ep->inflight--;
-    t->attempts += rec->flags;
+    t->attempts += attempts;
+    free(t->err_tail);   /* this attempt's own, as locally (tasks.c frees it) */
+    t->err_tail = NULL;
+    t->err_len = 0;
+    if (tail && (t->err_tail = malloc(tail)) != NULL) {
+        memcpy(t->err_tail, data + len, tail);
+        t->err_len = (uint16_t)tail;
+    }
     if (rec->worker >= 0)
         t->worker = ep->offset + rec->worker;
     t->run_seconds = rec->value;
@@ -239,7 +249,7 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
     t->max_rss_kib = (long)rec->max_rss_kib;
     if (rec->type == INVOKER__MPI_RESULT) {
         ep->avg_run = ep->avg_run > 0 ? 0.9 * ep->avg_run + 0.1 * rec->value : rec->value;
-        invoker__sched_result(inv, t, data, (size_t)rec->len);
+        invoker__sched_result(inv, t, data, len);
     } else {
         invoker__sched_fail_or_retry(inv, t, (invoker_failure)rec->fail, rec->code);
     }
@@ -329,7 +339,7 @@ static int receive(MPI_Message *m, const MPI_Status *st, size_t max_len, unsigne
 }
 
 /* Every message waiting from the ranks. */
-static void pump_mpi(rank0 *r, uint64_t now)
+static void pump_mpi(rank0 *r)
 {
     for (;;) {
         int flag = 0;
@@ -350,7 +360,9 @@ static void pump_mpi(rank0 *r, uint64_t now)
         unsigned char *buf;
         size_t len;
         int rc = receive(&m, &st, bound, &buf, &len);
-        ep->heard_ns = now;
+        /* Now, not when the pass began: a long pass (callbacks, a slow
+         * host) must not make a rank that spoke during it look silent. */
+        ep->heard_ns = invoker__now_ns();
         r->traffic |= st.MPI_TAG == INVOKER__TAG_DATA;
         if (st.MPI_TAG == INVOKER__TAG_BYE)
             ep->bye = true;
@@ -378,7 +390,7 @@ static void pump_agent(rank0 *r)
         return;
     }
     size_t len;
-    bool bad;
+    bool bad = false;
     const unsigned char *msg;
     while (ep->state == EP_LIVE &&
            (msg = invoker__link_next(&r->agent, &len, r->max_msg, &bad)) != NULL) {
@@ -405,8 +417,7 @@ static void check_silence(rank0 *r, uint64_t now)
 
 static void pump(rank0 *r)
 {
-    uint64_t now = invoker__now_ns();
-    pump_mpi(r, now);
+    pump_mpi(r);
     pump_agent(r);
     check_silence(r, invoker__now_ns());
     test_reqs(r);

@@ -52,19 +52,42 @@ static bool same_arg(const void *a, size_t alen, const void *b, size_t blen)
 
 /* Open addressing with the hash beside each reference: a lookup reads no
  * task, entry or record but those whose hash matches (with a hundred
- * thousand tasks in flight, each is a cache miss).  A key refers to a task
- * being evaluated, a finished outcome in memory and a journal record, any
- * of them; a task or an entry remembers its slot, so that leaving (a
- * tombstone once the key refers to nothing) is a store, which does not
- * wait for the line the way a search would. */
-#define KEY_FREE(k)   ((k).t == NULL && (k).e == NULL && (k).off == 0)
-#define KEY_EMPTY(k)  (KEY_FREE(k) && (k).hash == 0)
-#define TOMBSTONE     1u   /* the hash of a free slot that was used */
+ * thousand tasks in flight, each is a cache miss).  A key refers to one
+ * thing, said by the top 2 bits of its hash word: a task being evaluated,
+ * a finished outcome in memory or a journal record (the hash keeps 62
+ * bits: a collision costs a comparison of bytes, never a wrong answer).
+ * Equal arguments may have a key of each kind, found on one probe.  A
+ * task or an entry remembers its slot, so that leaving (a tombstone) is a
+ * store, which does not wait for the line the way a search would. */
+#define KIND_SHIFT    62
+#define KEY_TASK      1u
+#define KEY_ENTRY     2u
+#define KEY_OFF       3u
+#define HASH_BITS     (~(uint64_t)0 >> 2)
+#define KEY_FREE(k)   (((k).hash >> KIND_SHIFT) == 0)
+#define KEY_EMPTY(k)  ((k).hash == 0)
+#define TOMBSTONE     1u   /* the hash word of a free slot that was used */
+
+static uint64_t key_word(uint64_t hash, unsigned kind)
+{
+    return (hash & HASH_BITS) | (uint64_t)kind << KIND_SHIFT;
+}
+
+static unsigned key_kind(const struct invoker__key *k)
+{
+    return (unsigned)(k->hash >> KIND_SHIFT);
+}
+
+/* k is a key of these argument hash bits. */
+static bool key_of(const struct invoker__key *k, uint64_t hash)
+{
+    return ((k->hash ^ hash) & HASH_BITS) == 0 && !KEY_FREE(*k);
+}
 
 /* A zeroed array of n keys.  A big one is mapped with huge pages asked
- * for: it grows with the tasks in flight (32 MiB for a million), and
- * faulting it in 4 KiB pages cost a fifth of the parent's time in the
- * trivial benchmark with a journal. */
+ * for: it grows with the tasks in flight and the records (16 MiB for a
+ * million), and faulting it in 4 KiB pages cost a fifth of the parent's
+ * time in the trivial benchmark with a journal. */
 static struct invoker__key *keys_alloc(size_t n)
 {
     size_t bytes = n * sizeof(struct invoker__key);
@@ -127,23 +150,26 @@ static bool key_room(invoker__cache *c)
     return c->nkeys + c->ntombs + 1 < c->nkey_slots;
 }
 
-/* The key that owner (a task or an entry) remembered at slot in epoch. */
+/* The key of owner (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
+ * remembered at slot in epoch. */
 static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
-                                     uint64_t hash, const void *owner)
+                                     uint64_t hash, unsigned kind, const void *owner)
 {
     if (epoch == c->epoch)
         return &c->keys[slot];
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
-    while ((const void *)c->keys[i].t != owner && (const void *)c->keys[i].e != owner)
-        i = (i + 1) & mask;
-    return &c->keys[i];
+    for (;; i = (i + 1) & mask) {
+        const struct invoker__key *k = &c->keys[i];
+        if (key_kind(k) == kind &&
+            (kind == KEY_TASK ? (const void *)k->ref.t : (const void *)k->ref.e) == owner)
+            return &c->keys[i];
+    }
 }
 
-/* k lost a reference: a tombstone once it has none. */
+/* k refers to nothing now: a tombstone. */
 static void key_release(invoker__cache *c, struct invoker__key *k)
 {
-    if (!KEY_FREE(*k))
-        return;
+    k->ref.off = 0;
     k->hash = TOMBSTONE;
     c->ntombs++;
     c->nkeys--;
@@ -153,46 +179,46 @@ int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
 {
     if (!key_room(c))
         return -ENOMEM;
-    const struct invoker__key k = { hash, NULL, NULL, off };
+    const struct invoker__key k = { key_word(hash, KEY_OFF), { .off = off } };
     (void)key_put(c, &k);
     return 0;
 }
 
 static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
 {
-    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, t);
+    return key_home(c, t->twin_slot, t->twin_epoch, t->hash, KEY_TASK, t);
 }
 
 static void twin_lead(invoker__cache *c, invoker__task *t)
 {
     if (!key_room(c))
         return;   /* it runs without leading: its twins run on their own */
-    const struct invoker__key k = { t->hash, t, NULL, 0 };
+    const struct invoker__key k = { key_word(t->hash, KEY_TASK), { .t = t } };
     t->twin_slot = key_put(c, &k);
     t->twin_epoch = c->epoch;
     t->leads = true;
 }
 
-/* t no longer leads: its key refers to what it left behind, or nothing. */
+/* t no longer leads: its key goes. */
 static void twin_retire(invoker__cache *c, invoker__task *t)
 {
-    struct invoker__key *k = task_key(c, t);
-    k->t = NULL;
+    key_release(c, task_key(c, t));
     t->leads = false;
-    key_release(c, k);
 }
 
-/* t's outcome is the journal's record at off: its key says so at once (a
- * submit during the callbacks about to come is answered from it), or a
- * new key does when t leads none. */
+/* t's outcome is the journal's record at off: t's key, when it leads,
+ * comes to refer to the record at once (a submit during the callbacks
+ * about to come is answered from it; the twins already waiting stay on
+ * t's list), else a new key does. */
 static void journaled(invoker *inv, invoker__task *t, uint64_t off)
 {
     invoker__cache *c = &inv->cache;
     t->journaled = true;
+    const struct invoker__key k = { key_word(t->hash, KEY_OFF), { .off = off } };
     if (t->leads) {
-        task_key(c, t)->off = off;
+        *task_key(c, t) = k;
+        t->leads = false;
     } else if (key_room(c)) {
-        const struct invoker__key k = { t->hash, NULL, NULL, off };
         (void)key_put(c, &k);
     }
 }
@@ -225,9 +251,7 @@ static void lru_push_front(invoker__cache *c, invoker__centry *e)
 
 static void entry_drop(invoker__cache *c, invoker__centry *e)
 {
-    struct invoker__key *k = key_home(c, e->key_slot, e->key_epoch, e->hash, e);
-    k->e = NULL;
-    key_release(c, k);
+    key_release(c, key_home(c, e->key_slot, e->key_epoch, e->hash, KEY_ENTRY, e));
     lru_unlink(c, e);
     c->bytes -= e->bytes;
     c->count--;
@@ -262,12 +286,13 @@ static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int 
         memcpy(entry_res(e), res, res_len);
     if (t->arg_len)
         memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
-    if (t->leads) {
+    if (t->leads) {   /* its key comes to refer to the outcome */
         struct invoker__key *k = task_key(c, t);
-        k->e = e;
+        *k = (struct invoker__key){ key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = (size_t)(k - c->keys);
+        t->leads = false;
     } else {
-        const struct invoker__key k = { t->hash, NULL, e, 0 };
+        const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = key_put(c, &k);
     }
     e->key_epoch = c->epoch;
@@ -294,45 +319,60 @@ static bool answer(invoker__task *t, invoker_failure fail, int code, const void 
     return true;
 }
 
+/* t answered by the journal's record at off, if it holds these bytes. */
+static bool answer_journaled(invoker *inv, invoker__task *t, uint64_t off, const void *arg)
+{
+    unsigned char *buf;
+    invoker__jrec rec;
+    if (invoker__journal_read(&inv->journal, off, arg, t->arg_len, &buf, &rec) != 1)
+        return false;
+    /* The record's buffer is the answer: the result sits 16-aligned in it
+     * (malloc's alignment, a 64-byte header, padded argument). */
+    t->cached_buf = buf;
+    t->cached_res = rec.res;
+    t->cached_len = rec.res_len;
+    t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
+    t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
+    t->cached = true;
+    return true;
+}
+
 /* What answers these argument bytes: 1 (t answered from memory or the
- * journal), 2 (a twin in flight, in *twin) or 0.  Within a key, memory
- * first, then the journal (a read), then the twin. */
+ * journal), 2 (a twin in flight, in *twin) or 0.  Memory first, then the
+ * journal (a read, so a second look along the probe), then the twin. */
 static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__task **twin)
 {
     invoker__cache *c = &inv->cache;
-    size_t mask = c->nkey_slots - 1;
-    for (size_t i = (size_t)t->hash & mask; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
+    size_t mask = c->nkey_slots - 1, first = (size_t)t->hash & mask;
+    bool records = false;
+    *twin = NULL;
+    for (size_t i = first; !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
-        if (k->hash != t->hash || KEY_FREE(*k))
+        if (!key_of(k, t->hash))
             continue;
-        invoker__centry *e = k->e;
-        if (e && same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
-            answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
-            lru_unlink(c, e);
-            lru_push_front(c, e);
-            return 1;
-        }
-        unsigned char *buf;
-        invoker__jrec rec;
-        if (k->off &&
-            invoker__journal_read(&inv->journal, k->off, arg, t->arg_len, &buf, &rec) == 1) {
-            /* The record's buffer is the answer: the result sits 16-aligned
-             * in it (malloc's alignment, a 64-byte header, padded argument). */
-            t->cached_buf = buf;
-            t->cached_res = rec.res;
-            t->cached_len = rec.res_len;
-            t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
-            t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
-            t->cached = true;
-            return 1;
-        }
-        invoker__task *d = k->t;
-        if (d && same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len)) {
-            *twin = d;
-            return 2;
+        if (key_kind(k) == KEY_ENTRY) {
+            invoker__centry *e = k->ref.e;
+            if (same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
+                answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
+                lru_unlink(c, e);
+                lru_push_front(c, e);
+                return 1;
+            }
+        } else if (key_kind(k) == KEY_OFF) {
+            records = true;
+        } else if (!*twin) {
+            invoker__task *d = k->ref.t;
+            if (same_arg(invoker__task_arg(inv, d), d->arg_len, arg, t->arg_len))
+                *twin = d;
         }
     }
-    return 0;
+    for (size_t i = first; records && !KEY_EMPTY(c->keys[i]); i = (i + 1) & mask) {
+        const struct invoker__key *k = &c->keys[i];
+        if (key_of(k, t->hash) && key_kind(k) == KEY_OFF &&
+            answer_journaled(inv, t, k->ref.off, arg))
+            return 1;
+    }
+    return *twin ? 2 : 0;
 }
 
 int invoker__cache_init(invoker *inv)
@@ -456,6 +496,12 @@ bool invoker__cache_stage(invoker *inv, invoker__task *t, invoker_failure fail, 
 {
     if (t->cached || t->journaled)
         return false;
+#if defined(__GNUC__) || defined(__clang__)
+    /* Its key comes to refer to the record after the write (journaled):
+     * a cache miss, fetched while the write runs. */
+    if (t->leads && t->twin_epoch == inv->cache.epoch)
+        __builtin_prefetch(&inv->cache.keys[t->twin_slot], 1);
+#endif
     uint32_t kind = fail ? INVOKER__JREC_OBJECTIVE : INVOKER__JREC_RESULT;
     return invoker__journal_stage(&inv->journal, t->hash, invoker__task_arg(inv, t), t->arg_len,
                                   kind, fail ? code : 0, fail ? NULL : res,

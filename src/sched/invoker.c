@@ -217,12 +217,14 @@ static int open_store(invoker *inv)
 }
 
 /* The scheduler's half of an invoker: config, ids, descriptors; no
- * workers.  0 and *out, or a negative errno with nothing left behind. */
-static int create_sched(invoker **out, const invoker_config *cfg, const invoker__backend_ops *ops)
+ * workers.  The invoker, or NULL and a negative errno in *err with
+ * nothing left behind. */
+static invoker *create_sched(const invoker_config *cfg, const invoker__backend_ops *ops, int *err)
 {
     invoker *inv = calloc(1, sizeof *inv);
+    *err = -ENOMEM;
     if (!inv)
-        return -ENOMEM;
+        return NULL;
     inv->epfd = inv->urgent_fd = inv->timerfd = inv->kickfd = inv->idle_rd = inv->idle_wr = -1;
     inv->queue_rd = inv->queue_wr = -1;
     inv->fs.sock = inv->fs.pidfd = -1;
@@ -232,7 +234,8 @@ static int create_sched(invoker **out, const invoker_config *cfg, const invoker_
     int rc = take_config(cfg, &inv->cfg);
     if (rc) {
         free(inv);
-        return rc;
+        *err = rc;
+        return NULL;
     }
     inv->magic = INVOKER__MAGIC;
     inv->key = draw_key(inv);
@@ -267,12 +270,13 @@ static int create_sched(invoker **out, const invoker_config *cfg, const invoker_
         (rc = invoker__watch(inv, inv->idle_rd, INVOKER__EV_IDLE, 0)) != 0)
         goto fail;
     inv->ops = ops;
-    *out = inv;
-    return 0;
+    *err = 0;
+    return inv;
 
 fail:
     release(inv);
-    return rc;
+    *err = rc < 0 ? rc : -EIO;
+    return NULL;
 }
 
 int invoker__sched_create(invoker **out, const invoker_config *cfg,
@@ -286,9 +290,9 @@ int invoker__sched_create(invoker **out, const invoker_config *cfg,
     memset(&c, 0, sizeof c);
     memcpy(&c, cfg, size < sizeof c ? size : sizeof c);
     c.workers = 1;   /* the backend's business: take_config looks no further */
-    invoker *inv;
-    int rc = create_sched(&inv, &c, ops);
-    if (rc)
+    int rc;
+    invoker *inv = create_sched(&c, ops, &rc);
+    if (!inv)
         return rc;
     inv->nworkers = inv->nrecords = 0;
     inv->backend = state;
@@ -304,9 +308,9 @@ int invoker_create(invoker **out, const invoker_config *cfg)
 {
     if (!out || !cfg)
         return -EINVAL;
-    invoker *inv;
-    int rc = create_sched(&inv, cfg, &local_ops);
-    if (rc)
+    int rc;
+    invoker *inv = create_sched(cfg, &local_ops, &rc);
+    if (!inv)
         return rc;
     if (inv->cfg.inline_mode) {
         if ((rc = open_store(inv)) != 0)

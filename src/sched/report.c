@@ -153,7 +153,7 @@ static void serve_twins(invoker *inv, invoker__task *t, invoker_failure fail, in
  * made outside one (invoker_cancel, a submit that cannot run). */
 void invoker__report_later(invoker *inv, invoker__task *t, invoker_failure fail, int code)
 {
-    if (t->leads)   /* its twins run on their own from now */
+    if (t->leads || t->twins.head)   /* its twins run on their own from now */
         invoker__cache_record(inv, t, fail, code, NULL, 0);
     detach(inv, t);
     t->fail = fail;

@@ -57,6 +57,9 @@ int main(int argc, char **argv)
     unlink(a.marker);
     unsigned retried = 0;
     for (unsigned i = 0; i < TASKS; i++) {
+        if (!outs[i].ok)
+            printf("task %u: %s %d after %u attempts\n", i, invoker_failure_name(outs[i].fail),
+                   outs[i].code, outs[i].attempts);
         CHECK(outs[i].calls == 1);
         CHECK(outs[i].ok);
         CHECK(outs[i].value == (uint64_t)i * 3 + 1);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 
 #define TASKS 3000u
 
@@ -73,8 +74,21 @@ int main(int argc, char **argv)
     invoker_stats st;
     invoker_get_stats(inv, &st);
     CHECK(st.workers == 3);
+    /* Driven from an event loop on invoker_fd, as event_loop.c does: the
+     * descriptor must wake it while tasks are out on other ranks. */
     for (uint64_t i = 0; i < TASKS; i++)
         CHECK(invoker_submit(inv, &i, sizeof i, (void *)(uintptr_t)i, NULL) == 0);
+    int fd = invoker_fd(inv);
+    CHECK(fd >= 0);
+    double t0 = now_s();
+    invoker_get_stats(inv, &st);
+    while (st.succeeded + st.failed < TASKS) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        CHECK(poll(&p, 1, 5000) == 1);   /* never a 5 s silence */
+        CHECK(invoker_poll(inv, 0) >= 0);
+        invoker_get_stats(inv, &st);
+        CHECK(now_s() - t0 < 60);
+    }
     CHECK(invoker_wait(inv) == 0);
     unsigned on[3] = { 0, 0, 0 };
     for (uint64_t i = 0; i < TASKS; i++) {

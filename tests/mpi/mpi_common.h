@@ -32,7 +32,18 @@ typedef struct outcome {
     unsigned attempts;
     uint64_t value;               /* the result, for tests that send one */
     double   at;                  /* seconds since start, at the callback */
+    char     tail[64];            /* the start of its stderr tail */
+    size_t   tail_len;            /* the whole tail's length */
 } outcome;
+
+static inline void rec_tail(outcome *o, const invoker_task *t)
+{
+    o->tail_len = t->stderr_tail_len;
+    size_t n = t->stderr_tail_len < sizeof o->tail - 1 ? t->stderr_tail_len : sizeof o->tail - 1;
+    if (n)
+        memcpy(o->tail, t->stderr_tail, n);
+    o->tail[n] = 0;
+}
 
 static inline double now_s(void)
 {
@@ -50,6 +61,7 @@ static inline void rec_result(const invoker_task *t, const void *res, size_t len
     o->worker = t->worker;
     o->attempts = t->attempts;
     o->at = now_s();
+    rec_tail(o, t);
     if (len == sizeof o->value)
         memcpy(&o->value, res, sizeof o->value);
     else
@@ -66,6 +78,7 @@ static inline void rec_error(const invoker_task *t, invoker_failure f, int code,
     o->worker = t->worker;
     o->attempts = t->attempts;
     o->at = now_s();
+    rec_tail(o, t);
 }
 
 #endif
