@@ -44,11 +44,11 @@ echo "installed: $(cd "$prefix" && find . -type f -o -type l | sort | tr '\n' ' 
 step "exported symbols: only the public invoker_* API"
 all_exported=$(nm -D --defined-only "$libdir/libinvoker.so" | awk '$2 ~ /^[TDBRWV]$/ { print $3 }')
 # The scheduler's seam for libinvoker_mpi: exported, declared in the
-# uninstalled src/invoker_sched.h and nowhere else.
+# uninstalled src/sched/invoker_sched.h and nowhere else.
 sched=$(grep -o '^invoker__sched_[a-z_]*' <<<"$all_exported" | sort || true)
-sched_declared=$(grep -o 'invoker__sched_[a-z_]*(' "$src/src/invoker_sched.h" | tr -d '(' | sort)
+sched_declared=$(grep -o 'invoker__sched_[a-z_]*(' "$src/src/sched/invoker_sched.h" | tr -d '(' | sort)
 [[ $sched == "$sched_declared" ]] ||
-    fail "seam exports differ from src/invoker_sched.h: $(diff <(echo "$sched") <(echo "$sched_declared") | tr '\n' ' ')"
+    fail "seam exports differ from src/sched/invoker_sched.h: $(diff <(echo "$sched") <(echo "$sched_declared") | tr '\n' ' ')"
 if grep -rq 'invoker__sched' "$prefix/include"; then fail "the seam's header is installed"; fi
 exported=$(grep -v '^invoker__sched_' <<<"$all_exported")
 bad=$(grep -v '^invoker_[a-z]' <<<"$exported" | grep -v '^_init$\|^_fini$' || true)

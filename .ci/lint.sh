@@ -46,9 +46,10 @@ echo "==> $(clang-tidy --version | grep -i 'version' | head -n 1 | sed 's/^ *//'
 # One clang-tidy per file, in parallel, each into its own log; the checks
 # are in .clang-tidy.  The consumer is not in the compile database.
 mkdir "$work/logs"
+# Every source under src/: the core's layers and src/mpi/.
 # shellcheck disable=SC2016  # expanded by the inner sh, on purpose
-printf '%s\n' src/*.c src/mpi/*.c | xargs -P "$(nproc 2>/dev/null || echo 4)" -I{} \
-    sh -c 'clang-tidy --quiet -p "$1" "$2" >"$3/$(basename "$2").log" 2>/dev/null || true' \
+find src -name '*.c' | sort | xargs -P "$(nproc 2>/dev/null || echo 4)" -I{} \
+    sh -c 'clang-tidy --quiet -p "$1" "$2" >"$3/$(printf %s "$2" | tr / _).log" 2>/dev/null || true' \
     sh "$build" {} "$work/logs"
 clang-tidy --quiet tests/consumer/main.c -- -std=c11 -Iinclude \
     >"$work/logs/consumer.log" 2>/dev/null || true

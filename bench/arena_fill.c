@@ -1,6 +1,6 @@
 /*
  * How fast can a fresh shared-memory file be filled with arguments?  The
- * measurement behind the argument arena's writes (src/arena.c): one memfd,
+ * measurement behind the argument arena's writes (src/local/arena.c): one memfd,
  * --tasks blocks of --bytes each copied into it from as many distinct,
  * already touched buffers, the way invoker_submit fills its arena.
  *

@@ -136,7 +136,7 @@ typedef struct invoker__slot {
     /* Frames of a packet's finished tasks not yet sent, each followed by a
      * keyed hash of its bytes (the objective can write here): the worker
      * sends them together; the parent delivers them itself if the worker
-     * dies first, or keeps them waiting too long (see deliver_held).
+     * dies first, or keeps them waiting too long (see invoker__frames_deliver_held).
      * Two pages in all. */
     unsigned char    held_frames[INVOKER__HELD_MAX];
 } invoker__slot;
@@ -329,7 +329,8 @@ void           invoker__list_push_back(invoker__list *l, invoker__task *t);
 void           invoker__list_push_front(invoker__list *l, invoker__task *t);
 void           invoker__list_unlink(invoker__list *l, invoker__task *t);
 
-/* ---- worker.c: the one seam between the parent and its workers -------- */
+/* ---- worker.c (the parent's side), child.c (the worker's own), result.c:
+ *      the one seam between the parent and its workers ------------------ */
 
 /* A worker slot, as users number them, has two process records (and two
  * table slots): record k and record k + nworkers.  One holds its worker;
@@ -397,6 +398,7 @@ struct invoker_result {
     long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
     double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
 };
+/* result.c */
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
 /* The objective reaped a child with this peak RSS (from wait4). */
 void invoker__result_note_child(struct invoker_result *r, long max_rss_kib);
@@ -443,7 +445,7 @@ uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
  * each when unknown. */
 void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */
-/* In a new process: leaves it only what a worker may hold (keep, and the
+/* child.c.  In a new process: leaves it only what a worker may hold (keep, and the
  * descriptors every worker reads), with default signal handling. */
 void invoker__child_clean(struct invoker *inv, const int *keep, size_t nkeep);
 /* fork() with every signal blocked across it: restored in the parent, left
@@ -458,7 +460,7 @@ bool invoker__child_bind_to_parent(pid_t parent);
  * allowed: the CPUs it may run on (or NULL), read by the process that
  * forked it before the fork: the parent may pin it the moment it learns
  * its pid, so its own reading could already be the pin (see adopt). */
-void invoker__worker_run(struct invoker *inv, unsigned k, int result_wr, int go, int err_wr,
+void invoker__child_run(struct invoker *inv, unsigned k, int result_wr, int go, int err_wr,
                          const cpu_set_t *allowed) __attribute__((noreturn));
 
 /* ---- forkserver.c: the process that forks workers --------------------- */
@@ -710,8 +712,8 @@ void invoker__cache_flush(struct invoker *inv, struct invoker__task **staged, un
 
 /* The scheduler (ids, queues, retries, stats, exactly-once callbacks) owns
  * the task records; a backend starts, cancels and reports them.  The local
- * fork backend is one (dispatch.c and the files below it); libinvoker_mpi
- * provides another through invoker__sched_create (see invoker_sched.h). */
+ * fork backend is one (src/local/); libinvoker_mpi provides another
+ * through invoker__sched_create (see sched/invoker_sched.h). */
 struct invoker;
 typedef struct invoker__backend_ops {
     int      (*refill)(struct invoker *inv);            /* take pending tasks */
@@ -794,6 +796,18 @@ struct invoker {
     invoker__argbufs argbufs;       /* from invoker_arg_alloc, not yet submitted or freed */
 };
 
+/* Whether t may have a deadline in flight: the same answer all its life. */
+static inline bool invoker__task_timed(const invoker__task *t)
+{
+    return t->timeout > 0 || t->adaptive;
+}
+
+static inline uint64_t invoker__to_ns(double seconds)
+{
+    double ns = seconds * 1e9;
+    return ns >= 1.8e19 ? UINT64_MAX / 2 : (uint64_t)ns;
+}
+
 /* Where t's argument bytes are (NULL when it has none). */
 static inline const void *invoker__task_arg(const invoker *inv, const invoker__task *t)
 {
@@ -840,16 +854,51 @@ static inline unsigned invoker__slot_number(const invoker *inv, unsigned k)
 int  invoker__watch(invoker *inv, int fd, unsigned type, unsigned k);   /* 0 or -errno */
 void invoker__unwatch(invoker *inv, int fd);
 
-/* dispatch.c: the parent's side of the loop */
-int  invoker__dispatch_refill(invoker *inv);
+/* sched/report.c: the one place a task's callback is made */
+/* t's callback, now: t is detached from every index first, and freed. */
+void invoker__report_result(invoker *inv, invoker__task *t, const void *data, size_t len);
+void invoker__report_error(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+/* Decides t's fate now but leaves the callback to the next poll. */
+void invoker__report_later(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+void invoker__report_deliver(invoker *inv);   /* the callbacks left for this poll */
+void invoker__report_requeue(invoker *inv, invoker__task *t);   /* back to pending, a new gen */
+/* A worker died, timed out or failed under t: retry while retries last. */
+void invoker__report_fail_or_retry(invoker *inv, invoker__task *t, invoker_failure fail, int code);
+void invoker__report_release(invoker *inv, invoker__task *t);   /* its record and argument */
+
+/* sched/wake.c: what wakes the caller's loop (invoker_fd) */
+void invoker__wake_kick(invoker *inv);
+void invoker__wake_arm_timer(invoker *inv, uint64_t at_ns);
+void invoker__wake_disarm_timer(invoker *inv);
+
+/* local/queue.c: pending tasks into the queue pipe */
+int  invoker__queue_refill(invoker *inv);
+uint64_t invoker__queue_held_look_at(uint64_t now);   /* the next look at held results */
+
+/* local/frames.c: what workers write back */
+/* The in-flight task with this id and dispatch, or NULL. */
+invoker__task *invoker__frames_current(invoker *inv, uint64_t id, uint32_t gen);
+void invoker__frames_note_start(const invoker *inv, invoker__task *t, unsigned k,
+                                uint64_t start_ns);
+void invoker__frames_usage_alive(const invoker *inv, invoker__task *t, unsigned k);
+bool invoker__frames_read(invoker *inv, unsigned k);   /* false at end of file */
+void invoker__frames_deliver_held(invoker *inv, unsigned k);
+uint64_t invoker__frames_look_at_held(invoker *inv, uint64_t now);   /* when to look next */
+
+/* local/staff.c: deaths read post-mortem, slots refilled */
+void invoker__staff_worker_gone(invoker *inv, unsigned k);
+void invoker__staff_result_eof(invoker *inv, unsigned k);
+void invoker__staff_fail_unrunnable(invoker *inv);
+uint64_t invoker__staff_slots(invoker *inv, uint64_t now);   /* when to try again */
+
+/* local/deadlines.c: timeouts and the sweep for lost tasks */
+uint64_t invoker__deadlines_check_running(invoker *inv, uint64_t now);   /* the next deadline */
+void invoker__deadlines_sweep(invoker *inv, uint64_t now);
+
+/* local/dispatch.c: the parent's side of the loop */
 /* Callbacks made, or -errno.  gather (invoker_wait): results may wait a
  * little while every worker has queued work (see gather_ns). */
 int  invoker__dispatch_run(invoker *inv, int timeout_ms, bool gather);
-void invoker__dispatch_report(invoker *inv, invoker__task *t, invoker_failure fail, int code);
-void invoker__dispatch_finish(invoker *inv, invoker__task *t);
-void invoker__dispatch_release(invoker *inv, invoker__task *t);   /* its record and argument */
-void invoker__dispatch_kick(invoker *inv);
-void invoker__dispatch_arm_timer(invoker *inv, uint64_t at_ns);
 unsigned invoker__dispatch_busy(const invoker *inv);
 void invoker__dispatch_shutdown(invoker *inv);
 void invoker__dispatch_cancel(invoker *inv, invoker__task *t);

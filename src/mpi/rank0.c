@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "invoker_sched.h"
+#include "sched/invoker_sched.h"
 
 #define EV_TICK   0xfff1u   /* epoll types of our own, beside the core's */
 #define EV_AGENT  0xfff2u

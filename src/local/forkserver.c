@@ -106,7 +106,7 @@ static void server_main(invoker *inv, int sock, pid_t parent)
         int fds[3];
         if (recv_request(sock, &k, fds) != 0 || k >= inv->nrecords)
             _exit(0);   /* the parent is gone, or it is not the parent talking */
-        cpu_set_t allowed;   /* before the clone: see invoker__worker_run */
+        cpu_set_t allowed;   /* before the clone: see invoker__child_run */
         bool have_mask = sched_getaffinity(0, sizeof allowed, &allowed) == 0;
         long pid = clone_as_sibling();
         if (pid == 0) {
@@ -116,7 +116,7 @@ static void server_main(invoker *inv, int sock, pid_t parent)
             /* The parent's death signal is not inherited: set again. */
             if (!invoker__child_bind_to_parent(parent))
                 _exit(0);
-            invoker__worker_run(inv, k, fds[0], fds[1], fds[2], have_mask ? &allowed : NULL);
+            invoker__child_run(inv, k, fds[0], fds[1], fds[2], have_mask ? &allowed : NULL);
         }
         int32_t reply = pid < 0 ? -errno : (int32_t)pid;
         close(fds[0]);

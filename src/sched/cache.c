@@ -408,7 +408,7 @@ static void synced_soon(invoker *inv)
 {
     const invoker__journal *j = &inv->journal;
     if (j->dirty_since && !inv->cfg.inline_mode)
-        invoker__dispatch_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
+        invoker__wake_arm_timer(inv, j->dirty_since + SYNC_PERIOD_NS);
 }
 
 uint64_t invoker__cache_hash(const invoker *inv, const void *arg, size_t len)
@@ -462,7 +462,7 @@ void invoker__cache_record(invoker *inv, invoker__task *t, invoker_failure fail,
         }
         if (first) {
             twin_lead(c, first);
-            invoker__dispatch_kick(inv);
+            invoker__wake_kick(inv);
         }
         return;
     }

@@ -1,6 +1,7 @@
 /*
  * The public API: argument checks, creation and destruction, and the entry
- * points that hand over to dispatch.c.  Every entry point validates before
+ * points that hand over to the backend (inv->ops; the local fork backend's
+ * are below, its files in local/).  Every entry point validates before
  * it changes anything, so a failed call leaves the invoker as it was.
  */
 #include "internal.h"
@@ -172,7 +173,7 @@ static int open_queue(invoker *inv)
     return 0;
 }
 
-/* ---- the local fork backend's ops (dispatch.c and below) ---------------- */
+/* ---- the local fork backend's ops (src/local/) ---------------------------- */
 
 static int local_run(invoker *inv, int timeout_ms, bool gather)
 {
@@ -199,7 +200,7 @@ static void local_stats(const invoker *inv, invoker_stats *out)
 }
 
 static const invoker__backend_ops local_ops = {
-    .refill = invoker__dispatch_refill,
+    .refill = invoker__queue_refill,
     .run = local_run,
     .cancel = invoker__dispatch_cancel,
     .busy = local_busy,
@@ -399,7 +400,7 @@ int invoker__submit_enqueue(invoker *inv, invoker__task *t, const invoker__submi
     if (inv->cache.merging) {
         int how = invoker__cache_submit(inv, t, s->arg, s->hash);
         if (how == 1)   /* answered: from the next poll, never from here */
-            invoker__dispatch_report(inv, t, t->fail, t->code);
+            invoker__report_later(inv, t, t->fail, t->code);
         if (how != 0)
             return 0;
     }
@@ -409,9 +410,9 @@ int invoker__submit_enqueue(invoker *inv, invoker__task *t, const invoker__submi
         inv->want_spares = true;   /* a hung task's worker is replaced from a spare */
 
     if (inv->cfg.inline_mode)
-        invoker__dispatch_kick(inv);
+        invoker__wake_kick(inv);
     else if (inv->spawn_tripped && inv->live == 0 && invoker__now_ns() < inv->untrip_at)
-        invoker__dispatch_report(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
+        invoker__report_later(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
     else if (t == inv->pending.head && inv->depth == 0)
         (void)inv->ops->refill(inv);   /* on error it waits in pending */
     /* From a callback it waits for the end of the poll, which stocks the
@@ -446,7 +447,7 @@ static int submit(invoker *inv, const void *arg, size_t arg_len, void *tag, doub
         invoker__arena_write(&inv->arena, t->arg_off, arg, arg_len, fresh);
     }
     if ((rc = invoker__submit_enqueue(inv, t, &s, id)) != 0)
-        invoker__dispatch_release(inv, t);
+        invoker__report_release(inv, t);
     return rc;
 }
 
