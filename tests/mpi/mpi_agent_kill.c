@@ -27,34 +27,13 @@ int main(int argc, char **argv)
 {
     static outcome outs[TASKS];
     invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.objective = objective;
-    cfg.on_result = rec_result;
-    cfg.on_error = rec_error;
-    cfg.user = outs;
-    cfg.retries = 2;
-    invoker_mpi_options opt;
-    invoker_mpi_options_init(&opt);
-    opt.workers_per_rank = 2;
-    opt.rank0_workers = 0;
-    opt.rank_timeout = 5;
+    scenario_config(&cfg, objective, outs, 2);
     invoker *inv = NULL;
-    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    int rc = scenario_create(&inv, &cfg, 2, 5, &argc, &argv);
     if (rc == INVOKER_MPI_SERVED)
         return 0;
     CHECK(rc == 0);
-    harm_arg a;
-    memset(&a, 0, sizeof a);
-    snprintf(a.marker, sizeof a.marker, "/tmp/invoker-mpi-kill-%d", (int)getpid());
-    unlink(a.marker);
-    for (unsigned i = 0; i < TASKS; i++) {
-        a.x = i;
-        a.harm = i == HARM_AT;
-        CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
-    }
-    CHECK(invoker_wait(inv) == 0);
-    CHECK(access(a.marker, F_OK) == 0);   /* the harm was done */
-    unlink(a.marker);
+    harm_run(inv, "kill", TASKS, HARM_AT);
     unsigned retried = 0;
     for (unsigned i = 0; i < TASKS; i++) {
         if (!outs[i].ok)
@@ -73,9 +52,10 @@ int main(int argc, char **argv)
     CHECK(st.workers == 2);   /* one rank of two workers left */
     CHECK(st.retried >= 1 && st.succeeded == TASKS);
     /* The run goes on: more tasks, all on the rank left. */
+    harm_arg a;
+    memset(&a, 0, sizeof a);
     for (unsigned i = 0; i < 50; i++) {
         a.x = i;
-        a.harm = 0;
         CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
     }
     CHECK(invoker_wait(inv) == 0);

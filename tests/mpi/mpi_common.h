@@ -81,4 +81,29 @@ static inline void rec_error(const invoker_task *t, invoker_failure f, int code,
     rec_tail(o, t);
 }
 
+/* The config every scenario starts from: outcomes recorded in outs. */
+static inline void scenario_config(invoker_config *cfg, invoker_objective_fn objective,
+                                   outcome *outs, unsigned retries)
+{
+    invoker_config_init(cfg);
+    cfg->objective = objective;
+    cfg->on_result = rec_result;
+    cfg->on_error = rec_error;
+    cfg->user = outs;
+    cfg->retries = retries;
+}
+
+/* invoker_mpi_create with rank 0 coordinating only and workers on each
+ * serving rank; its return value (INVOKER_MPI_SERVED: return from main). */
+static inline int scenario_create(invoker **inv, const invoker_config *cfg, unsigned workers,
+                                  double rank_timeout, int *argc, char ***argv)
+{
+    invoker_mpi_options opt;
+    invoker_mpi_options_init(&opt);
+    opt.workers_per_rank = workers;
+    opt.rank0_workers = 0;
+    opt.rank_timeout = rank_timeout;
+    return invoker_mpi_create(inv, cfg, &opt, argc, argv);
+}
+
 #endif

@@ -25,19 +25,9 @@ int main(int argc, char **argv)
 {
     static outcome outs[TASKS];
     invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.objective = objective;
-    cfg.on_result = rec_result;
-    cfg.on_error = rec_error;
-    cfg.user = outs;
-    cfg.retries = 3;
-    invoker_mpi_options opt;
-    invoker_mpi_options_init(&opt);
-    opt.workers_per_rank = 1;
-    opt.rank0_workers = 0;
-    opt.rank_timeout = 5;
+    scenario_config(&cfg, objective, outs, 3);
     invoker *inv = NULL;
-    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    int rc = scenario_create(&inv, &cfg, 1, 5, &argc, &argv);
     if (rc == INVOKER_MPI_SERVED)
         return 0;
     CHECK(rc == 0);

@@ -56,4 +56,23 @@ static inline int compute(const harm_arg *a, invoker_result *out)
     return invoker_result_write(out, &y, sizeof y);
 }
 
+/* Submits tasks 0 to n - 1 (tag i, x i), the one at harm_at allowed to do
+ * the harm, its marker named after name and this pid, then waits for them
+ * all and checks that the harm was done. */
+static inline void harm_run(invoker *inv, const char *name, unsigned n, unsigned harm_at)
+{
+    harm_arg a;
+    memset(&a, 0, sizeof a);
+    snprintf(a.marker, sizeof a.marker, "/tmp/invoker-mpi-%s-%d", name, (int)getpid());
+    unlink(a.marker);
+    for (unsigned i = 0; i < n; i++) {
+        a.x = i;
+        a.harm = i == harm_at;
+        CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
+    }
+    CHECK(invoker_wait(inv) == 0);
+    CHECK(access(a.marker, F_OK) == 0);   /* the harm was done */
+    unlink(a.marker);
+}
+
 #endif

@@ -29,34 +29,13 @@ int main(int argc, char **argv)
 {
     static outcome outs[TASKS];
     invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.objective = objective;
-    cfg.on_result = rec_result;
-    cfg.on_error = rec_error;
-    cfg.user = outs;
-    cfg.retries = 2;
-    invoker_mpi_options opt;
-    invoker_mpi_options_init(&opt);
-    opt.workers_per_rank = 1;
-    opt.rank0_workers = 0;
-    opt.rank_timeout = 2;
+    scenario_config(&cfg, objective, outs, 2);
     invoker *inv = NULL;
-    int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
+    int rc = scenario_create(&inv, &cfg, 1, 2, &argc, &argv);
     if (rc == INVOKER_MPI_SERVED)
         return 0;
     CHECK(rc == 0);
-    harm_arg a;
-    memset(&a, 0, sizeof a);
-    snprintf(a.marker, sizeof a.marker, "/tmp/invoker-mpi-relay-%d", (int)getpid());
-    unlink(a.marker);
-    for (unsigned i = 0; i < TASKS; i++) {
-        a.x = i;
-        a.harm = i == HARM_AT;
-        CHECK(invoker_submit(inv, &a, sizeof a, (void *)(uintptr_t)i, NULL) == 0);
-    }
-    CHECK(invoker_wait(inv) == 0);
-    CHECK(access(a.marker, F_OK) == 0);
-    unlink(a.marker);
+    harm_run(inv, "relay", TASKS, HARM_AT);
     unsigned once = 0;
     for (unsigned i = 0; i < TASKS; i++)
         once += outs[i].calls == 1 && outs[i].ok && outs[i].value == (uint64_t)i * 3 + 1;
