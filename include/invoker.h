@@ -607,7 +607,8 @@ typedef struct invoker_stats {
     uint64_t workers_started;        /* every worker that took a slot, restarts
                                         included (a spare counts once it does) */
     unsigned workers, busy, queued;  /* right now: workers able to take a task
-                                        (not killed, not exiting), workers
+                                        (not killed, not exiting; one the fork
+                                        server is making counts), workers
                                         running a task, tasks waiting to start */
     unsigned spares;                 /* right now: spares ready (see
                                         invoker_config.spares) */

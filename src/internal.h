@@ -340,7 +340,8 @@ enum invoker__worker_state {
     INVOKER__WORKER_EMPTY = 0,    /* no process */
     INVOKER__WORKER_LIVE,
     INVOKER__WORKER_DYING,        /* killed or seen closing; not yet reaped */
-    INVOKER__WORKER_SPARE         /* set up, waiting on go to take the slot */
+    INVOKER__WORKER_SPARE,        /* set up, waiting on go to take the slot */
+    INVOKER__WORKER_SPAWNING      /* asked of the fork server; its pid not yet known */
 };
 
 typedef struct invoker__rx {      /* frames read from one worker */
@@ -372,6 +373,9 @@ typedef struct invoker__worker {
     long         reaped_rss_kib;  /* and peak RSS since its last task began; -1 */
     invoker__rx  rx;
     struct invoker__errpipe *err; /* with capture_stderr; else NULL */
+    /* While SPAWNING: the request's number; whether it is to be a spare. */
+    uint64_t     spawn_seq;
+    bool         spawn_spare;
 } invoker__worker;
 
 /* What a worker slot remembers across the processes that fill it. */
@@ -422,10 +426,17 @@ enum { INVOKER__BLAME_RUNNING = 0,   /* the one it runs (a flood: still at it) *
 
 struct invoker;
 /* k below is a process record (see invoker__worker_state). */
-int  invoker__worker_spawn(struct invoker *inv, unsigned k);  /* an EMPTY record; 0 or -errno */
+/* Starts a worker in the EMPTY record k: 0 or -errno.  Asked of the fork
+ * server, the record is SPAWNING until its answer (invoker__worker_spawned)
+ * makes it LIVE; a failure then goes to invoker__staff_spawn_failed. */
+int  invoker__worker_spawn(struct invoker *inv, unsigned k);
 /* Forks a spare into the EMPTY record k: it sets itself up and waits, so
- * that its slot's next worker needs no fork.  0 or -errno. */
+ * that its slot's next worker needs no fork.  0 or -errno, as above. */
 int  invoker__worker_spawn_spare(struct invoker *inv, unsigned k);
+/* The fork server's answer for the SPAWNING record k: the pid (checked to
+ * be our child), a shortage as -errno, or 0: the server failed, the parent
+ * forks (or, while destroying, gives the record up). */
+void invoker__worker_spawned(struct invoker *inv, unsigned k, pid_t pid);
 /* SPARE to LIVE: it goes, woken on cpu when cpu >= 0 (pinned there
  * while it sleeps; it takes its own mask back). */
 void invoker__worker_adopt(struct invoker *inv, unsigned k, int cpu);
@@ -476,19 +487,36 @@ void invoker__child_run(struct invoker *inv, unsigned k, int result_wr, int go, 
 
 typedef struct invoker__forkserver {
     pid_t        pid;             /* 0: none (not made, or given up on) */
-    int          sock;            /* requests and answers; -1 */
+    int          sock;            /* requests and answers, watched; -1 */
     int          pidfd;           /* watched, to reap it when it dies; -1 */
+    unsigned     pending;         /* requests not yet answered (SPAWNING records) */
+    uint64_t     sent_seq;        /* the last request's number */
+    uint64_t     answered_seq;    /* the last answered request's number */
+    uint64_t     due_ns;          /* given up on if silent until then; 0: owes nothing */
 } invoker__forkserver;
 
 bool  invoker__forkserver_supported(void);
 int   invoker__forkserver_start(struct invoker *inv);   /* 0 or -errno: then none */
-/* Has the server fork a worker into record k (a child of this process,
- * its group the server's until the caller moves it), giving it result_wr,
- * go and err_wr (its stderr, when >= 0).  Its pid; 0 when there is no server (the caller forks), or a
- * shortage as -errno. */
-pid_t invoker__forkserver_spawn(struct invoker *inv, unsigned k, int result_wr, int go,
-                                int err_wr);
-void  invoker__forkserver_stop(struct invoker *inv);    /* kills and reaps it */
+/* Asks the server to fork a worker into record k (a child of this
+ * process, its group the server's until the parent moves it), giving it
+ * result_wr, go and err_wr (its stderr, when >= 0), which the caller may
+ * close at once; it marks the record SPAWNING.  The answer comes with
+ * invoker__forkserver_answers.  true: asked; false: there is no server
+ * (now), the caller forks. */
+bool  invoker__forkserver_request(struct invoker *inv, unsigned k, int result_wr, int go,
+                                  int err_wr);
+/* Reads the answers come (INVOKER__EV_FORKED), each to
+ * invoker__worker_spawned; one out of order or not ours ends the server. */
+void  invoker__forkserver_answers(struct invoker *inv);
+/* Ends a server that has owed an answer for SERVER_WAIT_MS; returns when
+ * to look again (UINT64_MAX: it owes nothing). */
+uint64_t invoker__forkserver_check(struct invoker *inv, uint64_t now);
+/* Waits for every request to be answered, or the server given up on
+ * (invoker_create only: the loop never waits on the server). */
+void  invoker__forkserver_await(struct invoker *inv);
+/* Kills and reaps it and its group; every request outstanding falls back
+ * to the parent's fork (invoker__worker_spawned with 0). */
+void  invoker__forkserver_stop(struct invoker *inv);
 
 /* ---- adaptive.c: timeouts from the run times of recent successes ------ */
 
@@ -730,7 +758,7 @@ typedef struct invoker__backend_ops {
 } invoker__backend_ops;
 
 enum { INVOKER__EV_RESULT = 1, INVOKER__EV_PIDFD, INVOKER__EV_TIMER, INVOKER__EV_KICK,
-       INVOKER__EV_SERVER, INVOKER__EV_IDLE, INVOKER__EV_STDERR };
+       INVOKER__EV_SERVER, INVOKER__EV_IDLE, INVOKER__EV_STDERR, INVOKER__EV_FORKED };
 
 struct invoker {
     uint64_t        magic;
@@ -889,6 +917,8 @@ uint64_t invoker__frames_look_at_held(invoker *inv, uint64_t now);   /* when to 
 void invoker__staff_worker_gone(invoker *inv, unsigned k);
 void invoker__staff_result_eof(invoker *inv, unsigned k);
 void invoker__staff_fail_unrunnable(invoker *inv);
+/* Record k's worker (a spare or not) could not be had: its slot backs off. */
+void invoker__staff_spawn_failed(invoker *inv, unsigned k, bool spare, int rc, uint64_t now);
 uint64_t invoker__staff_slots(invoker *inv, uint64_t now);   /* when to try again */
 
 /* local/deadlines.c: timeouts and the sweep for lost tasks */

@@ -1,8 +1,10 @@
 /*
  * How workers come to be: forked by the fork server (a process made at
  * invoker_create), or by the parent when there is none or it is gone;
- * and a spare that moves to the dead worker's CPU gets its whole
- * affinity mask back.
+ * the parent never waits for the server's answer (a deadline that falls
+ * due meanwhile is kept; the server's death, its silence, garbage and
+ * destroy with a request outstanding leave nothing behind); and a spare
+ * that moves to the dead worker's CPU gets its whole affinity mask back.
  *
  * alarm() is the hang guard: its default action ends the test process.
  * INVOKER_TEST_FILTER=<glob> runs only the matching tests.
@@ -11,11 +13,13 @@
 #include "internal.h"   /* the fork server's pid, to kill or stop it */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum { M_REPORT = 1, M_DIE, M_SLEEP };
@@ -65,17 +69,22 @@ static int keep_report(recorder *r, const invoker_task *t, const void *res, size
     return 0;
 }
 
-static invoker *make(recorder *rec, int fork_server, int spares)
+static invoker *make_n(recorder *rec, unsigned workers, int fork_server, int spares)
 {
     rec_init(rec, 64);
     rec->on_result_hook = keep_report;
     invoker_config cfg;
-    rec_config(rec, &cfg, objective, 1);
+    rec_config(rec, &cfg, objective, workers);
     cfg.fork_server = fork_server;
     cfg.spares = spares;
     invoker *inv = NULL;
     assert_int_equal(invoker_create(&inv, &cfg), 0);
     return track(inv);
+}
+
+static invoker *make(recorder *rec, int fork_server, int spares)
+{
+    return make_n(rec, 1, fork_server, spares);
 }
 
 /* One worker, no spares, a fork server (its pid in *server), and the
@@ -243,6 +252,173 @@ static void test_stalled_fork_server_is_given_up_after_a_bound(void **state)
     rec_free(&rec);
 }
 
+/* The record waiting for the fork server's answer, or -1. */
+static int spawning_record(const invoker *inv)
+{
+    for (unsigned k = 0; k < inv->nrecords; k++)
+        if (inv->workers[k].state == INVOKER__WORKER_SPAWNING)
+            return (int)k;
+    return -1;
+}
+
+/* The server stopped, its worker died: the replacement is asked of it
+ * and waits, SPAWNING, for an answer that does not come. */
+static invoker *asked_of_a_stopped_server(recorder *rec, pid_t *server)
+{
+    invoker *inv = served_invoker(rec, server);
+    assert_int_equal(kill(*server, SIGSTOP), 0);
+    die_once(inv, rec);
+    assert_int_equal(inv->fs.pending, 1);
+    assert_true(spawning_record(inv) >= 0);
+    return inv;
+}
+
+/* The replacement the parent forked itself serves, and the server is
+ * gone, reaped. */
+static void parent_forked_the_replacement(invoker *inv, recorder *rec, pid_t server)
+{
+    sp_report r = report(inv, rec, 0);
+    assert_int_equal(r.ppid, getpid());
+    assert_int_equal(r.epoch, 2);   /* forked by the parent, now */
+    assert_int_equal(spawning_record(inv), -1);
+    assert_int_equal(inv->fs.pending, 0);
+    assert_int_equal(stats_fork_server(inv), 0);
+    assert_int_equal(proc_state(server, NULL), 0);
+}
+
+/* While the server owes an answer (stopped: it never comes), the parent
+ * goes on: a deadline that falls due meanwhile is reported on time, the
+ * request still outstanding.  (Blocked on the server, the parent would
+ * report it at the server's bound, 2 s.)  Then the bound: the parent
+ * forks the worker itself. */
+static void test_parent_never_waits_on_the_fork_server(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    int fds0 = count_open_fds();
+    recorder rec;
+    invoker *inv = make_n(&rec, 2, INVOKER_FORK_SERVER_AUTO, INVOKER_SPARES_NEVER);
+    pid_t server = inv->fs.pid;
+    assert_true(server > 0);
+    g_epoch = 2;
+    assert_int_equal(kill(server, SIGSTOP), 0);
+    sp_arg hang = { M_SLEEP, 30000 }, die = { M_DIE, 0 };
+    invoker_id hung, died;
+    double t0 = now_seconds();
+    assert_int_equal(invoker_submit_timeout(inv, &hang, sizeof hang, NULL, 0.3, &hung), 0);
+    assert_int_equal(invoker_submit(inv, &die, sizeof die, NULL, &died), 0);
+    while (rec_get(&rec, hung)->errors == 0)
+        assert_true(invoker_poll(inv, -1) >= 0);
+    double late = rec_get(&rec, hung)->reported_at - t0 - 0.3;
+    printf("[ INFO     ] timeout reported %.1f ms after its deadline, %u request(s) outstanding\n",
+           late * 1e3, inv->fs.pending);
+    assert_int_equal(rec_get(&rec, died)->failure, INVOKER_FAIL_CRASH);
+    assert_true(rec_get(&rec, died)->reported_at < t0 + 0.3);   /* asked before the deadline */
+    assert_int_equal(rec_get(&rec, hung)->failure, INVOKER_FAIL_TIMEOUT);
+    assert_true(late >= 0);
+    assert_true(late < 1.5);   /* the server's bound is 2 s from the request */
+    assert_true(inv->fs.pending >= 1);
+    assert_int_equal(inv->fs.pid, server);
+    parent_forked_the_replacement(inv, &rec, server);
+    assert_int_equal(destroy_tracked(inv), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
+/* The server dies with a request outstanding: the parent forks that
+ * worker itself at once (no wait for the bound). */
+static void test_fork_server_dying_with_a_request_outstanding(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    int fds0 = count_open_fds();
+    recorder rec;
+    pid_t server;
+    invoker *inv = asked_of_a_stopped_server(&rec, &server);
+    double t0 = now_seconds();
+    assert_int_equal(kill(server, SIGKILL), 0);
+    parent_forked_the_replacement(inv, &rec, server);
+    double took = now_seconds() - t0;
+    printf("[ INFO     ] replacement served %.1f ms after the server's death\n", took * 1e3);
+    assert_true(took < 1.5);
+    assert_int_equal(destroy_tracked(inv), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
+/* invoker_destroy with a request outstanding: no wait for the bound, and
+ * the server, whatever it made and the request's descriptors are gone. */
+static void test_destroy_with_a_request_outstanding_leaves_nothing(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    int fds0 = count_open_fds();
+    recorder rec;
+    pid_t server;
+    invoker *inv = asked_of_a_stopped_server(&rec, &server);
+    double t0 = now_seconds();
+    assert_int_equal(destroy_tracked(inv), 0);
+    double took = now_seconds() - t0;
+    printf("[ INFO     ] destroyed in %.1f ms\n", took * 1e3);
+    assert_true(took < 1.5);
+    assert_int_equal(proc_state(server, NULL), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
+/* What comes on the server's socket is checked like anything a worker
+ * sends: a message of another size, an answer for a record not waiting
+ * or out of range, a pid that is not our child, a failure other than a
+ * shortage, or the end of the socket each end the server (killed and
+ * reaped), and the parent forks the worker itself.  The socket is
+ * replaced by one of the test's own, in its descriptor's place. */
+static void test_garbage_on_the_server_socket_ends_it_and_the_parent_forks(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    enum { SHORT, LONG, OTHER_RECORD, OUT_OF_RANGE, NOT_OURS, NOT_A_SHORTAGE, CLOSED, CASES };
+    for (int c = 0; c < CASES; c++) {
+        int fds0 = count_open_fds();
+        recorder rec;
+        pid_t server;
+        invoker *inv = asked_of_a_stopped_server(&rec, &server);
+        int k = spawning_record(inv);
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(dup3(sv[0], inv->fs.sock, O_CLOEXEC), inv->fs.sock);
+        close(sv[0]);
+        int32_t msg[3] = { k, 1, 0 };   /* pid 1: alive, and not ours */
+        size_t len = 2 * sizeof msg[0];
+        if (c == SHORT)
+            len = sizeof msg[0];
+        else if (c == LONG)
+            len = sizeof msg;
+        else if (c == OTHER_RECORD)
+            msg[0] = (int32_t)((k + inv->nworkers) % inv->nrecords);   /* the dead worker's */
+        else if (c == OUT_OF_RANGE)
+            msg[0] = (int32_t)inv->nrecords;
+        else if (c == NOT_A_SHORTAGE)
+            msg[1] = -EINVAL;
+        if (c == CLOSED)
+            close(sv[1]);
+        else
+            assert_int_equal(send(sv[1], msg, len, 0), (ssize_t)len);
+        invoker__forkserver_answers(inv);
+        assert_int_equal(inv->fs.pid, 0);
+        assert_int_equal(inv->workers[k].state, INVOKER__WORKER_LIVE);
+        if (c != CLOSED)
+            close(sv[1]);
+        parent_forked_the_replacement(inv, &rec, server);
+        assert_int_equal(destroy_tracked(inv), 0);
+        end_test(fds0);
+        rec_free(&rec);
+    }
+}
+
 /* A spare that takes the slot of a dead worker pins itself to that
  * worker's CPU to be woken there, then takes back the mask it had: its
  * tasks may run on every CPU the parent may. */
@@ -285,6 +461,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_workers_are_the_parents_children_from_its_memory_at_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_server_killed_costs_nothing_and_the_parent_forks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_fork_server_is_given_up_after_a_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parent_never_waits_on_the_fork_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_server_dying_with_a_request_outstanding, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_with_a_request_outstanding_leaves_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_on_the_server_socket_ends_it_and_the_parent_forks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_moved_to_the_dead_workers_cpu_gets_its_mask_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

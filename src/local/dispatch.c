@@ -79,9 +79,15 @@ static void service_time(invoker *inv)
     next = look < next ? look : next;
     uint64_t sync = invoker__journal_tick(&inv->journal, now);
     next = sync < next ? sync : next;
+    /* A silent fork server given up on: its requests fall back to our
+     * own forks, before the slots are looked at. */
+    if (inv->fs.pending)
+        (void)invoker__forkserver_check(inv, now);
     /* After the kills above: their slots are refilled in this same pass. */
     uint64_t staff = invoker__staff_slots(inv, now);
     next = staff < next ? staff : next;
+    if (inv->fs.pending && inv->fs.due_ns < next)   /* asked just now, or before */
+        next = inv->fs.due_ns;
     if (inv->spawn_tripped && inv->outstanding > 0 && inv->untrip_at < next)
         next = inv->untrip_at;
     invoker__staff_fail_unrunnable(inv);
@@ -202,6 +208,9 @@ static void handle_event(invoker *inv, const struct epoll_event *ev)
     case INVOKER__EV_SERVER:
         invoker__forkserver_stop(inv);   /* killed by someone: reaped; we fork from now on */
         break;
+    case INVOKER__EV_FORKED:
+        invoker__forkserver_answers(inv);
+        break;
     case INVOKER__EV_STDERR:
         if (k < inv->nrecords && inv->workers[k].err)
             (void)invoker__err_read(inv, k, ERR_PASS_BYTES);
@@ -304,6 +313,11 @@ static void wait_for_grace(invoker *inv)
 void invoker__dispatch_shutdown(invoker *inv)
 {
     inv->destroying = true;
+    /* Workers still asked of the fork server: the server and whatever it
+     * made for them go (killed and reaped with its group), and their
+     * records with their descriptors; nothing to wait for. */
+    if (inv->fs.pending)
+        invoker__forkserver_stop(inv);
     for (unsigned k = 0; k < inv->nrecords; k++)
         invoker__worker_kill(inv, k, INVOKER_FAIL_SHUTDOWN);
     if (inv->cfg.kill_grace > 0)

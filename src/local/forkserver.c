@@ -15,6 +15,13 @@
  * stalled mid-request) reads EOF and exits, and is reaped with the
  * server's group.  When the server cannot serve, the parent forks workers
  * itself again, as it does where the server is not built.
+ *
+ * The parent never waits for an answer in its loop: the server, a process
+ * like any other, may wait for a CPU for milliseconds under load, and a
+ * deadline falls due meanwhile.  It sends the request and goes on; the
+ * answer, read when the socket is readable in the epoll set, makes the
+ * record live.  Answers come in the order of the requests, each naming
+ * its record, so one out of turn is not the server's.
  */
 #include "internal.h"
 
@@ -28,8 +35,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* How long the parent waits for the server to answer a request before it
- * gives up on it: far above a clone of any process it could be. */
+/* How long the server may owe an answer before the parent gives up on
+ * it: far above a clone of any process it could be. */
 #define SERVER_WAIT_MS 2000
 
 bool invoker__forkserver_supported(void)
@@ -118,12 +125,12 @@ static void server_main(invoker *inv, int sock, pid_t parent)
                 _exit(0);
             invoker__child_run(inv, k, fds[0], fds[1], fds[2], have_mask ? &allowed : NULL);
         }
-        int32_t reply = pid < 0 ? -errno : (int32_t)pid;
+        int32_t reply[2] = { (int32_t)k, pid < 0 ? -errno : (int32_t)pid };
         close(fds[0]);
         close(fds[1]);
         if (fds[2] >= 0)
             close(fds[2]);
-        if (invoker__fd_write_all(sock, &reply, sizeof reply) != 0)
+        if (invoker__fd_write_all(sock, reply, sizeof reply) != 0)
             _exit(0);
     }
 }
@@ -147,6 +154,15 @@ int invoker__forkserver_start(invoker *inv)
     (void)setpgid(pid, pid);
     inv->fs.pid = pid;
     inv->fs.sock = sv[0];
+    inv->fs.pending = 0;
+    inv->fs.sent_seq = inv->fs.answered_seq = 0;
+    inv->fs.due_ns = 0;
+    /* Its answers are read as they come: without them, no server. */
+    int rc = invoker__watch(inv, sv[0], INVOKER__EV_FORKED, 0);
+    if (rc != 0) {
+        invoker__forkserver_stop(inv);
+        return rc;
+    }
     /* Its death is seen (and it is reaped) at once, not at the next spawn. */
     int pfd = invoker__fd_pidfd_open(pid);
     if (pfd >= 0) {
@@ -181,49 +197,93 @@ static int send_request(int sock, uint32_t k, int result_wr, int go, int err_wr)
     return n == (ssize_t)sizeof k ? 0 : -1;
 }
 
-/* The server's answer: a pid, -errno, or 0 when none came in time. */
-static int32_t read_reply(int sock)
-{
-    uint64_t until = invoker__now_ns() + (uint64_t)SERVER_WAIT_MS * 1000000u;
-    for (;;) {
-        uint64_t now = invoker__now_ns();
-        if (now >= until)
-            return 0;
-        struct pollfd p = { sock, POLLIN, 0 };
-        int r = poll(&p, 1, (int)((until - now + 999999u) / 1000000u));
-        if (r < 0 && errno != EINTR)
-            return 0;
-        if (r <= 0)
-            continue;
-        int32_t reply;
-        ssize_t n;
-        do
-            n = recv(sock, &reply, sizeof reply, MSG_DONTWAIT);
-        while (n < 0 && errno == EINTR);
-        return n == (ssize_t)sizeof reply ? reply : 0;
-    }
-}
-
-pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
+bool invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
     if (inv->fs.pid <= 0)
-        return 0;
-    int32_t reply = 0;
-    if (send_request(inv->fs.sock, k, result_wr, go, err_wr) == 0)
-        reply = read_reply(inv->fs.sock);
-    /* A shortage the parent's own fork would meet too is the answer; any
-     * other failure is the server's, and ends it. */
-    if (reply == -EAGAIN || reply == -ENOMEM)
-        return reply;
-    if (reply > 0) {
+        return false;
+    /* Never blocks: the socket holds far more than the two requests a
+     * slot can have outstanding. */
+    if (send_request(inv->fs.sock, k, result_wr, go, err_wr) != 0) {
+        invoker__forkserver_stop(inv);
+        return false;
+    }
+    if (inv->fs.pending++ == 0)
+        inv->fs.due_ns = invoker__now_ns() + (uint64_t)SERVER_WAIT_MS * 1000000u;
+    inv->workers[k].spawn_seq = ++inv->fs.sent_seq;
+    return true;
+}
+
+/* One answer, checked: true when the server may go on. */
+static bool take_answer(invoker *inv, const int32_t reply[2])
+{
+    uint32_t k = (uint32_t)reply[0];
+    /* Its own record, the oldest request outstanding. */
+    if (!inv->fs.pending || k >= inv->nrecords ||
+        inv->workers[k].state != INVOKER__WORKER_SPAWNING ||
+        inv->workers[k].spawn_seq != inv->fs.answered_seq + 1)
+        return false;
+    int32_t pid = reply[1];
+    if (pid > 0) {
         /* Ours, as CLONE_PARENT promised?  (Zombie or alive: both found.) */
         siginfo_t si;
         memset(&si, 0, sizeof si);
-        if (waitid(P_PID, (id_t)reply, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
-            return (pid_t)reply;
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+            return false;
+    } else if (pid != -EAGAIN && pid != -ENOMEM) {
+        /* A shortage the parent's own fork would meet too is the answer;
+         * any other failure is the server's, and ends it. */
+        return false;
     }
+    inv->fs.answered_seq++;
+    inv->fs.due_ns = --inv->fs.pending ? invoker__now_ns() + (uint64_t)SERVER_WAIT_MS * 1000000u
+                                       : 0;
+    invoker__worker_spawned(inv, k, (pid_t)pid);
+    return true;
+}
+
+void invoker__forkserver_answers(invoker *inv)
+{
+    while (inv->fs.pid > 0) {
+        int32_t reply[3];   /* room for one word more: a longer message is no answer */
+        ssize_t n;
+        do
+            n = recv(inv->fs.sock, reply, sizeof reply, MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        /* Its end closed (it died), an error, or garbage: it is done. */
+        if (n != 2 * (ssize_t)sizeof reply[0] || !take_answer(inv, reply)) {
+            invoker__forkserver_stop(inv);
+            return;
+        }
+    }
+}
+
+uint64_t invoker__forkserver_check(invoker *inv, uint64_t now)
+{
+    if (!inv->fs.pending)
+        return UINT64_MAX;
+    if (now < inv->fs.due_ns)
+        return inv->fs.due_ns;
     invoker__forkserver_stop(inv);
-    return 0;
+    return UINT64_MAX;
+}
+
+void invoker__forkserver_await(invoker *inv)
+{
+    while (inv->fs.pending) {
+        uint64_t now = invoker__now_ns();
+        if (invoker__forkserver_check(inv, now) == UINT64_MAX)
+            return;
+        struct pollfd p = { inv->fs.sock, POLLIN, 0 };
+        int r = poll(&p, 1, (int)((inv->fs.due_ns - now + 999999u) / 1000000u));
+        if (r < 0 && errno != EINTR) {
+            invoker__forkserver_stop(inv);
+            return;
+        }
+        if (r > 0)
+            invoker__forkserver_answers(inv);
+    }
 }
 
 void invoker__forkserver_stop(invoker *inv)
@@ -233,6 +293,8 @@ void invoker__forkserver_stop(invoker *inv)
     if (inv->fs.pidfd >= 0)
         invoker__unwatch(inv, inv->fs.pidfd);
     invoker__fd_close(&inv->fs.pidfd);
+    if (inv->fs.sock >= 0)
+        invoker__unwatch(inv, inv->fs.sock);
     invoker__fd_close(&inv->fs.sock);
     /* Its group: the server, and any worker it made whose pid we never
      * learned (such a one is still in the server's group). */
@@ -246,6 +308,16 @@ void invoker__forkserver_stop(invoker *inv)
         break;
     }
     inv->fs.pid = 0;
+    /* The requests it owed: a worker it made for one is gone with its
+     * group (reaped above), so the parent's own fork of it meets no
+     * orphan on the same pipe and socket. */
+    if (!inv->fs.pending)
+        return;
+    inv->fs.pending = 0;
+    inv->fs.due_ns = 0;
+    for (unsigned k = 0; k < inv->nrecords; k++)
+        if (inv->workers[k].state == INVOKER__WORKER_SPAWNING)
+            invoker__worker_spawned(inv, k, 0);
 }
 
 #else /* no fork server here: the parent forks every worker */
@@ -256,10 +328,26 @@ int invoker__forkserver_start(invoker *inv)
     return -ENOSYS;
 }
 
-pid_t invoker__forkserver_spawn(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
+bool invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
     (void)inv, (void)k, (void)result_wr, (void)go, (void)err_wr;
-    return 0;
+    return false;
+}
+
+void invoker__forkserver_answers(invoker *inv)
+{
+    (void)inv;
+}
+
+uint64_t invoker__forkserver_check(invoker *inv, uint64_t now)
+{
+    (void)inv, (void)now;
+    return UINT64_MAX;
+}
+
+void invoker__forkserver_await(invoker *inv)
+{
+    (void)inv;
 }
 
 void invoker__forkserver_stop(invoker *inv)

@@ -48,6 +48,9 @@ void invoker__staff_fail_unrunnable(invoker *inv)
 {
     if (!inv->spawn_tripped || inv->live > 0)
         return;
+    for (unsigned k = 0; k < inv->nrecords; k++)   /* one asked of the server may come */
+        if (inv->workers[k].state == INVOKER__WORKER_SPAWNING && !inv->workers[k].spawn_spare)
+            return;
     invoker__task *t;
     while ((t = inv->inflight.head) != NULL)
         invoker__report_error(inv, t, INVOKER_FAIL_NO_WORKER, inv->last_spawn_error);
@@ -235,6 +238,17 @@ void invoker__staff_result_eof(invoker *inv, unsigned k)
     w->eof_at = invoker__now_ns();
 }
 
+void invoker__staff_spawn_failed(invoker *inv, unsigned k, bool spare, int rc, uint64_t now)
+{
+    invoker__seat *seat = &inv->seats[invoker__slot_number(inv, k)];
+    if (spare) {   /* a spare that cannot be had is no failure: the slot is served */
+        seat->spare_at = now + backoff_ns(++seat->spare_streak);
+        return;
+    }
+    seat->respawn_at = now + backoff_ns(++seat->fail_streak);
+    startup_failed(inv, rc);
+}
+
 /* Gives every slot without a live worker one: its spare at once, else a
  * fork, without waiting for the worker it replaces to be dead (that one
  * keeps its own record and table slot until it is read post-mortem).
@@ -247,7 +261,7 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
         return next;
     for (unsigned s = 0; s < inv->nworkers; s++) {
         invoker__seat *seat = &inv->seats[s];
-        bool live = false, grace = false;
+        bool live = false, grace = false, coming = false;
         int spare = -1, empty = -1;
         for (unsigned k = s; k < inv->nrecords; k += inv->nworkers) {
             int state = inv->workers[k].state;
@@ -255,11 +269,14 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
              * is gone, not while a program of it may still be flushing. */
             grace |= state == INVOKER__WORKER_DYING && inv->workers[k].term_at;
             live |= state == INVOKER__WORKER_LIVE;
+            coming |= state == INVOKER__WORKER_SPAWNING;
             spare = state == INVOKER__WORKER_SPARE ? (int)k : spare;
             empty = state == INVOKER__WORKER_EMPTY ? (int)k : empty;
         }
         if (grace && !live)
             continue;   /* invoker__workers_grace times it */
+        if (coming)
+            continue;   /* the server's answer brings the slot's worker or spare */
         if (!live && spare >= 0) {
             /* With its predecessor gone (not still dying), the CPU it
              * left is free. */
@@ -283,9 +300,9 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
             continue;
         }
         if (live) {
-            /* A spare that cannot be had is no failure: the slot is served. */
-            if (invoker__worker_spawn_spare(inv, (unsigned)empty) != 0) {
-                seat->spare_at = now + backoff_ns(++seat->spare_streak);
+            int rc = invoker__worker_spawn_spare(inv, (unsigned)empty);
+            if (rc != 0) {
+                invoker__staff_spawn_failed(inv, (unsigned)empty, true, rc, now);
                 next = seat->spare_at < next ? seat->spare_at : next;
             }
             continue;
@@ -295,8 +312,7 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
             inv->queue_full = false;
             continue;
         }
-        seat->respawn_at = now + backoff_ns(++seat->fail_streak);
-        startup_failed(inv, rc);
+        invoker__staff_spawn_failed(inv, (unsigned)empty, false, rc, now);
         next = seat->respawn_at < next ? seat->respawn_at : next;
         if (inv->spawn_tripped)
             return next;

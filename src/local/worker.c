@@ -76,10 +76,59 @@ static void send_word(invoker__worker *w, int cpu)
     invoker__fd_close(&w->go);
 }
 
-/* Starts a process in the empty record k, tracked from now on: its
- * result pipe and pidfd are watched.  The fork server forks it where there
- * is one, else we do.  A spare waits for its word (see adopt); so does,
- * for a moment, any worker of the fork server (see forkserver.c). */
+/* Record k's descriptors closed, and the record EMPTY: its process could
+ * not be had. */
+static void drop(invoker *inv, unsigned k)
+{
+    invoker__worker *w = &inv->workers[k];
+    invoker__fd_close(&w->result_rd);
+    invoker__fd_close(&w->go);
+    if (w->err)
+        invoker__fd_close(&w->err->fd);
+    w->state = INVOKER__WORKER_EMPTY;
+}
+
+/* Record k's process has come (pid > 0) or could not be had (-errno).
+ * Tracked from now on: its result pipe and pidfd are watched.  0 or
+ * -errno (the record is then EMPTY). */
+static int started(invoker *inv, unsigned k, pid_t pid, bool spare)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (pid < 0) {
+        drop(inv, k);
+        return (int)pid;
+    }
+    /* Also here, so that killing the group cannot miss a worker that has
+     * not yet run its own setpgid (nor take the fork server's group). */
+    (void)setpgid(pid, pid);
+
+    w->pid = pid;
+    w->state = spare ? INVOKER__WORKER_SPARE : INVOKER__WORKER_LIVE;
+    int pfd = invoker__fd_pidfd_open(pid);
+    w->pidfd = pfd >= 0 ? pfd : -1;
+    if (!spare && w->go >= 0)
+        send_word(w, -1);
+
+    int rc = invoker__watch(inv, w->result_rd, INVOKER__EV_RESULT, k);
+    if (rc == 0 && w->err)
+        rc = invoker__watch(inv, w->err->fd, INVOKER__EV_STDERR, k);
+    if (w->pidfd < 0)   /* its death would show only at its pipe's end: never gather */
+        invoker__fd_close(&inv->urgent_fd);
+    else if (rc == 0)
+        rc = invoker__watch(inv, w->pidfd, INVOKER__EV_PIDFD, k);
+    if (w->state == INVOKER__WORKER_LIVE) {
+        inv->live++;
+        inv->stats.workers_started++;
+    }
+    if (rc != 0)   /* without its events the parent could not see it: do not keep it */
+        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+    return 0;
+}
+
+/* Starts a process in the empty record k.  The fork server forks it where
+ * there is one (the record waits, SPAWNING, for its answer), else we do.
+ * A spare waits for its word (see adopt); so does, for a moment, any
+ * worker of the fork server (see forkserver.c). */
 static int fork_worker(invoker *inv, unsigned k, bool spare)
 {
     invoker__worker *w = &inv->workers[k];
@@ -103,27 +152,8 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
         return rc;
     }
     invoker__table_reset_slot(&inv->table, k);
-    pid_t pid = invoker__forkserver_spawn(inv, k, res[1], go[1], err_wr);
-    if (pid == 0)
-        pid = fork_here(inv, k, res, go[0] >= 0 ? go : NULL, err_wr);
-    close(res[1]);
-    invoker__fd_close(&go[1]);
-    invoker__fd_close(&err_wr);
-    if (pid < 0) {
-        close(res[0]);
-        invoker__fd_close(&go[0]);
-        if (w->err)
-            invoker__fd_close(&w->err->fd);
-        return (int)pid;
-    }
-    /* Also here, so that killing the group cannot miss a worker that has
-     * not yet run its own setpgid (nor take the fork server's group). */
-    (void)setpgid(pid, pid);
-
     w->result_rd = res[0];
-    w->pid = pid;
     w->go = go[0];
-    w->state = spare ? INVOKER__WORKER_SPARE : INVOKER__WORKER_LIVE;
     w->kill_reason = 0;
     w->blame = INVOKER__BLAME_RUNNING;
     w->garbage = false;
@@ -132,25 +162,38 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
     w->eof_at = 0;
     w->init_code = 0;
     w->rx.len = 0;
-    int pfd = invoker__fd_pidfd_open(pid);
-    w->pidfd = pfd >= 0 ? pfd : -1;
-    if (!spare && w->go >= 0)
-        send_word(w, -1);
-
-    rc = invoker__watch(inv, w->result_rd, INVOKER__EV_RESULT, k);
-    if (rc == 0 && w->err)
-        rc = invoker__watch(inv, w->err->fd, INVOKER__EV_STDERR, k);
-    if (w->pidfd < 0)   /* its death would show only at its pipe's end: never gather */
-        invoker__fd_close(&inv->urgent_fd);
-    else if (rc == 0)
-        rc = invoker__watch(inv, w->pidfd, INVOKER__EV_PIDFD, k);
-    if (w->state == INVOKER__WORKER_LIVE) {
-        inv->live++;
-        inv->stats.workers_started++;
-    }
-    if (rc != 0)   /* without its events the parent could not see it: do not keep it */
-        invoker__worker_kill(inv, k, INVOKER_FAIL_PROTOCOL);
+    bool asked = invoker__forkserver_request(inv, k, res[1], go[1], err_wr);
+    pid_t pid = asked ? 0 : fork_here(inv, k, res, go[0] >= 0 ? go : NULL, err_wr);
+    /* The worker's ends are its own now, or the server's (a message in
+     * flight holds what it carries). */
+    close(res[1]);
+    invoker__fd_close(&go[1]);
+    invoker__fd_close(&err_wr);
+    if (!asked)
+        return started(inv, k, pid, spare);
+    w->state = INVOKER__WORKER_SPAWNING;
+    w->spawn_spare = spare;
     return 0;
+}
+
+void invoker__worker_spawned(invoker *inv, unsigned k, pid_t pid)
+{
+    invoker__worker *w = &inv->workers[k];
+    if (w->state != INVOKER__WORKER_SPAWNING)
+        return;
+    bool spare = w->spawn_spare;
+    int rc;
+    if (pid != 0) {
+        rc = started(inv, k, pid, spare);
+    } else {
+        /* The server failed, and its group went with it: any worker it
+         * made for this request too.  We fork one, on new descriptors
+         * (none, while destroying). */
+        drop(inv, k);
+        rc = inv->destroying ? 0 : fork_worker(inv, k, spare);
+    }
+    if (rc != 0 && !inv->destroying)
+        invoker__staff_spawn_failed(inv, k, spare, rc, invoker__now_ns());
 }
 
 int invoker__worker_spawn(invoker *inv, unsigned k)

@@ -102,7 +102,8 @@ int invoker__watch(invoker *inv, int fd, unsigned type, unsigned k)
     if (epoll_ctl(inv->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return -errno;
     bool urgent = type == INVOKER__EV_TIMER || type == INVOKER__EV_KICK ||
-                  type == INVOKER__EV_PIDFD || type == INVOKER__EV_IDLE;
+                  type == INVOKER__EV_PIDFD || type == INVOKER__EV_IDLE ||
+                  type == INVOKER__EV_FORKED;
     /* A set that misses one could hold a deadline or a death back for a
      * whole gather: without it, results are never gathered.  A worker's
      * stderr (INVOKER__EV_STDERR) is not urgent: bytes wait in its pipe,
@@ -193,7 +194,11 @@ static void local_stats(const invoker *inv, invoker_stats *out)
      * and not yet reaped no longer counts. */
     for (unsigned k = 0; k < inv->nrecords; k++) {
         const invoker__worker *w = &inv->workers[k];
-        out->workers += w->state == INVOKER__WORKER_LIVE && !w->eof_at;
+        /* A worker asked of the fork server counts, as one forked here
+         * does from its fork on: it takes tasks once its answer comes.  A
+         * spare does only once it could take a slot. */
+        out->workers += (w->state == INVOKER__WORKER_LIVE && !w->eof_at) ||
+                        (w->state == INVOKER__WORKER_SPAWNING && !w->spawn_spare);
         out->spares += w->state == INVOKER__WORKER_SPARE && !w->eof_at;
     }
     out->fork_server = inv->fs.pid > 0;
@@ -351,12 +356,18 @@ int invoker_create(invoker **out, const invoker_config *cfg)
      * workers, so that a journal refused wastes no worker. */
     if ((rc = open_store(inv)) != 0)
         goto fail;
-    for (unsigned k = 0; k < inv->nworkers; k++) {
-        if ((rc = invoker__worker_spawn(inv, k)) != 0) {
-            /* Resources, not a worker's fault: give back what we took. */
-            invoker__dispatch_shutdown(inv);
-            goto fail;
-        }
+    for (unsigned k = 0; k < inv->nworkers && rc == 0; k++)
+        rc = invoker__worker_spawn(inv, k);
+    /* The first workers are had before we return (the loop never waits
+     * on the fork server; here, nothing else is due). */
+    invoker__forkserver_await(inv);
+    for (unsigned k = 0; k < inv->nworkers && rc == 0; k++)
+        if (inv->workers[k].state != INVOKER__WORKER_LIVE)
+            rc = inv->last_spawn_error < 0 ? inv->last_spawn_error : -EAGAIN;
+    if (rc != 0) {
+        /* Resources, not a worker's fault: give back what we took. */
+        invoker__dispatch_shutdown(inv);
+        goto fail;
     }
     *out = inv;
     return 0;
