@@ -253,9 +253,12 @@ typedef struct invoker_config {
      * and every worker starts from the parent's memory as it was then
      * (as the first ones always did).  The server holds the parent's
      * pages as they were at create (shared until the parent writes them).
+     * The parent never waits for the server in invoker_poll or
+     * invoker_wait: it sends a request and reads the answer when it comes.
      * Where it cannot be had (not Linux with glibc 2.34 or later, no fork
-     * to spare at create, or the server killed or stalled), the parent
-     * forks them itself, from its memory of the moment.
+     * to spare at create, or the server killed or silent for 2 s while it
+     * owes an answer), the parent forks them itself, from its memory of
+     * the moment.
      * _NEVER: the parent always does.  Other values: -EINVAL. */
     int                  fork_server;
     /* Journal, resume and cache: arguments are keyed by their bytes, and
