@@ -11,9 +11,12 @@ does:
   B  reported in the same pass as a report that was late (gap < 0.3 ms)
   C  the control thread as late (control >= late - 0.6): the wake-up
      itself was late, for every thread
-  D  the parent on a CPU for all but < 0.6 ms of the lateness: busy
-  E  asleep past the deadline, neither queued nor running, while the
-     control thread woke on time: held up inside the parent
+  D  the rest, where the lateness since the callback before it (the
+     window: the lateness, or the gap when shorter) is the parent's
+     run-queue wait and time on a CPU, in parts, but for < 0.6 ms
+  E  asleep past the deadline: >= 0.6 ms of the window neither queued
+     nor running, while the control thread woke on time: held up
+     inside the parent (a blocking call)
 
 Prints runs, runs with a late report, late reports, and each class with
 its count and worst lateness (ms).
@@ -30,7 +33,7 @@ def classify(late, rq, gap, oncpu, control):
         return "B"
     if control >= late - TOL:
         return "C"
-    if oncpu >= late - TOL:
+    if min(late, gap) - rq - oncpu < TOL:
         return "D"
     return "E"
 
