@@ -428,7 +428,9 @@ struct invoker;
 /* k below is a process record (see invoker__worker_state). */
 /* Starts a worker in the EMPTY record k: 0 or -errno.  Asked of the fork
  * server, the record is SPAWNING until its answer (invoker__worker_spawned)
- * makes it LIVE; a failure then goes to invoker__staff_spawn_failed. */
+ * makes it LIVE; a failure then goes to invoker__staff_spawn_failed.
+ * -EBUSY: the server has more requests than its socket queues; the
+ * record stays EMPTY, to be asked for after its next answer. */
 int  invoker__worker_spawn(struct invoker *inv, unsigned k);
 /* Forks a spare into the EMPTY record k: it sets itself up and waits, so
  * that its slot's next worker needs no fork.  0 or -errno, as above. */
@@ -501,9 +503,10 @@ int   invoker__forkserver_start(struct invoker *inv);   /* 0 or -errno: then non
  * process, its group the server's until the parent moves it), giving it
  * result_wr, go and err_wr (its stderr, when >= 0), which the caller may
  * close at once; it marks the record SPAWNING.  The answer comes with
- * invoker__forkserver_answers.  true: asked; false: there is no server
- * (now), the caller forks. */
-bool  invoker__forkserver_request(struct invoker *inv, unsigned k, int result_wr, int go,
+ * invoker__forkserver_answers.  1: asked; 0: there is no server (now),
+ * the caller forks; -EBUSY: the socket's queue is full, ask again after
+ * the server's next answer (one is owed). */
+int   invoker__forkserver_request(struct invoker *inv, unsigned k, int result_wr, int go,
                                   int err_wr);
 /* Reads the answers come (INVOKER__EV_FORKED), each to
  * invoker__worker_spawned; one out of order or not ours ends the server. */

@@ -426,6 +426,65 @@ static void test_garbage_on_the_server_socket_ends_it_and_the_parent_forks(void 
     }
 }
 
+/* More requests than the server's socket holds (its send buffer, made
+ * as small as it goes here: a few requests): when every worker dies at
+ * once with the server stopped, the parent reports every death without
+ * waiting on the full socket; the rest are asked for as the server
+ * answers, once it runs again, every one forked by it. */
+static void test_more_requests_than_the_socket_holds_never_block(void **state)
+{
+    (void)state;
+    if (!invoker__forkserver_supported())
+        skip();
+    enum { N = 12 };
+    int fds0 = count_open_fds();
+    recorder rec;
+    invoker *inv = make_n(&rec, N, INVOKER_FORK_SERVER_AUTO, INVOKER_SPARES_NEVER);
+    pid_t server = inv->fs.pid;
+    assert_true(server > 0);
+    int small = 1;   /* the kernel's least */
+    assert_int_equal(setsockopt(inv->fs.sock, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    g_epoch = 2;
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_int_equal(st.workers, N);
+    assert_int_equal(st.workers_started, N);
+    assert_int_equal(kill(server, SIGSTOP), 0);
+    sp_arg die = { M_DIE, 0 };
+    double t0 = now_seconds();
+    for (int i = 0; i < N; i++)
+        assert_int_equal(invoker_submit(inv, &die, sizeof die, NULL, NULL), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    double took = now_seconds() - t0;
+    printf("[ INFO     ] %d deaths reported in %.1f ms, %u requests outstanding\n", N,
+           took * 1e3, inv->fs.pending);
+    assert_int_equal(rec.errors, N);
+    assert_true(took < 1.5);   /* the server's bound is 2 s */
+    assert_true(inv->fs.pending > 0);
+    assert_true(inv->fs.pending < N);   /* the socket was full: the rest wait */
+    assert_int_equal(inv->fs.pid, server);
+    assert_int_equal(kill(server, SIGCONT), 0);
+    /* Every slot refilled, by the server: from the memory of create. */
+    double until = now_seconds() + 2.0 * slack();
+    do {
+        assert_true(invoker_poll(inv, 0) >= 0);
+        invoker_get_stats(inv, &st);
+        sleep_us(1000);
+    } while ((st.workers_started < 2 * N || inv->fs.pending) && now_seconds() < until);
+    assert_int_equal(st.workers_started, 2 * N);
+    assert_int_equal(st.workers, N);
+    assert_int_equal(stats_fork_server(inv), 1);
+    for (int i = 0; i < N; i++) {
+        sp_report r = report(inv, &rec, 0);
+        assert_int_equal(r.epoch, 1);
+        assert_int_equal(r.ppid, getpid());
+    }
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(proc_state(server, NULL), 0);
+    end_test(fds0);
+    rec_free(&rec);
+}
+
 /* A spare that takes the slot of a dead worker pins itself to that
  * worker's CPU to be woken there, then takes back the mask it had: its
  * tasks may run on every CPU the parent may. */
@@ -472,6 +531,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fork_server_dying_with_a_request_outstanding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_a_request_outstanding_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_server_socket_ends_it_and_the_parent_forks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_more_requests_than_the_socket_holds_never_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spare_moved_to_the_dead_workers_cpu_gets_its_mask_back, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

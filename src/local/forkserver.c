@@ -192,25 +192,31 @@ static int send_request(int sock, uint32_t k, int result_wr, int go, int err_wr)
     memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     ssize_t n;
     do
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return -EAGAIN;
     return n == (ssize_t)sizeof k ? 0 : -1;
 }
 
-bool invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
+int invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
     if (inv->fs.pid <= 0)
-        return false;
-    /* Never blocks: the socket holds far more than the two requests a
-     * slot can have outstanding. */
-    if (send_request(inv->fs.sock, k, result_wr, go, err_wr) != 0) {
+        return 0;
+    /* Never blocks: the socket queues few messages (net.unix.
+     * max_dgram_qlen, 10 by default), and a burst of deaths may ask for
+     * more; the rest wait for its next answer. */
+    int rc = send_request(inv->fs.sock, k, result_wr, go, err_wr);
+    if (rc == -EAGAIN && inv->fs.pending)
+        return -EBUSY;
+    if (rc != 0) {
         invoker__forkserver_stop(inv);
-        return false;
+        return 0;
     }
     if (inv->fs.pending++ == 0)
         inv->fs.due_ns = invoker__now_ns() + (uint64_t)SERVER_WAIT_MS * 1000000u;
     inv->workers[k].spawn_seq = ++inv->fs.sent_seq;
-    return true;
+    return 1;
 }
 
 /* One answer, checked: true when the server may go on. */
@@ -328,10 +334,10 @@ int invoker__forkserver_start(invoker *inv)
     return -ENOSYS;
 }
 
-bool invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
+int invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go, int err_wr)
 {
     (void)inv, (void)k, (void)result_wr, (void)go, (void)err_wr;
-    return false;
+    return 0;
 }
 
 void invoker__forkserver_answers(invoker *inv)

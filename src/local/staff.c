@@ -301,7 +301,7 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
         }
         if (live) {
             int rc = invoker__worker_spawn_spare(inv, (unsigned)empty);
-            if (rc != 0) {
+            if (rc != 0 && rc != -EBUSY) {   /* busy: the server's next answer brings us back */
                 invoker__staff_spawn_failed(inv, (unsigned)empty, true, rc, now);
                 next = seat->spare_at < next ? seat->spare_at : next;
             }
@@ -312,6 +312,8 @@ uint64_t invoker__staff_slots(invoker *inv, uint64_t now)
             inv->queue_full = false;
             continue;
         }
+        if (rc == -EBUSY)
+            continue;   /* the server's next answer brings us back */
         invoker__staff_spawn_failed(inv, (unsigned)empty, false, rc, now);
         next = seat->respawn_at < next ? seat->respawn_at : next;
         if (inv->spawn_tripped)

@@ -162,13 +162,17 @@ static int fork_worker(invoker *inv, unsigned k, bool spare)
     w->eof_at = 0;
     w->init_code = 0;
     w->rx.len = 0;
-    bool asked = invoker__forkserver_request(inv, k, res[1], go[1], err_wr);
+    int asked = invoker__forkserver_request(inv, k, res[1], go[1], err_wr);
     pid_t pid = asked ? 0 : fork_here(inv, k, res, go[0] >= 0 ? go : NULL, err_wr);
     /* The worker's ends are its own now, or the server's (a message in
      * flight holds what it carries). */
     close(res[1]);
     invoker__fd_close(&go[1]);
     invoker__fd_close(&err_wr);
+    if (asked < 0) {
+        drop(inv, k);
+        return asked;
+    }
     if (!asked)
         return started(inv, k, pid, spare);
     w->state = INVOKER__WORKER_SPAWNING;

@@ -356,8 +356,13 @@ int invoker_create(invoker **out, const invoker_config *cfg)
      * workers, so that a journal refused wastes no worker. */
     if ((rc = open_store(inv)) != 0)
         goto fail;
-    for (unsigned k = 0; k < inv->nworkers && rc == 0; k++)
+    for (unsigned k = 0; k < inv->nworkers && rc == 0; k++) {
         rc = invoker__worker_spawn(inv, k);
+        if (rc == -EBUSY) {   /* more than the server's socket queues */
+            invoker__forkserver_await(inv);
+            rc = invoker__worker_spawn(inv, k);
+        }
+    }
     /* The first workers are had before we return (the loop never waits
      * on the fork server; here, nothing else is due). */
     invoker__forkserver_await(inv);
