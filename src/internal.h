@@ -429,7 +429,7 @@ struct invoker;
 /* Starts a worker in the EMPTY record k: 0 or -errno.  Asked of the fork
  * server, the record is SPAWNING until its answer (invoker__worker_spawned)
  * makes it LIVE; a failure then goes to invoker__staff_spawn_failed.
- * -EBUSY: the server has more requests than its socket queues; the
+ * -EBUSY: the server has more requests than its socket holds; the
  * record stays EMPTY, to be asked for after its next answer. */
 int  invoker__worker_spawn(struct invoker *inv, unsigned k);
 /* Forks a spare into the EMPTY record k: it sets itself up and waits, so
@@ -504,8 +504,8 @@ int   invoker__forkserver_start(struct invoker *inv);   /* 0 or -errno: then non
  * result_wr, go and err_wr (its stderr, when >= 0), which the caller may
  * close at once; it marks the record SPAWNING.  The answer comes with
  * invoker__forkserver_answers.  1: asked; 0: there is no server (now),
- * the caller forks; -EBUSY: the socket's queue is full, ask again after
- * the server's next answer (one is owed). */
+ * the caller forks; -EBUSY: the socket is full, ask again after the
+ * server's next answer (one is owed). */
 int   invoker__forkserver_request(struct invoker *inv, unsigned k, int result_wr, int go,
                                   int err_wr);
 /* Reads the answers come (INVOKER__EV_FORKED), each to

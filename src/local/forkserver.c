@@ -203,9 +203,9 @@ int invoker__forkserver_request(invoker *inv, unsigned k, int result_wr, int go,
 {
     if (inv->fs.pid <= 0)
         return 0;
-    /* Never blocks: the socket queues few messages (net.unix.
-     * max_dgram_qlen, 10 by default), and a burst of deaths may ask for
-     * more; the rest wait for its next answer. */
+    /* Never blocks: a burst of deaths may ask for more than the socket's
+     * buffer holds while the server is slow; the rest wait for its next
+     * answer. */
     int rc = send_request(inv->fs.sock, k, result_wr, go, err_wr);
     if (rc == -EAGAIN && inv->fs.pending)
         return -EBUSY;
@@ -315,8 +315,8 @@ void invoker__forkserver_stop(invoker *inv)
     }
     inv->fs.pid = 0;
     /* The requests it owed: a worker it made for one is gone with its
-     * group (reaped above), so the parent's own fork of it meets no
-     * orphan on the same pipe and socket. */
+     * group (reaped above); the parent forks its own, on new
+     * descriptors. */
     if (!inv->fs.pending)
         return;
     inv->fs.pending = 0;

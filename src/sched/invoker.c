@@ -358,7 +358,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         goto fail;
     for (unsigned k = 0; k < inv->nworkers && rc == 0; k++) {
         rc = invoker__worker_spawn(inv, k);
-        if (rc == -EBUSY) {   /* more than the server's socket queues */
+        if (rc == -EBUSY) {   /* more than the server's socket holds */
             invoker__forkserver_await(inv);
             rc = invoker__worker_spawn(inv, k);
         }
@@ -367,7 +367,7 @@ int invoker_create(invoker **out, const invoker_config *cfg)
      * on the fork server; here, nothing else is due). */
     invoker__forkserver_await(inv);
     for (unsigned k = 0; k < inv->nworkers && rc == 0; k++)
-        if (inv->workers[k].state != INVOKER__WORKER_LIVE)
+        if (inv->workers[k].state == INVOKER__WORKER_EMPTY)   /* the server could not */
             rc = inv->last_spawn_error < 0 ? inv->last_spawn_error : -EAGAIN;
     if (rc != 0) {
         /* Resources, not a worker's fault: give back what we took. */
