@@ -41,11 +41,7 @@ int main(int argc, char **argv)
     int alone = alone_env && !strcmp(alone_env, "1");
     unsigned own = alone ? cpus() - (cpus() > 1) : 0;   /* rank 0's workers */
     invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.objective = objective;
-    cfg.on_result = rec_result;
-    cfg.on_error = rec_error;
-    cfg.user = outs;
+    scenario_config(&cfg, objective, outs, 0);
     invoker_mpi_options opt;
     invoker_mpi_options_init(&opt);
     opt.workers_per_rank = 1;
