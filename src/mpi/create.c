@@ -16,6 +16,7 @@
 #include "internal.h"
 
 #define DEFAULT_RANK_TIMEOUT 30.0
+#define MAX_RANK_TIMEOUT     (24.0 * 24 * 3600)   /* 24 days: forever, as an int of ms */
 
 void invoker_mpi_options_init(invoker_mpi_options *opt)
 {
@@ -82,7 +83,8 @@ int invoker_mpi_create(invoker **out, const invoker_config *cfg, const invoker_m
         (cfg->size && cfg->size < offsetof(invoker_config, max_queued)) ||
         (cfg->size && cfg->size > sizeof *cfg) ||
         !isfinite(o.rank_timeout) || o.rank_timeout < 0 || o.rank0_workers < -1 ||
-        o.workers_per_rank > 4096 || o.rank0_workers > 4096)
+        o.workers_per_rank > 4096 || o.rank0_workers > 4096 ||
+        cfg->max_arg_bytes > INVOKER_MPI_MAX_BYTES || cfg->max_result_bytes > INVOKER_MPI_MAX_BYTES)
         return -EINVAL;
     size_t size = cfg->size ? cfg->size : sizeof *cfg;
     if (size >= offsetof(invoker_config, inline_mode) + sizeof cfg->inline_mode &&
@@ -120,6 +122,8 @@ int invoker_mpi_create(invoker **out, const invoker_config *cfg, const invoker_m
     env.agent_pid = pid;
     env.agent_fd = sv[0];
     env.rank_timeout = o.rank_timeout > 0 ? o.rank_timeout : DEFAULT_RANK_TIMEOUT;
+    if (env.rank_timeout > MAX_RANK_TIMEOUT)
+        env.rank_timeout = MAX_RANK_TIMEOUT;   /* in int milliseconds below */
     env.max_arg = cfg->max_arg_bytes ? cfg->max_arg_bytes : INVOKER__DEFAULT_MAX;
     env.max_result = cfg->max_result_bytes ? cfg->max_result_bytes : INVOKER__DEFAULT_MAX;
     if (MPI_Init(argc, argv) != MPI_SUCCESS) {
