@@ -531,7 +531,8 @@ typedef struct invoker__errpipe {
 
 typedef struct invoker__errsink {
     int            fd;            /* where forwarded bytes go; -1: nowhere */
-    bool           own;           /* fd is ours (a non-blocking reopening of 2) */
+    bool           own;           /* fd is ours: a copy of 2, or a reopening */
+    bool           nonblock;      /* a non-blocking reopening: written without a poll */
     bool           sock;          /* send() with MSG_DONTWAIT */
     bool           fifo;          /* a pipe: a vanished reader must not raise SIGPIPE */
     bool           prefix;        /* "[worker N] " before each line */
