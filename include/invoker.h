@@ -393,8 +393,13 @@ enum { INVOKER_SYNC_BATCH = 0, INVOKER_SYNC_EACH = 1, INVOKER_SYNC_NONE = 2 };
  * Each attempt of a task (a retry is another attempt) runs in a fresh work
  * directory, WORKDIR_ROOT/invoker-TAG-ID-ATTEMPT (TAG: 8 hex digits drawn
  * per invoker, ID the task id, ATTEMPT the attempt), made with mode 0700
- * and the program's current directory (a relative workdir_root is taken
- * from the worker's current directory).  The program is started with
+ * and the program's current directory (a relative workdir_root, and the
+ * TMPDIR a NULL one uses, are taken as they are at invoker_create; in
+ * inline mode, at each call).  Names are unique, not secret: on a /tmp
+ * shared with other users, one who saw a name could make a later attempt
+ * fail (-EEXIST) by taking its name first; give such a run a workdir_root
+ * of its own.  Whatever the program leaves there, read-only directories
+ * included, is removed (keep_workdir).  The program is started with
  * execvp (PATH searched when argv[0] has no '/'; a relative path with a
  * '/', "./sim", is taken from the worker's current directory, not the
  * work directory), never through a shell,
@@ -420,7 +425,8 @@ enum { INVOKER_SYNC_BATCH = 0, INVOKER_SYNC_EACH = 1, INVOKER_SYNC_NONE = 2 };
  *   128 + N  the program was killed by signal N (SIGSEGV: 139)
  *   < 0      -errno: the attempt could not be set up (work directory,
  *            input file, pipes, fork) or, after exit 0, output_name could
- *            not be read (-ENOENT: the program did not write it)
+ *            not be read (-ENOENT: the program did not write it; -EINVAL:
+ *            not a regular file)
  * and with INVOKER_FAIL_TOO_LARGE when the output passes max_result_bytes
  * (the program is then killed with SIGKILL at once).  invoker_config's
  * timeout, kill_grace and retries apply as to any objective; the program

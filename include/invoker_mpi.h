@@ -68,7 +68,10 @@ typedef struct invoker_mpi_options {
                                   node with spare CPUs: its CPUs less one), 0 never,
                                   N workers */
     double   rank_timeout;     /* seconds without a word from a rank before it is
-                                  lost; 0: 30.  Finite and >= 0, else -EINVAL */
+                                  lost; 0: 30; over 24 days: 24 days.  Finite and
+                                  >= 0, else -EINVAL.  Time rank 0 spends in a
+                                  pass of callbacks longer than 50 ms counts for
+                                  no rank's silence */
 } invoker_mpi_options;
 
 /* Sets the defaults: workers_per_rank 0, rank0_workers -1, rank_timeout 0
@@ -87,7 +90,8 @@ INVOKER_API void invoker_mpi_options_init(invoker_mpi_options *opt);
  *
  * Errors, as negative errno, before any MPI call and on every rank:
  * -EINVAL (out, cfg or a required callback NULL, cfg.size out of range,
- * cfg.inline_mode set, an option out of range), -EALREADY (MPI already
+ * cfg.inline_mode set, an option out of range, cfg.max_arg_bytes or
+ * cfg.max_result_bytes over INVOKER_MPI_MAX_BYTES), -EALREADY (MPI already
  * initialised), or what socketpair and fork return.  After MPI_Init, on
  * rank 0 only (the serving ranks then return INVOKER_MPI_SERVED, and MPI
  * is finalised everywhere): -EINVAL (anything else invoker_create
@@ -96,6 +100,10 @@ INVOKER_API void invoker_mpi_options_init(invoker_mpi_options *opt);
 INVOKER_API int invoker_mpi_create(invoker **out, const invoker_config *cfg,
                                    const invoker_mpi_options *opt, int *argc, char ***argv);
 #define INVOKER_MPI_SERVED 1
+
+/* The largest cfg.max_arg_bytes and cfg.max_result_bytes invoker_mpi_create
+ * takes (an MPI message counts its bytes in an int): 1 GiB. */
+#define INVOKER_MPI_MAX_BYTES ((size_t)1 << 30)
 
 #ifdef __cplusplus
 }

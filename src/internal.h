@@ -401,6 +401,8 @@ struct invoker_result {
     uint32_t       dir_tag;       /* per invoker: names its work directories */
     long           child_rss_kib; /* peak of a child the objective reaped; -1: none */
     double         cpu_limit;     /* the config's, for a program; 0 in inline mode */
+    const char    *root;          /* the command objective's work directory root,
+                                     absolute, as at invoker_create; NULL: resolve now */
 };
 /* result.c */
 int  invoker__result_reserve(struct invoker_result *r, size_t len);
@@ -417,6 +419,11 @@ bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir
  * id (attempt): removes the work directory the dead worker could not,
  * when the config keeps none. */
 void invoker__command_cleanup(const struct invoker *inv, uint64_t id, unsigned attempt);
+/* The work directory root of cmd made absolute now (malloc'd), so that the
+ * parent and every worker find the same directories whatever the cwd and
+ * TMPDIR later; NULL when cmd is not valid or the cwd cannot be read (then
+ * each resolves it when it needs it), or -ENOMEM in *rc. */
+char *invoker__command_root(const void *cmd, int *rc);
 uint32_t invoker__command_dir_tag(uint64_t key);
 
 /* A worker killed for breaking the protocol: which of its tasks pays. */
@@ -562,7 +569,8 @@ typedef struct invoker__errpipe {
 
 typedef struct invoker__errsink {
     int            fd;            /* where forwarded bytes go; -1: nowhere */
-    bool           own;           /* fd is ours (a non-blocking reopening of 2) */
+    bool           own;           /* fd is ours: a copy of 2, or a reopening */
+    bool           nonblock;      /* a non-blocking reopening: written without a poll */
     bool           sock;          /* send() with MSG_DONTWAIT */
     bool           fifo;          /* a pipe: a vanished reader must not raise SIGPIPE */
     bool           prefix;        /* "[worker N] " before each line */
@@ -787,6 +795,7 @@ struct invoker {
 
     invoker__table  table;
     invoker__arena  arena;
+    char           *command_root;  /* invoker_command_objective's, resolved at create */
     invoker__forkserver fs;
     invoker__worker *workers;       /* process records, two per slot */
     invoker__seat   *seats;

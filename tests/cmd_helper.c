@@ -209,6 +209,21 @@ int main(int argc, char **argv)
         (void)symlink("/", "a/root");
         write_all(1, "ok", 2);
         return argc > 2 ? atoi(argv[2]) : 0;
+    } else if (!strcmp(mode, "rodir")) {       /* a tree its owner cannot write */
+        if (mkdir("sub", 0700) != 0 || mkdir("sub/deep", 0700) != 0)
+            return 97;
+        FILE *f = fopen("sub/deep/file", "w");
+        if (f)
+            fclose(f);
+        if (chmod("sub/deep", 0500) != 0 || chmod("sub", 0) != 0)
+            return 97;
+        write_all(1, "ok", 2);
+    } else if (!strcmp(mode, "fifo")) {        /* argv[2] a FIFO where output is read */
+        return mkfifo(argv[2], 0600) == 0 ? 0 : 97;
+    } else if (!strcmp(mode, "stdin")) {       /* whether descriptor 0 is open */
+        write_all(1, fcntl(0, F_GETFD) >= 0 ? "open" : "closed", fcntl(0, F_GETFD) >= 0 ? 4 : 6);
+    } else if (!strcmp(mode, "sleep")) {
+        sleep((unsigned)atoi(argv[2]));
     } else {
         return 98;
     }

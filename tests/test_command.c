@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1375,6 +1376,148 @@ static void test_inline_mode_runs_the_program_from_the_caller(void **state)
     box_free(b);
 }
 
+/* ---- what a program leaves, and where the root is ---------------------------- */
+
+/* A FIFO where the output file is read fails the attempt (-EINVAL, not a
+ * regular file) at once, rather than hang the worker on its open. */
+static void test_an_output_fifo_fails_the_attempt_not_the_worker(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "fifo", "out", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    cmd.output_name = "out";
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make(b, &cmd, 1, 20, 0);
+    invoker_id id;
+    double t0 = now_seconds();
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_OBJECTIVE);
+    assert_int_equal(b->s[id].code, -EINVAL);
+    assert_true(now_seconds() - t0 < 10 * slack());   /* not the 20 s timeout */
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(entries(root), 0);
+    box_free(b);
+}
+
+/* A program started from a caller whose descriptor 0 is closed (inline
+ * mode) still gets a stdin (/dev/null), not a closed 0. */
+static void test_a_program_has_a_stdin_when_the_caller_has_none(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "stdin", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    cmd.input = INVOKER_INPUT_NONE;
+    box *b = calloc(1, sizeof *b);
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.inline_mode = 1;
+    cfg.objective = invoker_command_objective;
+    cfg.objective_ctx = &cmd;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    int saved = fcntl(0, F_DUPFD_CLOEXEC, 3);
+    assert_true(saved >= 0);
+    close(0);
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(dup2(saved, 0), 0);
+    close(saved);
+    assert_int_equal(b->s[id].ok, 1);
+    assert_int_equal(b->s[id].len, 4);
+    assert_memory_equal(b->s[id].result, "open", 4);
+    assert_int_equal(destroy_tracked(inv), 0);
+    box_free(b);
+}
+
+/* A relative workdir_root is the one of invoker_create: a timed-out
+ * attempt's directory, made by its worker, is removed by the parent
+ * after the caller changed directory (it was looked for elsewhere). */
+static void test_a_relative_root_is_resolved_at_create(void **state)
+{
+    (void)state;
+    static const char *const argv[] = { CMD_HELPER, "sleep", "60", NULL };
+    static invoker_command cmd;
+    command(&cmd, argv);
+    cmd.workdir_root = "wd";
+    cmd.input = INVOKER_INPUT_NONE;
+    char here[4096], wd[300];
+    assert_non_null(getcwd(here, sizeof here));
+    snprintf(wd, sizeof wd, "%s/wd", root);
+    assert_int_equal(mkdir(wd, 0700), 0);
+    assert_int_equal(chdir(root), 0);
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make(b, &cmd, 1, 0.5, 0);
+    assert_int_equal(chdir("/"), 0);
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, NULL, 0, NULL, &id), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b->s[id].failure, INVOKER_FAIL_TIMEOUT);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(chdir(here), 0);
+    assert_int_equal(entries(wd), 0);
+    assert_int_equal(rmdir(wd), 0);
+    assert_int_equal(helpers_gone_within(5), 0);
+    box_free(b);
+}
+
+/* A tree the program made unwritable (mode 0 and 0500 directories) is
+ * removed all the same.  As root permissions would not stop us: the
+ * invoker runs in a child that became nobody. */
+static void test_a_read_only_tree_is_removed(void **state)
+{
+    (void)state;
+    char helper[300];
+    snprintf(helper, sizeof helper, "%s/helper", root);
+    char copy[600];
+    snprintf(copy, sizeof copy, "cp '%s' '%s'", CMD_HELPER, helper);
+    assert_int_equal(system(copy), 0);
+    assert_int_equal(chmod(root, 0777), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(2);
+        const char *argv[] = { helper, "rodir", NULL };
+        invoker_command cmd;
+        invoker_command_init(&cmd);
+        cmd.argv = argv;
+        cmd.workdir_root = root;
+        cmd.input = INVOKER_INPUT_NONE;
+        box *b = calloc(1, sizeof *b);
+        invoker_config cfg;
+        invoker_config_init(&cfg);
+        cfg.workers = 1;
+        cfg.objective = invoker_command_objective;
+        cfg.objective_ctx = &cmd;
+        cfg.on_result = on_ok;
+        cfg.on_error = on_fail;
+        cfg.user = b;
+        invoker *inv;
+        if (!b || invoker_create(&inv, &cfg) != 0)
+            _exit(3);
+        invoker_id id;
+        if (invoker_submit(inv, NULL, 0, NULL, &id) != 0 || invoker_wait(inv) != 0)
+            _exit(4);
+        int ok = b->s[id].ok;
+        if (invoker_destroy(inv) != 0)
+            _exit(5);
+        _exit(!ok ? 6 : entries(root) != 1 ? 7 : 0);   /* the helper's copy only */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(unlink(helper), 0);
+}
+
 int main(void)
 {
     set_filter();
@@ -1403,6 +1546,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forensics_of_a_timed_out_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_limit_applies_to_the_program, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inline_mode_runs_the_program_from_the_caller, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_output_fifo_fails_the_attempt_not_the_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_program_has_a_stdin_when_the_caller_has_none, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_relative_root_is_resolved_at_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_read_only_tree_is_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -529,6 +529,51 @@ static void test_forwarding_into_a_file(void **state)
     assert_memory_equal(got, want, len);
 }
 
+/* Forwarding goes to descriptor 2 as it was at invoker_create: a file
+ * the caller opens at 2 later gets nothing of ours, and a pipe with no
+ * reader put there raises no SIGPIPE (it used to: the parent died). */
+static void test_forwarding_stays_with_the_stderr_of_create(void **state)
+{
+    (void)state;
+    char path_a[] = "/tmp/invoker-stderr-XXXXXX", path_b[] = "/tmp/invoker-stderr-XXXXXX";
+    int fd_a = mkstemp(path_a), fd_b0 = mkstemp(path_b);
+    assert_true(fd_a >= 0 && fd_b0 >= 0);
+    unlink(path_a);
+    int saved = stderr_to(fd_a);
+    recorder r;
+    int fds = count_open_fds();
+    invoker *inv = make(&r, INVOKER_STDERR_PREFIX, 1, NULL);
+    assert_int_equal(close(2), 0);
+    assert_int_equal(open(path_b, O_WRONLY | O_APPEND | O_CLOEXEC), 2);   /* a file at 2 now */
+    unlink(path_b);
+    submit(inv, A_LINES, 3, 0, 77, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    int dead[2];
+    assert_int_equal(pipe2(dead, O_CLOEXEC), 0);
+    assert_int_equal(dup2(dead[1], 2), 2);   /* and then a pipe nobody reads */
+    close(dead[0]);
+    close(dead[1]);
+    submit(inv, A_LINES, 3, 0, 78, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(dup2(fd_a, 2), 2);
+    finish(&r, fds);
+    stderr_back(saved);
+    char got[1024];
+    assert_int_equal(pread(fd_b0, got, sizeof got, 0), 0);   /* the file at 2: nothing */
+    close(fd_b0);
+    ssize_t n = pread(fd_a, got, sizeof got - 1, 0);
+    close(fd_a);
+    char want[512];
+    size_t len = 0;
+    for (uint32_t seed = 77; seed <= 78; seed++)
+        for (uint32_t i = 0; i < 3; i++) {
+            len += (size_t)snprintf(want + len, sizeof want - len, "[worker 0] ");
+            len += line_of(want + len, sizeof want - len, seed, i);
+        }
+    assert_int_equal((size_t)n, len);
+    assert_memory_equal(got, want, len);
+}
+
 /* ---- off, bad values, descriptors ------------------------------------------------ */
 
 /* Off: the workers write to the parent's stderr themselves, the bytes
@@ -732,6 +777,8 @@ int main(void)
         cmocka_unit_test_teardown(test_forwarding_plain_tty_into_a_pipe_and_tail_only,
                                   leftovers_teardown),
         cmocka_unit_test_teardown(test_forwarding_into_a_file, leftovers_teardown),
+        cmocka_unit_test_teardown(test_forwarding_stays_with_the_stderr_of_create,
+                                  leftovers_teardown),
         cmocka_unit_test_teardown(test_tty_mode_prefixes_on_a_terminal, leftovers_teardown),
         cmocka_unit_test_teardown(test_capture_off_changes_nothing, leftovers_teardown),
         cmocka_unit_test_teardown(test_worker_descriptors_with_capture_on_and_off,

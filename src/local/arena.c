@@ -45,6 +45,12 @@
 #include <unistd.h>
 
 #define GROW_MIN ((size_t)1 << 20)
+/* Below this a block's few faults cost less than the system call. */
+#define POPULATE_MIN ((size_t)64 << 10)
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23   /* Linux 5.14; older headers lack it */
+#endif
 
 int invoker__arena_init(invoker__arena *a)
 {
@@ -189,8 +195,18 @@ void invoker__arena_write(invoker__arena *a, uint64_t off, const void *src, size
         if (n > 0)
             done += (size_t)n;
     }
-    if (done < len)
+    if (done < len) {
+        /* Pages a pwrite put in (a burst before this one) are in the file
+         * but not in our page tables: copied through the mapping, each
+         * would fault.  One call maps them all (300 reused 1 MiB blocks:
+         * submits 0.13 s -> 0.08 s); for pages mapped already it costs
+         * little, and kernels before 5.14 refuse it and fault as before. */
+        if (len - done >= POPULATE_MIN) {
+            uint64_t lo = (off + done) / a->unit * a->unit;
+            (void)madvise(a->base + lo, (size_t)(off + len - lo), MADV_POPULATE_WRITE);
+        }
         memcpy(a->base + off + done, p + done, len - done);
+    }
 }
 
 void invoker__arena_free(invoker__arena *a, uint64_t off, size_t len)

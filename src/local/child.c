@@ -466,7 +466,7 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
     c.out = (struct invoker_result){ NULL, 0, 0, cfg->max_result_bytes, false, 0, 0,
                                      invoker__slot_number(inv, k),
                                      invoker__command_dir_tag(inv->key), -1,
-                                     cfg->cpu_limit };
+                                     cfg->cpu_limit, inv->command_root };
     c.clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
     unsigned long done = 0;
 

@@ -43,6 +43,11 @@ extern char **environ;
 
 #define CHUNK        ((size_t)64 << 10)   /* bytes moved per read or write */
 #define TREE_DEPTH   64                    /* deeper work directories are left */
+#ifdef NSIG
+#define SIGNALS      NSIG
+#else
+#define SIGNALS      65
+#endif
 
 void invoker_command_init(invoker_command *cmd)
 {
@@ -51,8 +56,8 @@ void invoker_command_init(invoker_command *cmd)
 }
 
 /* Drawn from the invoker's key: two invokers (or two runs) never share a
- * directory name, and another user of a shared /tmp cannot guess one to
- * plant a file or a link there first. */
+ * directory name.  Not a secret: one who sees a name can tell the next
+ * ones (the header says so); mkdir never follows what was planted. */
 uint32_t invoker__command_dir_tag(uint64_t key)
 {
     return (uint32_t)(invoker__proto_mix(key ^ 0x776f726b646972ull) >> 32);
@@ -75,6 +80,31 @@ static const char *root_of(const invoker_command *cmd)
         return cmd->workdir_root;
     const char *tmp = getenv("TMPDIR");
     return tmp && tmp[0] == '/' ? tmp : "/tmp";
+}
+
+char *invoker__command_root(const void *ctx, int *rc)
+{
+    const invoker_command *cmd = ctx;
+    *rc = 0;
+    if (!cmd || !cmd->argv)
+        return NULL;   /* refused at each call, as before */
+    const char *root = root_of(cmd);
+    char cwd[PATH_MAX];
+    const char *pre = "", *sep = "";
+    if (root[0] != '/') {
+        if (!getcwd(cwd, sizeof cwd))
+            return NULL;
+        pre = cwd;
+        sep = "/";
+    }
+    size_t len = strlen(pre) + strlen(sep) + strlen(root) + 1;
+    char *abs = malloc(len);
+    if (!abs) {
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    snprintf(abs, len, "%s%s%s", pre, sep, root);
+    return abs;
 }
 
 bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir_tag,
@@ -124,8 +154,13 @@ static void remove_at(int parent, const char *name, int depth)
         return;
     for (int pass = 0; pass < 2; pass++) {
         int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == EACCES && fchmodat(parent, name, S_IRWXU, 0) == 0)
+            fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             return;
+        /* A program may leave a directory its owner cannot write or
+         * search (a read-only tree): ours to give back, so made ours. */
+        (void)fchmod(fd, S_IRWXU);
         DIR *d = fdopendir(fd);
         if (!d) {
             close(fd);
@@ -153,7 +188,7 @@ void invoker__command_cleanup(const invoker *inv, uint64_t id, unsigned attempt)
     char dir[PATH_MAX];
     if (!valid_command(cmd) || cmd->keep_workdir != 0 || attempt == 0)
         return;
-    if (invoker__command_dir(dir, sizeof dir, root_of(cmd),
+    if (invoker__command_dir(dir, sizeof dir, inv->command_root ? inv->command_root : root_of(cmd),
                              invoker__command_dir_tag(inv->key), id, attempt))
         remove_dir(dir);
 }
@@ -261,11 +296,18 @@ static int read_file(const char *dir, const char *name, invoker_result *out)
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -errno;
-    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO the program left there must not hang the worker;
+     * only a regular file is read. */
+    int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     int rc = fd < 0 ? -errno : 0;
     close(dfd);
     if (fd < 0)
         return rc;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     char buf[16384];
     ssize_t n;
     while ((n = invoker__fd_read(fd, buf, sizeof buf)) > 0)
@@ -311,13 +353,32 @@ static void child_exec(const invoker_command *cmd, const char *prog, const char 
 #else
     (void)worker;
 #endif
+    /* Every signal is blocked since the fork: the caller's handlers (inline
+     * mode, or an objective's own) must not run here, and exec keeps none. */
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    (void)sigaction(SIGPIPE, &dfl, NULL);
+    for (int sig = 1; sig < SIGNALS; sig++) {
+        struct sigaction cur;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &cur) == 0 &&
+            cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
+            (void)sigaction(sig, &dfl, NULL);
+    }
+    (void)sigaction(SIGPIPE, &dfl, NULL);   /* ignored by the caller: not for the program */
     (void)sigaction(SIGTERM, &dfl, NULL);
-    if (in_fd < 0 && (in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
-        child_fail(note_fd, 0);
+    if (in_fd < 0) {
+        /* Above 2: opened at a free 0, dup2(0, 0) would keep its CLOEXEC,
+         * and the program would start with no stdin. */
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (nul >= 0 && nul < 3) {
+            in_fd = fcntl(nul, F_DUPFD_CLOEXEC, 3);
+            close(nul);
+        } else {
+            in_fd = nul;
+        }
+        if (in_fd < 0)
+            child_fail(note_fd, 0);
+    }
     if (dup2(in_fd, 0) < 0)
         child_fail(note_fd, 0);
     if (out_fd >= 0 && dup2(out_fd, 1) < 0)
@@ -480,10 +541,14 @@ static int run_program(const invoker_command *cmd, const char *dir, const void *
     char prog_buf[PATH_MAX];
     const char *prog = program_path(cmd->argv[0], prog_buf, sizeof prog_buf);
     pid_t self = getpid();
+    sigset_t all, held;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &held);   /* none in the child before its reset */
     pid_t pid = fork();
     if (pid == 0)
         child_exec(cmd, prog, dir, env, in[0], res[1], note[1], &old, self, out->cpu_limit);
     int fork_err = errno;
+    pthread_sigmask(SIG_SETMASK, &held, NULL);
     free(env);
     invoker__fd_close(&in[0]);
     invoker__fd_close(&res[1]);
@@ -553,8 +618,8 @@ int invoker_command_objective(const void *arg, size_t arg_len, invoker_result *o
     if (!out || !valid_command(cmd))
         return -EINVAL;
     char dir[PATH_MAX];
-    if (!invoker__command_dir(dir, sizeof dir, root_of(cmd), out->dir_tag, out->task_id,
-                              out->attempt))
+    if (!invoker__command_dir(dir, sizeof dir, out->root ? out->root : root_of(cmd), out->dir_tag,
+                              out->task_id, out->attempt))
         return -ENAMETOOLONG;
     if (mkdir(dir, 0700) != 0)
         return -errno;

@@ -42,6 +42,19 @@ static uint64_t mark_word(uint64_t key)
 
 /* ---- the parent's stderr --------------------------------------------------- */
 
+/* Descriptor 2 as it is now, in a descriptor of our own: the caller may
+ * close 2 later and open a file or a pipe there, which must receive
+ * nothing of ours (the same open file, so flags stay shared). */
+static int own_copy(invoker__errsink *s)
+{
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0)
+        return -errno;
+    s->fd = fd;
+    s->own = true;
+    return 0;
+}
+
 int invoker__err_open_sink(invoker *inv)
 {
     invoker__errsink *s = &inv->err_sink;
@@ -54,9 +67,8 @@ int invoker__err_open_sink(invoker *inv)
     s->prefix = mode == INVOKER_STDERR_PREFIX || (mode == INVOKER_STDERR_TTY && isatty(2));
     s->fifo = S_ISFIFO(st.st_mode);
     if (S_ISSOCK(st.st_mode)) {
-        s->fd = 2;   /* send() takes MSG_DONTWAIT per call */
-        s->sock = true;
-        return 0;
+        s->sock = true;   /* send() takes MSG_DONTWAIT per call */
+        return own_copy(s);
     }
     if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
         /* A pipe or terminal may block.  O_NONBLOCK on 2 itself would
@@ -65,14 +77,13 @@ int invoker__err_open_sink(invoker *inv)
         int fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd >= 0) {
             s->fd = fd;
-            s->own = true;
+            s->own = s->nonblock = true;
             return 0;
         }
     }
     /* A regular file never says "would block"; a pipe or terminal we could
      * not reopen is polled before each write (see sink_write). */
-    s->fd = 2;
-    return 0;
+    return own_copy(s);
 }
 
 void invoker__err_close_sink(invoker *inv)
@@ -81,7 +92,7 @@ void invoker__err_close_sink(invoker *inv)
     if (s->own)
         invoker__fd_close(&s->fd);
     s->fd = -1;
-    s->own = false;
+    s->own = s->nonblock = false;
 }
 
 /* write() to a pipe whose reader is gone raises SIGPIPE, which must not
@@ -112,7 +123,7 @@ static void sink_write(invoker *inv, const unsigned char *p, size_t len)
     invoker__errsink *s = &inv->err_sink;
     while (len > 0 && s->fd >= 0) {
         size_t chunk = len;
-        if (!s->own && !s->sock) {
+        if (!s->nonblock && !s->sock) {
             struct pollfd pf = { s->fd, POLLOUT, 0 };
             if (poll(&pf, 1, 0) != 1 || !(pf.revents & POLLOUT))
                 break;

@@ -250,7 +250,7 @@ void invoker__agent_main(int fd, const invoker_config *cfg, const invoker_mpi_op
 
     uint64_t period = start.value > 0 ? (uint64_t)(start.value * 1e9) : 1000000000ull;
     uint64_t next_beat = invoker__now_ns();
-    size_t max_msg = c.max_arg_bytes + ((size_t)64 << 20);
+    size_t max_msg = (c.max_arg_bytes ? c.max_arg_bytes : INVOKER__DEFAULT_MAX) + ((size_t)64 << 20);
     for (;;) {
         uint64_t now = invoker__now_ns();
         if (now >= next_beat) {

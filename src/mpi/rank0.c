@@ -37,6 +37,7 @@
 #define EV_AGENT  0xfff2u
 #define PREFETCH_NS   4000000.0     /* work each endpoint keeps queued */
 #define PREFETCH_MAX  256u          /* per worker */
+#define DEAF_NS       50000000ull   /* a pass of callbacks this long is not listening */
 
 enum { EP_OFF = 0, EP_LIVE, EP_RETIRED, EP_STUCK };
 
@@ -53,6 +54,7 @@ typedef struct endpoint {
     pid_t          pid;           /* its relay's, when on rank 0's node; else 0 */
     unsigned char *batch;         /* records waiting to leave */
     size_t         len, cap;
+    bool           unsent;        /* a batch could not leave: lost at the next pump */
 } endpoint;
 
 typedef struct sendreq {
@@ -129,9 +131,12 @@ static void flush_ep(rank0 *r, int e)
     if (!ep->len)
         return;
     r->traffic = true;
+    /* Its tasks are in flight there but never reach it: the endpoint is
+     * lost (they go elsewhere or fail LOST), not here, where a submit or
+     * a cancel may be running, but in the next pump, with callbacks. */
     if (e == 0) {
         if (invoker__link_send(&r->agent, ep->batch, ep->len) != 0)
-            ep->state = ep->state == EP_LIVE ? EP_RETIRED : ep->state;   /* seen by pump */
+            ep->unsent = true;
         ep->len = 0;
         return;
     }
@@ -139,7 +144,8 @@ static void flush_ep(rank0 *r, int e)
     size_t len = ep->len;
     ep->batch = NULL;
     ep->len = ep->cap = 0;
-    (void)isend(r, e, INVOKER__TAG_DATA, buf, len);
+    if (isend(r, e, INVOKER__TAG_DATA, buf, len) != 0)
+        ep->unsent = true;
 }
 
 static int put(rank0 *r, int e, const invoker__mpi_rec *rec, const void *data, size_t len)
@@ -218,7 +224,7 @@ static bool outcome(rank0 *r, int e, const invoker__mpi_rec *rec, const unsigned
     endpoint *ep = &r->eps[e];
     uint32_t attempts = rec->flags & 0xffffu, tail = rec->flags >> 16;
     if (rec->id == 0 || rec->id > inv->next_id || rec->gen > 0xffffu ||
-        rec->worker < -1 || rec->worker >= (int32_t)ep->workers || attempts > 1 ||
+        rec->worker < -1 || rec->worker >= (int32_t)ep->workers ||
         tail > INVOKER__MPI_TAIL_MAX || tail > rec->len ||
         !isfinite(rec->value) || rec->value < 0 || !isfinite(rec->cpu_seconds) ||
         rec->cpu_seconds < 0 || rec->max_rss_kib < -1)
@@ -365,7 +371,7 @@ static void pump_mpi(rank0 *r)
         r->traffic |= st.MPI_TAG == INVOKER__TAG_DATA;
         if (st.MPI_TAG == INVOKER__TAG_BYE)
             ep->bye = true;
-        if (rc == -EMSGSIZE || rc == -EPROTO) {
+        if (rc != 0) {   /* -ENOMEM too: its outcomes are gone with it */
             lose(r, e, EP_RETIRED);
         } else if (rc == 0 && ep->state == EP_LIVE) {
             if (st.MPI_TAG == INVOKER__TAG_DATA) {
@@ -416,9 +422,24 @@ static void check_silence(rank0 *r, uint64_t now)
 
 static void pump(rank0 *r)
 {
+    uint64_t start = invoker__now_ns(), calls = r->inv->calls;
     pump_mpi(r);
     pump_agent(r);
-    check_silence(r, invoker__now_ns());
+    uint64_t now = invoker__now_ns();
+    for (int e = 0; e < r->neps; e++) {
+        endpoint *ep = &r->eps[e];
+        if (ep->unsent) {
+            ep->unsent = false;
+            lose(r, e, EP_RETIRED);
+        }
+        /* Callbacks ran in this pass: rank 0 was not listening while they
+         * did, and what a rank said meanwhile may only be received in the
+         * next pass.  That time counts for no one's silence. */
+        uint64_t deaf = r->inv->calls != calls ? now - start : 0;
+        if (deaf > DEAF_NS && ep->state == EP_LIVE && ep->heard_ns < now)
+            ep->heard_ns = now - ep->heard_ns > deaf ? ep->heard_ns + deaf : now;
+    }
+    check_silence(r, now);
     test_reqs(r);
 }
 

@@ -141,6 +141,7 @@ static void release(invoker *inv)
             free(inv->workers[k].err);
         }
     invoker__err_close_sink(inv);
+    free(inv->command_root);
     free(inv->workers);
     free(inv->seats);
     free(inv->inline_out.buf);
@@ -344,6 +345,10 @@ int invoker_create(invoker **out, const invoker_config *cfg)
         }
     }
     if (inv->cfg.capture_stderr && (rc = invoker__err_open_sink(inv)) != 0)
+        goto fail;
+    /* Before the fork server and the workers, which inherit it. */
+    if (inv->cfg.objective == invoker_command_objective &&
+        !(inv->command_root = invoker__command_root(inv->cfg.objective_ctx, &rc)) && rc)
         goto fail;
     for (unsigned s = 0; s < inv->nworkers; s++)
         inv->seats[s].free_cpu = -1;

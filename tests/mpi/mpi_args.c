@@ -2,7 +2,8 @@
  * Bad arguments to invoker_mpi_create give -EINVAL before any MPI call;
  * a second call gives -EALREADY.  With rank0_workers = 1, rank 0's own
  * agent serves too: its worker is global slot 0, the serving ranks' come
- * after, and tasks run on all three.
+ * after, and tasks run on all three.  With max_arg_bytes 0 (the default),
+ * an argument of the default's full size reaches a worker on any rank.
  */
 #include "mpi_common.h"
 
@@ -25,7 +26,7 @@ static int objective(const void *arg, size_t len, invoker_result *out, void *ctx
 
 int main(int argc, char **argv)
 {
-    static outcome outs[TASKS];
+    static outcome outs[TASKS + 1];
     invoker_config cfg;
     invoker_config_init(&cfg);
     cfg.objective = objective;
@@ -57,6 +58,12 @@ int main(int argc, char **argv)
     o = opt;
     o.rank0_workers = -2;
     CHECK(invoker_mpi_create(&inv, &cfg, &o, &argc, &argv) == -EINVAL);
+    bad = cfg;
+    bad.max_arg_bytes = INVOKER_MPI_MAX_BYTES + 1;   /* an MPI count is an int */
+    CHECK(invoker_mpi_create(&inv, &bad, &opt, &argc, &argv) == -EINVAL);
+    bad = cfg;
+    bad.max_result_bytes = INVOKER_MPI_MAX_BYTES + 1;
+    CHECK(invoker_mpi_create(&inv, &bad, &opt, &argc, &argv) == -EINVAL);
     CHECK(inv == NULL);
     int inited = 1;
     MPI_Initialized(&inited);
@@ -64,6 +71,8 @@ int main(int argc, char **argv)
 
     opt.workers_per_rank = 1;
     opt.rank0_workers = 1;
+    opt.rank_timeout = 1e9;   /* forever: counted as 24 days, not overflowed */
+    cfg.max_arg_bytes = 0;    /* the default, 64 MiB, on every rank */
     int rc = invoker_mpi_create(&inv, &cfg, &opt, &argc, &argv);
     if (rc == INVOKER_MPI_SERVED)
         return 0;
@@ -99,6 +108,20 @@ int main(int argc, char **argv)
     printf("slot 0 (rank 0's agent) %u, slot 1 (rank 1) %u, slot 2 (rank 2) %u\n", on[0],
            on[1], on[2]);
     CHECK(on[0] > 0 && on[1] > 0 && on[2] > 0);
+
+    /* An argument as large as the default allows reaches a worker (the
+     * objective refuses it: code 99) and costs no rank. */
+    size_t big_len = (size_t)64 << 20;
+    unsigned char *big = calloc(1, big_len);
+    CHECK(big != NULL);
+    CHECK(invoker_submit(inv, big, big_len + 1, (void *)(uintptr_t)TASKS, NULL) == -EMSGSIZE);
+    CHECK(invoker_submit(inv, big, big_len, (void *)(uintptr_t)TASKS, NULL) == 0);
+    free(big);
+    CHECK(invoker_wait(inv) == 0);
+    CHECK(outs[TASKS].calls == 1 && !outs[TASKS].ok);
+    CHECK(outs[TASKS].fail == INVOKER_FAIL_OBJECTIVE && outs[TASKS].code == 99);
+    invoker_get_stats(inv, &st);
+    CHECK(st.workers == 3);
     CHECK(invoker_destroy(inv) == 0);
     return 0;
 }

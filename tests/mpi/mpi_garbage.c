@@ -2,7 +2,8 @@
  * Bad input from a rank retires it and costs nothing else: the relay of
  * rank 2 (test build, INVOKER_MPI_TEST_GARBAGE=mode) spoils what it sends;
  * rank 0 retires it, its tasks run on rank 1, every task is reported once
- * with the right result, and the job ends normally.
+ * with the right result, and the job ends normally.  Mode 5 is no breach
+ * (outcomes of tasks its agent ran twice): rank 2 stays.
  */
 #include "mpi_common.h"
 
@@ -45,10 +46,14 @@ int main(int argc, char **argv)
     }
     invoker_stats st;
     invoker_get_stats(inv, &st);
-    printf("mode %s: %u tasks ran again after rank 2 was retired; workers %u\n", mode, lost,
-           st.workers);
-    CHECK(st.workers == 1);   /* rank 2 retired */
-    CHECK(lost > 0);          /* what it held ran again */
+    printf("mode %s: %u tasks ran more than once; workers %u\n", mode, lost, st.workers);
+    if (atoi(mode) == 5) {
+        CHECK(st.workers == 2);   /* a second attempt is no breach: rank 2 stays */
+        CHECK(lost > 0);          /* and its attempts are counted */
+    } else {
+        CHECK(st.workers == 1);   /* rank 2 retired */
+        CHECK(lost > 0);          /* what it held ran again */
+    }
     CHECK(invoker_destroy(inv) == 0);
     return 0;
 }
