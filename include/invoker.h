@@ -448,9 +448,11 @@ typedef struct invoker_command {
     const char *output_name;   /* NULL: the result is the program's stdout;
                                   else that file of the work directory, read
                                   after the program exited 0 */
-    int         keep_workdir;  /* 0: removed after every attempt (by the parent
-                                  when the worker died during it); 1: kept when
-                                  the attempt failed; 2: always kept */
+    int         keep_workdir;  /* 0: removed after every attempt (when the
+                                  worker died during it, by the parent: renamed
+                                  to NAME.trash at once, emptied a slice of
+                                  0.2 ms every 2 ms, the rest at destroy); 1:
+                                  kept when the attempt failed; 2: always kept */
     const char *const *envp;   /* extra NAME=value entries; NULL: none */
 } invoker_command;
 

@@ -418,7 +418,12 @@ bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir
 /* The parent, after worker k died during the command objective's task
  * id (attempt): removes the work directory the dead worker could not,
  * when the config keeps none. */
-void invoker__command_cleanup(const struct invoker *inv, uint64_t id, unsigned attempt);
+void invoker__command_cleanup(struct invoker *inv, uint64_t id, unsigned attempt);
+/* Empties the directories cleanup put aside, for at most a slice of time:
+ * when to call again, or UINT64_MAX when none is left. */
+uint64_t invoker__command_tidy(struct invoker *inv, uint64_t now);
+/* All of them, now (destroy). */
+void invoker__command_tidy_all(struct invoker *inv);
 /* The work directory root of cmd made absolute now (malloc'd), so that the
  * parent and every worker find the same directories whatever the cwd and
  * TMPDIR later; NULL when cmd is not valid or the cwd cannot be read (then
@@ -796,6 +801,9 @@ struct invoker {
     invoker__table  table;
     invoker__arena  arena;
     char           *command_root;  /* invoker_command_objective's, resolved at create */
+    char          **trash;         /* work directories put aside, to be removed */
+    unsigned        ntrash, trash_cap;
+    uint64_t        tidy_at;       /* the next slice of their removal, not before */
     invoker__forkserver fs;
     invoker__worker *workers;       /* process records, two per slot */
     invoker__seat   *seats;

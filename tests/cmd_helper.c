@@ -222,6 +222,22 @@ int main(int argc, char **argv)
         return mkfifo(argv[2], 0600) == 0 ? 0 : 97;
     } else if (!strcmp(mode, "stdin")) {       /* whether descriptor 0 is open */
         write_all(1, fcntl(0, F_GETFD) >= 0 ? "open" : "closed", fcntl(0, F_GETFD) >= 0 ? 4 : 6);
+    } else if (!strcmp(mode, "manyfiles")) {   /* as many files as stdin says, then hangs */
+        char in[32] = "";
+        if (read(0, in, sizeof in - 1) < 0)
+            return 93;
+        int n = atoi(in);
+        char name[32];
+        for (int i = 0; i < n; i++) {
+            snprintf(name, sizeof name, "f%d", i);
+            int fd = open(name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+            if (fd < 0)
+                return 97;
+            close(fd);
+        }
+        write_all(2, "made\n", 5);
+        for (;;)
+            pause();
     } else if (!strcmp(mode, "sleep")) {
         sleep((unsigned)atoi(argv[2]));
     } else {

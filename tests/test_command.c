@@ -1518,6 +1518,36 @@ static void test_a_read_only_tree_is_removed(void **state)
     assert_int_equal(unlink(helper), 0);
 }
 
+/* A timed-out program that left 100,000 files costs no other deadline:
+ * its directory is put aside at once and emptied in slices of the loop
+ * (removed in one go, it made the next report 0.2-0.9 s late). */
+static void test_a_program_leaving_many_files_delays_no_deadline(void **state)
+{
+    (void)state;
+    static const char *const many[] = { CMD_HELPER, "manyfiles", NULL };
+    static invoker_command cmd;
+    command(&cmd, many);
+    box *b = calloc(1, sizeof *b);
+    invoker *inv = make(b, &cmd, 2, 0, 0);
+    invoker_id a, c;
+    double t0 = now_seconds();
+    assert_int_equal(invoker_submit_timeout(inv, "100000", 6, NULL, 3.0 * slack(), &a), 0);
+    assert_int_equal(invoker_submit_timeout(inv, "0", 1, NULL, 3.1 * slack(), &c), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b->s[a].failure, INVOKER_FAIL_TIMEOUT);
+    assert_int_equal(b->s[c].failure, INVOKER_FAIL_TIMEOUT);
+    double late = b->s[c].at - (t0 + 3.1 * slack());
+    fprintf(stderr, "# the deadline after the mess reported %.1f ms late\n", late * 1e3);
+    assert_true(late < 0.1 * slack());
+    double until = now_seconds() + 30 * slack();
+    while (entries(root) > 0 && now_seconds() < until)   /* emptied in the background */
+        assert_true(invoker_poll(inv, 10) >= 0);
+    assert_int_equal(entries(root), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(helpers_gone_within(5), 0);
+    box_free(b);
+}
+
 int main(void)
 {
     set_filter();
@@ -1550,6 +1580,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_program_has_a_stdin_when_the_caller_has_none, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_relative_root_is_resolved_at_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_read_only_tree_is_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_program_leaving_many_files_delays_no_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

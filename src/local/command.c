@@ -144,10 +144,28 @@ static bool valid_command(const invoker_command *cmd)
 
 /* ---- work directories ---------------------------------------------------- */
 
-/* Removes name under the directory parent, whatever the program left in
- * it, never following a link out of it. */
-static void remove_at(int parent, const char *name, int depth)
+/* A bound on one removal, in time: the parent removes the directories of
+ * attempts whose worker died in slices of its loop (invoker__command_tidy),
+ * so that a program that left a million files costs no deadline. */
+typedef struct sweep {
+    uint64_t until;        /* 0: no bound */
+    unsigned steps;
+    bool     out_of_time;
+} sweep;
+
+static bool time_left(sweep *s)
 {
+    if (s->until && !s->out_of_time && ++s->steps % 32 == 0 && invoker__now_ns() >= s->until)
+        s->out_of_time = true;
+    return !s->out_of_time;
+}
+
+/* Removes name under the directory parent, whatever the program left in
+ * it, never following a link out of it; stops where s runs out. */
+static void remove_at(int parent, const char *name, int depth, sweep *s)
+{
+    if (!time_left(s))
+        return;
     if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
         return;
     if (depth >= TREE_DEPTH)
@@ -167,10 +185,12 @@ static void remove_at(int parent, const char *name, int depth)
             return;
         }
         const struct dirent *e;
-        while ((e = readdir(d)) != NULL)
+        while (!s->out_of_time && (e = readdir(d)) != NULL)
             if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                remove_at(dirfd(d), e->d_name, depth + 1);
+                remove_at(dirfd(d), e->d_name, depth + 1, s);
         closedir(d);
+        if (s->out_of_time)
+            return;
         /* Entries removed while reading may hide others: look again. */
         if (unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno != ENOTEMPTY)
             return;
@@ -179,18 +199,73 @@ static void remove_at(int parent, const char *name, int depth)
 
 static void remove_dir(const char *path)
 {
-    remove_at(AT_FDCWD, path, 0);
+    sweep s = { 0, 0, false };
+    remove_at(AT_FDCWD, path, 0, &s);
 }
 
-void invoker__command_cleanup(const invoker *inv, uint64_t id, unsigned attempt)
+#define TIDY_SLICE_NS  200000ull    /* of each period, at most */
+#define TIDY_PERIOD_NS 2000000ull
+
+/* The directory of an attempt whose worker died: renamed aside at once
+ * (one system call), emptied later in slices; where it cannot be renamed,
+ * removed now, as it always was. */
+void invoker__command_cleanup(invoker *inv, uint64_t id, unsigned attempt)
 {
     const invoker_command *cmd = inv->cfg.objective_ctx;
     char dir[PATH_MAX];
-    if (!valid_command(cmd) || cmd->keep_workdir != 0 || attempt == 0)
+    if (!valid_command(cmd) || cmd->keep_workdir != 0 || attempt == 0 ||
+        !invoker__command_dir(dir, sizeof dir, inv->command_root ? inv->command_root : root_of(cmd),
+                              invoker__command_dir_tag(inv->key), id, attempt))
         return;
-    if (invoker__command_dir(dir, sizeof dir, inv->command_root ? inv->command_root : root_of(cmd),
-                             invoker__command_dir_tag(inv->key), id, attempt))
-        remove_dir(dir);
+    size_t len = strlen(dir) + sizeof ".trash";
+    char *aside = malloc(len);
+    if (aside && inv->ntrash == inv->trash_cap) {
+        unsigned cap = inv->trash_cap ? 2 * inv->trash_cap : 8;
+        char **p = realloc(inv->trash, cap * sizeof *p);
+        if (p) {
+            inv->trash = p;
+            inv->trash_cap = cap;
+        }
+    }
+    if (aside && inv->ntrash < inv->trash_cap) {
+        snprintf(aside, len, "%s.trash", dir);   /* no work directory has a '.' */
+        if (rename(dir, aside) == 0) {
+            inv->trash[inv->ntrash++] = aside;
+            return;
+        }
+        if (errno == ENOENT) {   /* its worker had removed it, or never made it */
+            free(aside);
+            return;
+        }
+    }
+    free(aside);
+    remove_dir(dir);
+}
+
+uint64_t invoker__command_tidy(invoker *inv, uint64_t now)
+{
+    /* A slice a period, however many passes the loop makes. */
+    if (now < inv->tidy_at)
+        return inv->tidy_at;
+    sweep s = { now + TIDY_SLICE_NS, 0, false };
+    while (inv->ntrash) {
+        remove_at(AT_FDCWD, inv->trash[inv->ntrash - 1], 0, &s);
+        if (s.out_of_time)
+            return inv->tidy_at = now + TIDY_PERIOD_NS;
+        free(inv->trash[--inv->ntrash]);   /* removed, or too deep to (left) */
+    }
+    return UINT64_MAX;
+}
+
+void invoker__command_tidy_all(invoker *inv)
+{
+    while (inv->ntrash) {
+        remove_dir(inv->trash[inv->ntrash - 1]);
+        free(inv->trash[--inv->ntrash]);
+    }
+    free(inv->trash);
+    inv->trash = NULL;
+    inv->trash_cap = 0;
 }
 
 /* ---- the program's set-up ------------------------------------------------- */

@@ -86,6 +86,10 @@ static void service_time(invoker *inv)
     /* After the kills above: their slots are refilled in this same pass. */
     uint64_t staff = invoker__staff_slots(inv, now);
     next = staff < next ? staff : next;
+    if (inv->ntrash) {
+        uint64_t tidy = invoker__command_tidy(inv, now);
+        next = tidy < next ? tidy : next;
+    }
     if (inv->fs.pending && inv->fs.due_ns < next)   /* asked just now, or before */
         next = inv->fs.due_ns;
     if (inv->spawn_tripped && inv->outstanding > 0 && inv->untrip_at < next)
@@ -325,6 +329,7 @@ void invoker__dispatch_shutdown(invoker *inv)
     for (unsigned k = 0; k < inv->nrecords; k++)
         if (inv->workers[k].state != INVOKER__WORKER_EMPTY)
             invoker__staff_worker_gone(inv, k);
+    invoker__command_tidy_all(inv);   /* nothing of theirs left behind */
     /* A callback may cancel others (invoker_cancel_tag): those go to the
      * done list, delivered before the rest. */
     for (;;) {

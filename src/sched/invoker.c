@@ -141,6 +141,7 @@ static void release(invoker *inv)
             free(inv->workers[k].err);
         }
     invoker__err_close_sink(inv);
+    invoker__command_tidy_all(inv);
     free(inv->command_root);
     free(inv->workers);
     free(inv->seats);
