@@ -100,7 +100,7 @@ void invoker__report_result(invoker *inv, invoker__task *t, const void *data, si
     inv->stats.cached += t->cached;
     /* A cached outcome ran 0 s here: it would drag the median down. */
     if (inv->cfg.timeout_factor > 0 && !t->cached)
-        invoker__adapt_note(inv, (uint64_t)(t->run_seconds * 1e9));
+        invoker__adapt_note(inv, invoker__to_ns(t->run_seconds));
     inv->outstanding--;
     inv->depth++;
     inv->cfg.on_result(&v, len ? data : NULL, len, inv->cfg.user);
