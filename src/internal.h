@@ -268,6 +268,8 @@ struct invoker__task {
     uint16_t        err_len;        /* bytes at err_tail */
     unsigned char  *err_tail;       /* its attempt's stderr tail, malloc'd; NULL: none */
     uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
+    uint64_t        warmed_ns;      /* the start of the attempt whose worker's /proc
+                                       was read ahead of its deadline (deadlines.c) */
     uint64_t        queue_end;      /* the backend's: local, the end offset of its ticket
                                        in the queue stream; MPI, its endpoint */
     uint32_t        gen;            /* dispatch count; a ticket carries it */
