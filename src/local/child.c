@@ -197,8 +197,10 @@ typedef struct cpu_anchor {
 } cpu_anchor;
 
 /* True when this process surely has, and had, no thread but this one:
- * glibc clears the flag at the first pthread_create, for good (and a
- * worker forked from a process that had threads inherits it cleared). */
+ * glibc clears the flag at the first pthread_create, and (2.32-2.40 at
+ * least) never sets it again, a fork's child included: a worker forked
+ * from a process that had threads always reads the clock.  Threads made
+ * without pthread_create (a raw clone) are not seen. */
 static bool one_thread(void)
 {
 #ifdef INVOKER__HAVE_SINGLE_THREADED
