@@ -119,6 +119,12 @@ typedef struct invoker_task {
     /* Forensics of its last attempt (0 and -1 when it never ran).
      * cpu_seconds: user + system CPU, the children the worker reaped during
      * the attempt included (a program run by invoker_command_objective is).
+     * The worker reads the kernel's clock of its CPU only after it was
+     * switched out: while it runs on, the only thread of its process
+     * (glibc tells; elsewhere it always reads the clock), its CPU grows
+     * with the wall clock, and is counted so (steal time of a virtual
+     * machine included), so that no read between two tasks hands the
+     * scheduler a point to preempt it with a result not yet sent.
      * max_rss_kib: the peak resident set of the attempt in KiB: the
      * worker's own peak since the attempt began (Linux resets the kernel's
      * lifetime peak through /proc/self/clear_refs before each task) or the
@@ -134,11 +140,17 @@ typedef struct invoker_task {
      * CPU, MEMORY) is measured at its reaping (wait4): its CPU since the
      * attempt began and its peak since then, with the children it had
      * reaped (over its whole life, for their peak).  TIMEOUT and CANCELLED
-     * are reported at once, from /proc while the worker still runs: its
-     * CPU since the attempt began, counted in clock ticks, and its own
-     * peak (VmHWM), with those of its running children (a program still
-     * running: its whole CPU and its peak; Linux 4.2+, where /proc lists a
-     * process's children).  SHUTDOWN, PROTOCOL and NO_WORKER: 0 and -1. */
+     * are reported at once, while the worker still runs: its CPU since the
+     * attempt began, from the kernel's clock of the process, and its own
+     * peak (VmHWM, from /proc).  When its objective has child processes to
+     * account for (invoker_command_objective's program, or children an
+     * objective has reaped before in that worker), both come from /proc,
+     * the CPU in clock ticks, with the children it reaped during the
+     * attempt and those still running (a program still running: its
+     * whole CPU and its peak; Linux 4.2+, where /proc lists a process's
+     * children); the first children of a worker's objective of your own
+     * are not seen at a timeout.  SHUTDOWN, PROTOCOL and NO_WORKER: 0
+     * and -1. */
     double      cpu_seconds;
     long        max_rss_kib;
     /* With invoker_config.capture_stderr: the last bytes (4 KiB at most)

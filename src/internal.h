@@ -129,7 +129,12 @@ typedef struct invoker__slot {
      * task began: what a post-mortem subtracts (an objective may scribble
      * it: forensics only, clamped). */
     _Atomic uint64_t cpu_start_ns;
-    uint64_t         reserved[3];
+    _Atomic uint64_t kids_start_ns; /* of which its reaped children's */
+    /* Non-zero while its task may have child processes to account for
+     * (a program of invoker_command_objective, or an objective that has
+     * reaped one before in this worker): see invoker__worker_usage. */
+    _Atomic uint64_t kids;
+    uint64_t         reserved[1];
     /* The worker read()s tickets here; read by the parent only once the
      * worker is dead, when nothing can change it any more. */
     _Alignas(64) unsigned char ticket[INVOKER__PACKET];
@@ -263,6 +268,8 @@ struct invoker__task {
     uint16_t        err_len;        /* bytes at err_tail */
     unsigned char  *err_tail;       /* its attempt's stderr tail, malloc'd; NULL: none */
     uint64_t        start_ns;       /* start of the current attempt, 0 unseen */
+    uint64_t        warmed_ns;      /* the start of the attempt whose worker's /proc
+                                       was read ahead of its deadline (deadlines.c) */
     uint64_t        queue_end;      /* the backend's: local, the end offset of its ticket
                                        in the queue stream; MPI, its endpoint */
     uint32_t        gen;            /* dispatch count; a ticket carries it */
@@ -465,8 +472,9 @@ void invoker__workers_kill_due(struct invoker *inv);
 /* Workers sent SIGTERM whose grace has ended get SIGKILL (their groups);
  * returns when the next grace ends (UINT64_MAX: none). */
 uint64_t invoker__workers_grace(struct invoker *inv, uint64_t now);
-/* Worker k's CPU since its current task began and its peak RSS since then
- * (VmHWM), its running children's added, from /proc while it lives: -1
+/* Worker k's CPU since its current task began (from its clock) and its
+ * peak RSS since then (VmHWM, from /proc) while it lives; with the slot's
+ * kids set, from /proc both, its reaped and running children's added: -1
  * each when unknown. */
 void invoker__worker_usage(const struct invoker *inv, unsigned k, double *cpu, long *rss);
 void invoker__worker_close(struct invoker *inv, unsigned k);   /* fds, rx; after reaping */

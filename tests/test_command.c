@@ -7,6 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1284,6 +1287,112 @@ static void test_forensics_of_every_callback_success_and_failure(void **state)
     box_free(b);
 }
 
+/* This thread's CPU, by its own clock. */
+static double thread_cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Burns *arg seconds of this thread's CPU, reading its clock seldom: each
+ * read is a point where the scheduler may switch it out. */
+static void *spin_thread(void *arg)
+{
+    double until = thread_cpu_now() + *(const double *)arg;
+    volatile unsigned long spin = 0;
+    do
+        for (int i = 0; i < 1000000; i++)
+            spin++;
+    while (thread_cpu_now() < until);
+    return NULL;
+}
+
+/* 1: 0.3 s of CPU on this thread and 0.2 s on another, which ends before
+ * this one joins it; each on a CPU of its own where there are two, so
+ * that this thread is never switched out (the worker's fast count of its
+ * CPU must still see the other's); 2: 0.05 s of CPU, then 0.3 s asleep. */
+static int obj_shape(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    (void)out;
+    int what = len == sizeof(int) ? *(const int *)arg : 0;
+    if (what == 1) {
+        static const double share = 0.2;
+        cpu_set_t mask, here, there;
+        CPU_ZERO(&here);
+        CPU_ZERO(&there);
+        int cpu = sched_getcpu(), other = -1;
+        bool pin = sched_getaffinity(0, sizeof mask, &mask) == 0 && cpu >= 0;
+        for (int c = 0; pin && c < CPU_SETSIZE && other < 0; c++)
+            if (c != cpu && CPU_ISSET(c, &mask))
+                other = c;
+        pin = pin && other >= 0;
+        if (pin) {
+            CPU_SET(cpu, &here);
+            CPU_SET(other, &there);
+            pin = sched_setaffinity(0, sizeof here, &here) == 0;
+        }
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        if (pin)
+            (void)pthread_attr_setaffinity_np(&attr, sizeof there, &there);
+        pthread_t th;
+        int rc = pthread_create(&th, &attr, spin_thread, (void *)&share);
+        pthread_attr_destroy(&attr);
+        if (rc == 0) {
+            double mine = 0.3;
+            spin_thread(&mine);
+            pthread_join(th, NULL);
+        }
+        if (pin)
+            (void)sched_setaffinity(0, sizeof mask, &mask);
+        return rc != 0;
+    }
+    double some = 0.05;
+    spin_thread(&some);
+    struct timespec nap = { 0, 300000000 };
+    while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+/* The worker's CPU is counted whatever the objective does between its
+ * start and its end: threads of its own that end before it joins them
+ * (their CPU is the process's), a sleep (not CPU at all).  Run one after
+ * the other in one worker, each after a task that left it running. */
+static void test_forensics_count_threads_and_not_sleep(void **state)
+{
+    (void)state;
+    box *b = calloc(1, sizeof *b);
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.objective = obj_shape;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    invoker *inv;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    track(inv);
+    const int kinds[] = { 2, 2, 1, 2 };
+    invoker_id ids[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(invoker_submit(inv, &kinds[i], sizeof kinds[i], NULL, &ids[i]), 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    for (int i = 0; i < 4; i++) {
+        const seen *s = &b->s[ids[i]];
+        assert_int_equal(s->ok, 1);
+        double cpu = s->task.cpu_seconds, run = s->task.run_seconds;
+        if (kinds[i] == 1 && (cpu < 0.45 || cpu > 2 * run + 0.05))
+            fail_msg("threads: cpu %.3f for %.3f s (0.5 s burnt)", cpu, run);
+        if (kinds[i] == 2 && (run < 0.3 || cpu < 0.04 || cpu > 0.2))
+            fail_msg("a nap: cpu %.3f for %.3f s (0.05 s burnt)", cpu, run);
+    }
+    assert_int_equal(destroy_tracked(inv), 0);
+    box_free(b);
+}
+
 static int obj_tiny(const void *arg, size_t len, invoker_result *out, void *ctx)
 {
     (void)ctx;
@@ -1582,6 +1691,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_read_only_tree_is_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_program_leaving_many_files_delays_no_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forensics_of_batched_microsecond_tasks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forensics_count_threads_and_not_sleep, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

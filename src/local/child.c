@@ -25,6 +25,10 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+#include <sys/single_threaded.h>
+#define INVOKER__HAVE_SINGLE_THREADED 1
+#endif
 
 static void child_reset_signals(void)
 {
@@ -153,6 +157,7 @@ static void child_arm_cpu_limit(const invoker_config *cfg)
 /* What getrusage says of this process and of the children it reaped. */
 typedef struct usage {
     uint64_t cpu_ns;       /* user + system, both */
+    uint64_t kids_ns;      /* of which the reaped children's */
     long     self_rss;     /* peak since the last reset (see reset_peak), KiB */
     long     child_rss;    /* largest peak of any reaped child, ever, KiB */
 } usage;
@@ -162,18 +167,87 @@ static uint64_t tv_ns(const struct timeval *tv)
     return (uint64_t)tv->tv_sec * 1000000000ull + (uint64_t)tv->tv_usec * 1000ull;
 }
 
-static void usage_now(usage *u)
+/* The reaped children's part: it moves only when this process reaps one. */
+static void usage_children(usage *u)
 {
-    struct rusage self, kids;
-    memset(u, 0, sizeof *u);
-    if (getrusage(RUSAGE_SELF, &self) == 0) {
-        u->cpu_ns += tv_ns(&self.ru_utime) + tv_ns(&self.ru_stime);
-        u->self_rss = self.ru_maxrss;
-    }
+    struct rusage kids;
+    u->kids_ns = 0;
+    u->child_rss = 0;
     if (getrusage(RUSAGE_CHILDREN, &kids) == 0) {
-        u->cpu_ns += tv_ns(&kids.ru_utime) + tv_ns(&kids.ru_stime);
+        u->kids_ns = tv_ns(&kids.ru_utime) + tv_ns(&kids.ru_stime);
         u->child_rss = kids.ru_maxrss;
     }
+}
+
+/* Our own CPU, without reading the kernel's clock of it at every task.
+ * That read (getrusage(RUSAGE_SELF), CLOCK_PROCESS_CPUTIME_ID) charges
+ * our running time to the scheduler, which preempts us right there when
+ * our slice is spent and another thread waits for this CPU: between two
+ * tasks, with a finished result not yet sent, where the preemption would
+ * otherwise have come inside a task (bench/NOTES.md: 1 ms tasks' busy
+ * fraction 0.991 -> 0.985 on a quiet machine, far lower under load).  So
+ * the clock is read after a context switch only: while this thread then
+ * runs without being switched out, the only thread of its process, its
+ * CPU time grows with the wall clock, and is carried forward by it. */
+typedef struct cpu_anchor {
+    uint64_t cpu_ns;      /* the process's CPU by the kernel's clock... */
+    uint64_t at_ns;       /* ...at this CLOCK_MONOTONIC instant (or just before) */
+    uint64_t switches;    /* this thread's context switches, read before both */
+    bool     valid;
+} cpu_anchor;
+
+/* True when this process surely has, and had, no thread but this one:
+ * glibc clears the flag at the first pthread_create, and (2.32-2.40 at
+ * least) never sets it again, a fork's child included: a worker forked
+ * from a process that had threads always reads the clock.  Threads made
+ * without pthread_create (a raw clone) are not seen. */
+static bool one_thread(void)
+{
+#ifdef INVOKER__HAVE_SINGLE_THREADED
+    return __libc_single_threaded != 0;
+#else
+    return false;
+#endif
+}
+
+/* This thread's context switches so far (UINT64_MAX: unknown), and the
+ * process's peak RSS since the last reset into *rss: RUSAGE_THREAD reads
+ * no clock, so it charges nothing to the scheduler. */
+static uint64_t thread_switches(long *rss)
+{
+    struct rusage ru;
+    *rss = 0;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return UINT64_MAX;
+    *rss = ru.ru_maxrss;
+    return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+}
+
+/* Our own CPU (all threads, not children) at now, read before switches:
+ * a switch after now is then counted, and sends us to the clock. */
+static uint64_t own_cpu(cpu_anchor *a, uint64_t now, uint64_t switches)
+{
+    if (a->valid && switches == a->switches && one_thread() && now >= a->at_ns)
+        return a->cpu_ns + (now - a->at_ns);
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) {
+        a->valid = false;
+        return 0;
+    }
+    a->cpu_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    a->at_ns = invoker__now_ns();
+    a->switches = switches;
+    a->valid = switches != UINT64_MAX;
+    return a->cpu_ns;
+}
+
+/* Our own part into u (its peak too); cpu_ns adds the children's part
+ * already in u. */
+static void usage_self(usage *u, cpu_anchor *a)
+{
+    uint64_t now = invoker__now_ns();
+    uint64_t switches = thread_switches(&u->self_rss);
+    u->cpu_ns = u->kids_ns + own_cpu(a, now, switches);
 }
 
 /* ru_maxrss is a lifetime peak; Linux (4.0+) lets a process bring its own
@@ -209,6 +283,7 @@ typedef struct child {
     bool                 have_base;     /* base is the end of the task before */
     bool                 peak_known;    /* the peak was reset at the packet's start */
     usage                base;
+    cpu_anchor           cpu;
 } child;
 
 /* The end of task (id, gen) in the captured stderr, unless the objective
@@ -345,12 +420,20 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
     out->child_rss_kib = -1;
     /* The first task of a packet measures its start and resets the peak;
      * its packet-mates start where the one before ended (nothing runs in
-     * between) and share the reset. */
+     * between) and share the reset.  The reaped children's part is the
+     * one read at the end of the task before: only this process's own
+     * code reaps, and none of ours runs in between. */
     if (!c->have_base) {
-        usage_now(&c->base);
+        usage_self(&c->base, &c->cpu);
         c->peak_known = reset_peak(c->clear_refs);
     }
     atomic_store(&slot->cpu_start_ns, c->base.cpu_ns);
+    atomic_store(&slot->kids_start_ns, c->base.kids_ns);
+    /* Whether the parent, timing this task out, must look for child
+     * processes (see invoker__worker_usage): a program runs, or this
+     * objective has reaped one before here. */
+    atomic_store(&slot->kids, cfg->objective == invoker_command_objective ||
+                                  c->base.kids_ns || c->base.child_rss > 0);
     int rc = cfg->objective(arg, (size_t)tk.arg_len, out, cfg->objective_ctx);
     uint64_t run_ns = invoker__now_ns() - start;
     /* Before any frame of it: the parent reads our stderr first. */
@@ -399,7 +482,8 @@ static bool run_ticket(child *c, const invoker__ticket *tkp, size_t tk_off,
         c->have_base = true;
     } else {
         usage end_use;
-        usage_now(&end_use);
+        usage_children(&end_use);
+        usage_self(&end_use, &c->cpu);
         f.cpu_ns = end_use.cpu_ns > c->base.cpu_ns ? end_use.cpu_ns - c->base.cpu_ns : 0;
         /* The worker's own peak since the reset; a child's from its
          * reaping (the command objective's wait4), or from RUSAGE_CHILDREN
@@ -455,7 +539,7 @@ static void note_if_idle(const invoker *inv)
  * them.  The cost is latency: a result waits for the rest of its packet,
  * which holding stops for once a task took INVOKER__BATCH_RUN_NS or the
  * oldest held result is INVOKER__HOLD_NS old. */
-static void child_loop(invoker *inv, unsigned k, int result_wr)
+static void child_loop(invoker *inv, unsigned k, int result_wr, int clear_refs)
 {
     const invoker_config *cfg = &inv->cfg;
     child c;
@@ -467,7 +551,8 @@ static void child_loop(invoker *inv, unsigned k, int result_wr)
                                      invoker__slot_number(inv, k),
                                      invoker__command_dir_tag(inv->key), -1,
                                      cfg->cpu_limit, inv->command_root };
-    c.clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    c.clear_refs = clear_refs;
+    usage_children(&c.base);   /* what worker_init reaped is no task's */
     unsigned long done = 0;
 
     if (invoker__result_reserve(&c.out, 0) != 0)
@@ -585,6 +670,13 @@ void invoker__child_run(invoker *inv, unsigned k, int result_wr, int go, int err
     child_apply_limits(&inv->cfg);
     if (invoker__table_protect_for_worker(&inv->table, k) != 0)
         _exit(1);
+    /* Opened, and written once, before a spare waits for its word: in a
+     * new process the first open under /proc/self and the first reset
+     * cost tens of microseconds, which would delay its first task (a
+     * timed-out task's replacement).  The reset proper comes with the
+     * first task. */
+    int clear_refs = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+    (void)reset_peak(clear_refs);
     if (go >= 0) {
         /* A spare, or a worker of the fork server, all set up: it waits
          * for the parent's word (which the parent sends only once it knows
@@ -609,7 +701,7 @@ void invoker__child_run(invoker *inv, unsigned k, int result_wr, int go, int err
             _exit(INVOKER__EXIT_INIT);
         }
     }
-    child_loop(inv, k, result_wr);
+    child_loop(inv, k, result_wr, clear_refs);
     _exit(0);
 }
 
