@@ -11,8 +11,42 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
+
+/* Syscalls of the journal wrapped (-Wl,--wrap, see tests/CMakeLists.txt):
+ * a pwritev made to fail, and the fdatasyncs that follow it counted. */
+static unsigned pwritev_calls, pwritev_fail_at;   /* 0: never fails */
+static unsigned datasyncs, datasyncs_after_fail;
+static bool pwritev_failed;
+
+ssize_t __real_pwritev(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+    if (pwritev_fail_at && ++pwritev_calls == pwritev_fail_at) {
+        pwritev_failed = true;
+        errno = ENOSPC;
+        return -1;
+    }
+    return __real_pwritev(fd, iov, n, off);
+}
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+    datasyncs++;
+    datasyncs_after_fail += pwritev_failed;
+    return __real_fdatasync(fd);
+}
+
+static void unwrap(void)
+{
+    pwritev_calls = pwritev_fail_at = datasyncs = datasyncs_after_fail = 0;
+    pwritev_failed = false;
+}
 
 typedef struct fixture {
     outcomes o;
@@ -40,6 +74,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     destroy_leftovers();
+    unwrap();
     if (f->mnt[0])
         (void)umount2(f->mnt, MNT_DETACH);
     char cmd[200];
@@ -640,6 +675,40 @@ static void test_full_disk_callbacks_still_come_and_the_journal_says_why(void **
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* A write that fails after records were written (SYNC_BATCH: not yet
+ * synced) stops the journal, but the records before it still get the
+ * sync the wait promises: one fdatasync after the failure, and what was
+ * written replays. */
+static void test_a_failed_write_still_syncs_the_records_before_it(void **state)
+{
+    fixture *f = *state;
+    f->st->slow_ms = 5;
+    for (unsigned k = 0; k < 10; k++)
+        f->st->plan[k][0] = ACT_SLOW;   /* one record a write */
+    pwritev_fail_at = 4;
+    invoker *inv = open_journal(f, f->path, 1);
+    unsigned syncs0 = datasyncs;   /* the header's */
+    assert_true(syncs0 >= 1);
+    invoker_id ids[10];
+    for (unsigned k = 0; k < 10; k++)
+        ids[k] = submit_key(inv, k, 0, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_true(pwritev_failed);
+    assert_int_equal(st.journal_error, -ENOSPC);
+    assert_int_equal(st.journaled, 3);
+    assert_true(datasyncs_after_fail >= 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    for (unsigned k = 0; k < 10; k++)
+        assert_int_equal(seen_get(&f->o, ids[k])->results, 1);
+    unwrap();
+    reset(f);
+    inv = open_journal(f, f->path, 1);
+    assert_int_equal(inv->journal.replayed, 3);
+    assert_int_equal(destroy_tracked(inv), 0);
+}
+
 /* ---- sync modes ------------------------------------------------------------- */
 
 static void test_sync_modes_each_batch_none(void **state)
@@ -924,6 +993,7 @@ int main(void)
         T(test_bad_paths_are_refused_and_leave_nothing),
         T(test_journal_in_use_is_ebusy_until_its_holder_dies),
         T(test_full_disk_callbacks_still_come_and_the_journal_says_why),
+        T(test_a_failed_write_still_syncs_the_records_before_it),
         T(test_sync_modes_each_batch_none),
         T(test_optimizer_sigkilled_at_random_moments_rerun_pays_nothing_twice),
         T(test_sync_each_kill_between_callbacks_loses_nothing),

@@ -440,6 +440,22 @@ int invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *a
     return 0;
 }
 
+/* One fdatasync.  Its failure stops the journal (the first error is the
+ * one kept): after a failed fdatasync the kernel may have dropped the
+ * pages it could not write, and a later one that succeeds says nothing
+ * about them. */
+static int sync_now(invoker__journal *j)
+{
+    j->dirty_since = 0;
+    j->syncs++;
+    if (fdatasync(j->fd) == 0)
+        return 0;
+    int rc = -errno;
+    if (!j->error)
+        j->error = rc;
+    return rc;
+}
+
 /* Writes iov at j->end: one pwritev, and after a short one the rest by
  * plain writes, which say why it stopped. */
 static int write_records(const invoker__journal *j, const struct iovec *iov, int n)
@@ -508,6 +524,12 @@ int invoker__journal_flush(invoker__journal *j)
          * cut at the next open, but cut it now while we know where. */
         j->error = rc;
         (void)ftruncate(j->fd, (off_t)j->end);
+        /* No sync comes after a stop (invoker__journal_sync returns the
+         * error), but the records written before it were promised one:
+         * they get it now.  Not after a failed fdatasync, which never
+         * gets here: a second one would prove nothing. */
+        if (j->sync != INVOKER_SYNC_NONE)
+            (void)sync_now(j);
         return rc;
     }
     for (unsigned i = 0; i < count; i++) {
@@ -542,10 +564,7 @@ int invoker__journal_sync(invoker__journal *j)
     j->dirty_since = 0;
     if (j->sync == INVOKER_SYNC_NONE)
         return 0;
-    if (fdatasync(j->fd) != 0)
-        j->error = -errno;
-    j->syncs++;
-    return j->error;
+    return sync_now(j);
 }
 
 uint64_t invoker__journal_tick(invoker__journal *j, uint64_t now)
