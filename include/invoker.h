@@ -277,9 +277,12 @@ typedef struct invoker_config {
      * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
      * file that is not a journal of this version: -EBADMSG, the file
      * untouched.  A journal another live invoker holds (this process or
-     * another): -EBUSY (an OFD lock, gone when its holder is).  A failed
-     * write (ENOSPC...) stops the journal: callbacks still come, and
-     * invoker_stats.journal_error says why.  The journal implies the
+     * another): -EBUSY (an OFD lock, gone when its holder is; advisory,
+     * so a file cut short by someone else while create reads it is a torn
+     * tail, and a read that fails is create's -errno, -EIO say: never a
+     * signal).  A failed write (ENOSPC...) stops the journal: callbacks
+     * still come, the records written before it are still synced as
+     * journal_sync says, and invoker_stats.journal_error says why.  The journal implies the
      * merging of identical tasks in flight (see cache), and also answers
      * identical arguments evaluated during this run.  journal and
      * journal_key are read during invoker_create only. */

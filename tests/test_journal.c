@@ -42,10 +42,48 @@ int __wrap_fdatasync(int fd)
     return __real_fdatasync(fd);
 }
 
+/* The journal file (by inode) made shorter by "someone else" when it is
+ * first read or mapped after invoker_create's fstat, or its reads made to
+ * fail. */
+static ino_t shrink_ino;   /* 0: not armed */
+static off_t shrink_to;
+static int pread_errno;
+
+static void shrink_if_armed(int fd)
+{
+    struct stat st;
+    if (shrink_ino && fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == shrink_ino) {
+        shrink_ino = 0;
+        assert_int_equal(ftruncate(fd, shrink_to), 0);
+    }
+}
+
+ssize_t __real_pread(int fd, void *buf, size_t len, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t len, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t len, off_t off)
+{
+    if (pread_errno) {
+        errno = pread_errno;
+        return -1;
+    }
+    shrink_if_armed(fd);
+    return __real_pread(fd, buf, len, off);
+}
+
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    shrink_if_armed(fd);
+    return __real_mmap(addr, len, prot, flags, fd, off);
+}
+
 static void unwrap(void)
 {
     pwritev_calls = pwritev_fail_at = datasyncs = datasyncs_after_fail = 0;
     pwritev_failed = false;
+    shrink_ino = 0;
+    pread_errno = 0;
 }
 
 typedef struct fixture {
@@ -366,6 +404,127 @@ static void test_truncated_anywhere_replays_the_whole_records_before_the_cut(voi
         assert_false(exists(name));   /* torn, not corrupt: cut, nothing aside */
     }
     free(img);
+}
+
+/* The lock is advisory: a file cut short by someone else while create
+ * reads it (after its fstat) is a torn tail, cut at the last whole record,
+ * and a read that fails is create's error; never SIGBUS (which a mapping
+ * of the file gave). */
+static void test_shrunk_while_read_is_torn_and_a_failed_read_an_error(void **state)
+{
+    fixture *f = *state;
+    unsigned char *img;
+    size_t len, off[4];
+    small_journal(f, &img, &len, off);
+    for (size_t cut = 0; cut < len; cut++) {
+        write_file(f->path, img, len);
+        struct stat st;
+        assert_int_equal(stat(f->path, &st), 0);
+        shrink_ino = st.st_ino;
+        shrink_to = (off_t)cut;
+        bool replayed[3];
+        assert_int_equal(rerun_small(f, replayed), 0);
+        assert_int_equal(shrink_ino, 0);   /* it did shrink */
+        size_t kept = INVOKER__JOURNAL_HDR;
+        for (unsigned k = 0; k < 3; k++) {
+            assert_int_equal(replayed[k], off[k + 1] <= cut);
+            if (off[k + 1] <= cut)
+                kept = off[k + 1];
+        }
+        char name[200];
+        snprintf(name, sizeof name, "%s.corrupt.1", f->path);
+        assert_false(exists(name));
+        /* The rerun wrote the keys not replayed after the records kept. */
+        assert_true(file_size(f->path) >= (off_t)kept);
+    }
+    write_file(f->path, img, len);
+    pread_errno = EIO;
+    invoker_config cfg;
+    journal_config(f, &cfg, f->path, 0);
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);
+    pread_errno = 0;
+    unsigned char *after;
+    size_t after_len;
+    read_file(f->path, &after, &after_len);
+    assert_int_equal(after_len, len);
+    assert_memory_equal(after, img, len);
+    free(after);
+    free(img);
+}
+
+/* Records bigger than the window replay reads the file through, and many
+ * that straddle its edges, written here by the encoder: each replays, and
+ * a cut inside the big one keeps those before it. */
+#define WIDE_KEYS 200u
+#define WIDE_BIG  100u
+
+static size_t wide_len(unsigned k)
+{
+    return k == WIDE_BIG ? (size_t)3 << 20 : 20000 + 7 * k;
+}
+
+static unsigned char wide_byte(unsigned k, size_t i)
+{
+    return (unsigned char)(k * 131u + i * 7u);
+}
+
+static void write_wide_journal(const char *path, size_t off[WIDE_KEYS + 1])
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    unsigned char hdr[INVOKER__JREC_HDR > INVOKER__JOURNAL_HDR ? INVOKER__JREC_HDR
+                                                               : INVOKER__JOURNAL_HDR];
+    invoker__journal_file_header(hdr, INVOKER__JOURNAL_VERSION);
+    assert_int_equal(write(fd, hdr, INVOKER__JOURNAL_HDR), (ssize_t)INVOKER__JOURNAL_HDR);
+    uint64_t key = invoker__journal_key_hash("steered v1");
+    off[0] = INVOKER__JOURNAL_HDR;
+    for (unsigned k = 0; k < WIDE_KEYS; k++) {
+        targ a = targ_make(k, 0);
+        size_t alen = targ_size(&a), rlen = wide_len(k);
+        unsigned char *rec = calloc(1, invoker__journal_record_size(alen, rlen));
+        unsigned char *res = rec + INVOKER__JREC_HDR + ((alen + 15) & ~(size_t)15);
+        memcpy(rec + INVOKER__JREC_HDR, &a, alen);
+        for (size_t i = 0; i < rlen; i++)
+            res[i] = wide_byte(k, i);
+        uint64_t ah = invoker__hash(&a, alen, INVOKER__HASH_SEED);
+        invoker__journal_encode(rec, key, INVOKER__JREC_RESULT, 0, alen, rlen,
+                                invoker__journal_body_check(ah, res, rlen));
+        size_t size = invoker__journal_record_size(alen, rlen);
+        assert_int_equal(write(fd, rec, size), (ssize_t)size);
+        off[k + 1] = off[k] + size;
+        free(rec);
+    }
+    close(fd);
+}
+
+static void test_records_wider_than_the_read_window_replay(void **state)
+{
+    fixture *f = *state;
+    size_t off[WIDE_KEYS + 1];
+    write_wide_journal(f->path, off);
+    for (int cut = 0; cut < 2; cut++) {
+        if (cut)
+            assert_int_equal(truncate(f->path, (off_t)(off[WIDE_BIG] + (1u << 20) + 5)), 0);
+        reset(f);
+        invoker *inv = open_journal(f, f->path, 0);
+        assert_int_equal(inv->journal.replayed, cut ? WIDE_BIG : WIDE_KEYS);
+        invoker_id ids[WIDE_KEYS];
+        for (unsigned k = 0; k < WIDE_KEYS; k++)
+            ids[k] = submit_key(inv, k, 0, 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(destroy_tracked(inv), 0);
+        for (unsigned k = 0; k < WIDE_KEYS; k++) {
+            seen *s = seen_get(&f->o, ids[k]);
+            assert_int_equal(s->results, 1);
+            assert_int_equal(s->cached, !cut || k < WIDE_BIG);
+            if (!s->cached)
+                continue;
+            assert_int_equal(s->len, wide_len(k));
+            for (size_t i = 0; i < OUT_RES_MAX; i++)
+                assert_int_equal(s->res[i], wide_byte(k, i));
+        }
+    }
 }
 
 static void test_every_byte_flip_replays_the_records_before_it_or_ebadmsg(void **state)
@@ -987,6 +1146,8 @@ int main(void)
         T(test_journal_alone_answers_this_runs_outcomes_and_merges_twins),
         T(test_invokers_side_by_side_each_with_its_own_journal),
         T(test_truncated_anywhere_replays_the_whole_records_before_the_cut),
+        T(test_shrunk_while_read_is_torn_and_a_failed_read_an_error),
+        T(test_records_wider_than_the_read_window_replay),
         T(test_every_byte_flip_replays_the_records_before_it_or_ebadmsg),
         T(test_record_claiming_two_to_the_63_is_moved_aside),
         T(test_foreign_files_and_other_versions_are_ebadmsg_and_untouched),
