@@ -263,7 +263,9 @@ typedef struct invoker_config {
      *
      * journal: path of an append-only file of outcomes; NULL: none.
      * invoker_create opens it (created with mode 0600; a symlink at the
-     * last component is refused with -ELOOP; not a regular file: -EINVAL)
+     * last component is refused with -ELOOP; a directory -EISDIR; any
+     * other file that is not a regular one -EINVAL, looked at without
+     * being opened: a device or a FIFO there is left alone)
      * and reads it: a later submit whose argument bytes and journal_key
      * match a journaled success or INVOKER_FAIL_OBJECTIVE gets that same
      * outcome (identical result bytes, or the same code) with cached = 1,

@@ -726,6 +726,51 @@ static void test_bad_paths_are_refused_and_leave_nothing(void **state)
     assert_false(exists(f->path));
 }
 
+/* A device at the path is refused (-EINVAL) without being opened for
+ * writing: a terminal never becomes the controlling one of a session
+ * that has none (which opening it without O_NOCTTY would make it). */
+static void test_a_device_path_is_einval_and_never_opened(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(create_at(f, "/dev/null"), -EINVAL);
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        int rc = 1, m = -1;
+        if (setsid() >= 0 && (m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0 &&
+            grantpt(m) == 0 && unlockpt(m) == 0 && ptsname(m)) {
+            invoker_config cfg;
+            journal_config(f, &cfg, ptsname(m), 1);
+            invoker *inv = NULL;
+            rc = invoker_create(&inv, &cfg);
+            /* Without a controlling terminal /dev/tty cannot be opened. */
+            int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+            int out[2] = { rc, tty < 0 ? -errno : 0 };
+            if (write(fd[1], out, sizeof out) != (ssize_t)sizeof out)
+                _exit(3);
+            _exit(0);
+        }
+        _exit(2);   /* no pty here */
+    }
+    close(fd[1]);
+    int out[2] = { 1, 1 }, status;
+    ssize_t n = read(fd[0], out, sizeof out);
+    close(fd[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 2) {
+        print_message("no pseudo-terminal here: only /dev/null checked\n");
+        return;
+    }
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(n, (ssize_t)sizeof out);
+    assert_int_equal(out[0], -EINVAL);
+    assert_int_equal(out[1], -ENXIO);
+}
+
 static void test_journal_in_use_is_ebusy_until_its_holder_dies(void **state)
 {
     fixture *f = *state;
@@ -1152,6 +1197,7 @@ int main(void)
         T(test_record_claiming_two_to_the_63_is_moved_aside),
         T(test_foreign_files_and_other_versions_are_ebadmsg_and_untouched),
         T(test_bad_paths_are_refused_and_leave_nothing),
+        T(test_a_device_path_is_einval_and_never_opened),
         T(test_journal_in_use_is_ebusy_until_its_holder_dies),
         T(test_full_disk_callbacks_still_come_and_the_journal_says_why),
         T(test_a_failed_write_still_syncs_the_records_before_it),

@@ -392,6 +392,53 @@ fresh:
     return 0;
 }
 
+/* The file at path, opened for reading and writing only once it is known
+ * to be a regular file (created, 0600, when there is none): opening a
+ * device has effects of its own (a terminal becomes the controlling one,
+ * a watchdog arms), and a FIFO blocks.  The file looked at (O_PATH, which
+ * opens nothing) and the one opened must be the same, else it changed in
+ * between and is looked at again.  *created: made here. */
+static int open_regular(const char *path, bool *created)
+{
+    *created = false;
+    for (unsigned tries = 0; tries < 16; tries++) {
+        int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+            if (fd >= 0)
+                *created = true;
+            if (fd >= 0 || errno != EEXIST)
+                return fd >= 0 ? fd : -errno;
+            continue;   /* made meanwhile */
+        }
+        if (fd < 0)
+            return -errno;
+        struct stat seen, got;
+        int rc = fstat(fd, &seen) != 0       ? -errno
+                 : S_ISLNK(seen.st_mode)     ? -ELOOP   /* O_PATH opens the link itself */
+                 : S_ISDIR(seen.st_mode)     ? -EISDIR
+                 : !S_ISREG(seen.st_mode)    ? -EINVAL
+                                             : 0;
+        close(fd);
+        if (rc)
+            return rc;
+        /* O_NONBLOCK and O_NOCTTY: harmless should it have become a FIFO
+         * or a terminal since. */
+        fd = open(path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT ? -EAGAIN : -errno;
+        if (fstat(fd, &got) != 0) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        if (got.st_dev == seen.st_dev && got.st_ino == seen.st_ino)
+            return fd;
+        close(fd);
+    }
+    return -EAGAIN;   /* replaced under us, again and again */
+}
+
 int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_config *cfg)
 {
     memset(j, 0, sizeof *j);
@@ -402,11 +449,13 @@ int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_
     j->key_hash = invoker__journal_key_hash(cfg->journal_key);
     j->max_arg = cfg->max_arg_bytes;
     j->max_res = cfg->max_result_bytes;
-    /* O_NONBLOCK: a FIFO at that path must not hang us before we see
-     * it is no regular file. */
-    j->fd = open(cfg->journal, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
-    if (j->fd < 0)
-        return -errno;
+    bool created;
+    j->fd = open_regular(cfg->journal, &created);
+    if (j->fd < 0) {
+        int rc = j->fd;
+        j->fd = -1;
+        return rc;
+    }
     /* An OFD lock belongs to this open file, not to the process: a second
      * invoker of this process is refused too, and the lock goes when the
      * descriptor does, whoever held it dying included. */
