@@ -277,6 +277,9 @@ typedef struct invoker_config {
      * (a death mid-write) is cut off at open; a record that fails its
      * checksum ends the replay there, and the file from it on is moved to
      * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
+     * new journal, or a corrupt tail's file, is made durable with its
+     * directory's fsync (which failing fails create) before the journal
+     * is cut.  A
      * file that is not a journal of this version: -EBADMSG, the file
      * untouched.  A journal another live invoker holds (this process or
      * another): -EBUSY (an OFD lock, gone when its holder is; advisory,

@@ -78,8 +78,42 @@ void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
     return __real_mmap(addr, len, prot, flags, fd, off);
 }
 
+/* fsyncs of a directory counted, and how many had come when the journal
+ * (by inode) was last cut short. */
+static unsigned dir_syncs, dir_syncs_at_cut;
+static ino_t cut_ino;
+static int dir_sync_errno;   /* non-zero: a directory's fsync fails so */
+
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        dir_syncs++;
+        if (dir_sync_errno) {
+            errno = dir_sync_errno;
+            return -1;
+        }
+    }
+    return __real_fsync(fd);
+}
+
+int __real_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len)
+{
+    struct stat st;
+    if (cut_ino && fstat(fd, &st) == 0 && st.st_ino == cut_ino)
+        dir_syncs_at_cut = dir_syncs;
+    return __real_ftruncate(fd, len);
+}
+
 static void unwrap(void)
 {
+    dir_syncs = dir_syncs_at_cut = 0;
+    cut_ino = 0;
+    dir_sync_errno = 0;
     pwritev_calls = pwritev_fail_at = datasyncs = datasyncs_after_fail = 0;
     pwritev_failed = false;
     shrink_ino = 0;
@@ -525,6 +559,50 @@ static void test_records_wider_than_the_read_window_replay(void **state)
                 assert_int_equal(s->res[i], wide_byte(k, i));
         }
     }
+}
+
+/* A new name survives a power cut only once its directory is synced: the
+ * journal created, and a corrupt tail's file, synced before the journal
+ * is cut (else a power cut could keep the cut and lose the tail). */
+static void test_new_names_are_synced_in_their_directory(void **state)
+{
+    fixture *f = *state;
+    invoker *inv = open_journal(f, f->path, 0);
+    assert_true(dir_syncs >= 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    dir_syncs = 0;
+    inv = open_journal(f, f->path, 0);   /* no new name */
+    assert_int_equal(dir_syncs, 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+    unsigned char *img;
+    size_t len, off[4];
+    small_journal(f, &img, &len, off);
+    img[off[1] + INVOKER__JREC_HDR] ^= 1;   /* the second record's argument */
+    write_file(f->path, img, len);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    cut_ino = st.st_ino;
+    dir_syncs = 0;
+    bool replayed[3];
+    assert_int_equal(rerun_small(f, replayed), 0);
+    assert_true(replayed[0] && !replayed[1] && !replayed[2]);
+    char name[200];
+    snprintf(name, sizeof name, "%s.corrupt.1", f->path);
+    assert_int_equal(file_size(name), (off_t)(len - off[1]));
+    assert_true(dir_syncs_at_cut >= 1);
+    /* A directory that fails to sync fails create: the journal is not
+     * cut, its tail stays where it was (and in the copy). */
+    remove_corrupt(f);
+    write_file(f->path, img, len);
+    dir_sync_errno = EIO;
+    invoker_config cfg;
+    journal_config(f, &cfg, f->path, 0);
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);
+    assert_int_equal(file_size(f->path), (off_t)len);
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);   /* a new journal */
+    dir_sync_errno = 0;
+    free(img);
 }
 
 static void test_every_byte_flip_replays_the_records_before_it_or_ebadmsg(void **state)
@@ -1193,6 +1271,7 @@ int main(void)
         T(test_truncated_anywhere_replays_the_whole_records_before_the_cut),
         T(test_shrunk_while_read_is_torn_and_a_failed_read_an_error),
         T(test_records_wider_than_the_read_window_replay),
+        T(test_new_names_are_synced_in_their_directory),
         T(test_every_byte_flip_replays_the_records_before_it_or_ebadmsg),
         T(test_record_claiming_two_to_the_63_is_moved_aside),
         T(test_foreign_files_and_other_versions_are_ebadmsg_and_untouched),

@@ -259,6 +259,32 @@ static int reader_get(reader *r, uint64_t off, size_t want, const unsigned char 
     return 0;
 }
 
+/* fsync of the directory holding path: a name made there survives a
+ * power cut only then, and a journal cut short after its tail was moved
+ * to a new name must not lose both.  0 or -errno (a directory that cannot
+ * be synced, EINVAL, has nothing to make durable). */
+static int sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    char *dir = malloc(len + 2);
+    if (!dir)
+        return -ENOMEM;
+    if (len)
+        memcpy(dir, path, len);
+    else
+        dir[len++] = '.';
+    dir[len] = 0;
+    int rc = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0 && errno != EINVAL)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
 /* The tail from a corrupt record on goes to <path>.corrupt.<n>, the first
  * n free, before the journal is cut: it is never lost. */
 static int move_aside(const char *path, reader *r, uint64_t from)
@@ -293,7 +319,7 @@ static int move_aside(const char *path, reader *r, uint64_t from)
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
     close(fd);
-    return rc;
+    return rc ? rc : sync_dir(path);
 }
 
 /* Reads the records, gives the cache those under our key, and puts the
@@ -456,6 +482,7 @@ int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_
         j->fd = -1;
         return rc;
     }
+    int rc = created ? sync_dir(cfg->journal) : 0;
     /* An OFD lock belongs to this open file, not to the process: a second
      * invoker of this process is refused too, and the lock goes when the
      * descriptor does, whoever held it dying included. */
@@ -463,8 +490,7 @@ int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_
     memset(&fl, 0, sizeof fl);
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
-    int rc = 0;
-    if (fcntl(j->fd, F_OFD_SETLK, &fl) != 0)
+    if (rc == 0 && fcntl(j->fd, F_OFD_SETLK, &fl) != 0)
         rc = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
     if (rc == 0)
         rc = load(j, c, cfg->journal);
