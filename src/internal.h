@@ -284,7 +284,7 @@ struct invoker__task {
     bool            leads;          /* in the cache's twin table */
     bool            journaled;      /* its outcome is written already */
     size_t          twin_slot;      /* where it leads, in the cache's keys, */
-    uint32_t        twin_epoch;     /* unless they were rebuilt since */
+    uint64_t        twin_epoch;     /* unless they were rebuilt since */
     unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
     const unsigned char *cached_res;
     size_t          cached_len;
@@ -676,7 +676,8 @@ typedef struct invoker__cache {
         }         ref;
     }                *keys;           /* hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
-    uint32_t          epoch;          /* rebuilds of keys, ever */
+    uint64_t          epoch;          /* rebuilds of keys, ever (64 bits: never wraps
+                                         back to an epoch someone remembers) */
 } invoker__cache;
 
 struct invoker;

@@ -294,6 +294,55 @@ static void test_cancelling_a_waiting_duplicate_cancels_only_it(void **state)
     finish(f);
 }
 
+/* The keys' epoch (rebuilds of the table, ever) taken past 2^32: a task
+ * that remembered its slot at epoch 0, before, must not take that slot
+ * for its own after a rebuild that a 32-bit epoch would number 0 again.
+ * Its key is then found by search, and every key goes with its task. */
+static void test_key_epoch_past_two_to_the_32_finds_keys_again(void **state)
+{
+    fixture *f = *state;
+    /* A key whose slot moves when the table grows from 256 slots to 1024
+     * (bits 8-9 of its hash not both zero), so the slot it remembers is
+     * a wrong one after the rebuild. */
+    uint32_t lead = 0;
+    for (;; lead++) {
+        targ a = targ_make(lead, 0);
+        if ((invoker__hash(&a, targ_size(&a), INVOKER__HASH_SEED) >> 8) & 3)
+            break;
+    }
+    f->st->plan[lead][0] = ACT_SLOW;
+    invoker *inv = make(f, 1, NULL);
+    assert_int_equal(inv->cache.nkey_slots, 256);
+    invoker_id first = submit_key(inv, lead, 0, 0);   /* leads at epoch 0 */
+    assert_int_equal(inv->cache.epoch, 0);
+    inv->cache.epoch = UINT32_MAX;   /* as after 2^32 - 1 rebuilds */
+    invoker_id ids[200];
+    for (uint32_t k = 0; k < 200; k++)   /* queued behind it: the table grows */
+        ids[k] = submit_key(inv, 1000 + k, 0, 0);
+    assert_true(inv->cache.epoch > UINT32_MAX);
+    assert_int_equal(inv->cache.nkey_slots, 1024);
+    invoker_id again = submit_key(inv, lead, 0, 0);   /* finds its twin */
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_answer(seen_get(&f->o, first), lead);
+    assert_answer(seen_get(&f->o, again), lead);
+    assert_true(seen_get(&f->o, again)->cached);
+    for (uint32_t k = 0; k < 200; k++)
+        assert_answer(seen_get(&f->o, ids[k]), 1000 + k);
+    /* No task is in flight: no key refers to one, and each outcome kept
+     * has exactly one key. */
+    size_t tasks = 0, entries = 0;
+    for (size_t i = 0; i < inv->cache.nkey_slots; i++) {
+        unsigned kind = (unsigned)(inv->cache.keys[i].hash >> 62);
+        tasks += kind == 1;
+        entries += kind == 2;
+    }
+    assert_int_equal(tasks, 0);
+    assert_int_equal(entries, inv->cache.count);
+    assert_int_equal(inv->cache.count, 201);
+    assert_int_equal(atomic_load(&f->st->evals[lead]), 1);
+    finish(f);
+}
+
 static void small_cache(invoker_config *cfg)
 {
     cfg->cache_max_bytes = 1200;
@@ -622,6 +671,7 @@ int main(void)
         T(test_twin_crashed_duplicate_runs_with_its_own_retries),
         T(test_twin_shut_down_each_duplicate_reported_once),
         T(test_cancelling_a_waiting_duplicate_cancels_only_it),
+        T(test_key_epoch_past_two_to_the_32_finds_keys_again),
         T(test_cache_max_bytes_evicts_least_recently_used),
         T(test_matching_compares_bytes_not_hashes),
         T(test_inline_mode_merges_twins_and_answers_from_memory),

@@ -26,7 +26,7 @@ struct invoker__centry {
     invoker_failure  fail;            /* 0: success */
     int              code;
     size_t           key_slot;        /* its key, unless the keys were */
-    uint32_t         key_epoch;       /* rebuilt since */
+    uint64_t         key_epoch;       /* rebuilt since */
     /* Then the result at a 16-byte boundary (callbacks get it aligned),
      * then the argument. */
 };
@@ -151,24 +151,29 @@ static bool key_room(invoker__cache *c)
 }
 
 /* The key of owner (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
- * remembered at slot in epoch. */
-static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
+ * remembered at slot in epoch; NULL if it has none (never, unless the
+ * bookkeeping is wrong: then a lookup ends at its probe's first empty
+ * slot rather than going round for ever). */
+static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint64_t epoch,
                                      uint64_t hash, unsigned kind, const void *owner)
 {
     if (epoch == c->epoch)
         return &c->keys[slot];
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
-    for (;; i = (i + 1) & mask) {
+    for (size_t n = 0; n < c->nkey_slots && !KEY_EMPTY(c->keys[i]); n++, i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
         if (key_kind(k) == kind &&
             (kind == KEY_TASK ? (const void *)k->ref.t : (const void *)k->ref.e) == owner)
             return &c->keys[i];
     }
+    return NULL;
 }
 
-/* k refers to nothing now: a tombstone. */
+/* k refers to nothing now: a tombstone.  NULL: no key to release. */
 static void key_release(invoker__cache *c, struct invoker__key *k)
 {
+    if (!k)
+        return;
     k->ref.off = 0;
     k->hash = TOMBSTONE;
     c->ntombs++;
@@ -215,12 +220,12 @@ static void journaled(invoker *inv, invoker__task *t, uint64_t off)
     invoker__cache *c = &inv->cache;
     t->journaled = true;
     const struct invoker__key k = { key_word(t->hash, KEY_OFF), { .off = off } };
-    if (t->leads) {
-        *task_key(c, t) = k;
-        t->leads = false;
-    } else if (key_room(c)) {
+    struct invoker__key *home = t->leads ? task_key(c, t) : NULL;
+    t->leads = false;
+    if (home)
+        *home = k;
+    else if (key_room(c))
         (void)key_put(c, &k);
-    }
 }
 
 /* ---- finished outcomes in memory ------------------------------------- */
@@ -286,13 +291,17 @@ static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int 
         memcpy(entry_res(e), res, res_len);
     if (t->arg_len)
         memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
-    if (t->leads) {   /* its key comes to refer to the outcome */
-        struct invoker__key *k = task_key(c, t);
-        *k = (struct invoker__key){ key_word(t->hash, KEY_ENTRY), { .e = e } };
-        e->key_slot = (size_t)(k - c->keys);
-        t->leads = false;
+    const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
+    struct invoker__key *home = t->leads ? task_key(c, t) : NULL;
+    if (t->leads && !home && !key_room(c)) {   /* its key lost: see key_home */
+        free(e);
+        return;
+    }
+    t->leads = false;
+    if (home) {   /* its key comes to refer to the outcome */
+        *home = k;
+        e->key_slot = (size_t)(home - c->keys);
     } else {
-        const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = key_put(c, &k);
     }
     e->key_epoch = c->epoch;
