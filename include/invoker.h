@@ -313,7 +313,10 @@ typedef struct invoker_config {
     int                  cache;
     /* Memory the cache may hold (arguments, results and bookkeeping); the
      * least recently used goes first, and an outcome bigger than all of it
-     * is not kept.  0: 256 MiB. */
+     * is not kept.  0: 256 MiB.  Answers waiting for their callback (from
+     * memory or the journal) share one copy of an outcome however many
+     * there are; an outcome evicted while some wait goes when they have
+     * been delivered. */
     size_t               cache_max_bytes;
 
     /* Seconds between SIGTERM and SIGKILL when a worker is killed for a

@@ -285,7 +285,8 @@ struct invoker__task {
     bool            journaled;      /* its outcome is written already */
     size_t          twin_slot;      /* where it leads, in the cache's keys, */
     uint64_t        twin_epoch;     /* unless they were rebuilt since */
-    unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
+    struct invoker__centry *cached_entry; /* holds cached_res: one reference
+                                       (cache.c) */
     const unsigned char *cached_res;
     size_t          cached_len;
     struct invoker__task *leader;   /* TWIN: the task it waits for */
@@ -687,6 +688,8 @@ int  invoker__cache_init(struct invoker *inv);
  * bytes).  0 or -ENOMEM. */
 int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
 void invoker__cache_free(struct invoker *inv);
+/* A task's answer delivered or dropped: its entry's reference goes. */
+void invoker__cache_unref(invoker__centry *e);
 /* The argument's hash, its key's slot fetched meanwhile. */
 uint64_t invoker__cache_hash(const struct invoker *inv, const void *arg, size_t len);
 /* At submit, for t (inserted, not yet queued), its argument bytes and
