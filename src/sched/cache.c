@@ -160,30 +160,34 @@ static bool key_room(invoker__cache *c)
     return c->nkeys + c->ntombs + 1 < c->nkey_slots;
 }
 
-/* The key of owner (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
- * remembered at slot in epoch; NULL if it has none (never, unless the
+#define KEY_NONE SIZE_MAX
+
+/* The slot of owner's key (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
+ * remembered at slot in epoch; KEY_NONE if it has none (never, unless the
  * bookkeeping is wrong: then a lookup ends at its probe's first empty
  * slot rather than going round for ever). */
-static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint64_t epoch,
-                                     uint64_t hash, unsigned kind, const void *owner)
+static size_t key_home(invoker__cache *c, size_t slot, uint64_t epoch, uint64_t hash,
+                       unsigned kind, const void *owner)
 {
     if (epoch == c->epoch)
-        return &c->keys[slot];
+        return slot;
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
     for (size_t n = 0; n < c->nkey_slots && !KEY_EMPTY(c->keys[i]); n++, i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
         if (key_kind(k) == kind &&
             (kind == KEY_TASK ? (const void *)k->ref.t : (const void *)k->ref.e) == owner)
-            return &c->keys[i];
+            return i;
     }
-    return NULL;
+    return KEY_NONE;
 }
 
-/* k refers to nothing now: a tombstone.  NULL: no key to release. */
-static void key_release(invoker__cache *c, struct invoker__key *k)
+/* The key at slot refers to nothing now: a tombstone.  KEY_NONE: no key
+ * to release. */
+static void key_release(invoker__cache *c, size_t slot)
 {
-    if (!k)
+    if (slot == KEY_NONE)
         return;
+    struct invoker__key *k = &c->keys[slot];
     k->ref.off = 0;
     k->hash = TOMBSTONE;
     c->ntombs++;
@@ -199,7 +203,7 @@ int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
     return 0;
 }
 
-static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
+static size_t task_key(invoker__cache *c, const invoker__task *t)
 {
     return key_home(c, t->twin_slot, t->twin_epoch, t->hash, KEY_TASK, t);
 }
@@ -230,10 +234,10 @@ static void journaled(invoker *inv, invoker__task *t, uint64_t off)
     invoker__cache *c = &inv->cache;
     t->journaled = true;
     const struct invoker__key k = { key_word(t->hash, KEY_OFF), { .off = off } };
-    struct invoker__key *home = t->leads ? task_key(c, t) : NULL;
+    size_t home = t->leads ? task_key(c, t) : KEY_NONE;
     t->leads = false;
-    if (home)
-        *home = k;
+    if (home != KEY_NONE)
+        c->keys[home] = k;
     else if (key_room(c))
         (void)key_put(c, &k);
 }
@@ -351,15 +355,15 @@ static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int 
     if (!e)
         return;
     const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
-    struct invoker__key *home = t->leads ? task_key(c, t) : NULL;
-    if (t->leads && !home && !key_room(c)) {   /* its key lost: see key_home */
+    size_t home = t->leads ? task_key(c, t) : KEY_NONE;
+    if (t->leads && home == KEY_NONE && !key_room(c)) {   /* its key lost: see key_home */
         free(e);
         return;
     }
     t->leads = false;
-    if (home) {   /* its key comes to refer to the outcome */
-        *home = k;
-        e->key_slot = (size_t)(home - c->keys);
+    if (home != KEY_NONE) {   /* its key comes to refer to the outcome */
+        c->keys[home] = k;
+        e->key_slot = home;
     } else {
         e->key_slot = key_put(c, &k);
     }

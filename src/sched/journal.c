@@ -330,8 +330,8 @@ static int replay(invoker__journal *j, invoker__cache *c, reader *r, uint64_t *b
     *bad = 0;
     while (off < r->size) {
         invoker__jrec rec;
-        const unsigned char *p;
-        size_t avail, want = INVOKER__JREC_HDR;
+        const unsigned char *p = NULL;
+        size_t avail = 0, want = INVOKER__JREC_HDR;
         int how, rc;
         for (;;) {
             if ((rc = reader_get(r, off, want, &p, &avail)) != 0)
@@ -384,8 +384,8 @@ static int load(invoker__journal *j, invoker__cache *c, const char *path)
         goto fresh;
     if (!(r.buf = malloc(r.cap)))
         return -ENOMEM;
-    const unsigned char *p;
-    size_t avail;
+    const unsigned char *p = NULL;
+    size_t avail = 0;
     int rc = reader_get(&r, 0, INVOKER__JOURNAL_HDR, &p, &avail);
     if (rc == 0)
         rc = invoker__journal_check_header(p, avail < INVOKER__JOURNAL_HDR ? avail
