@@ -18,6 +18,7 @@
 #define HUGE_KEYS         ((size_t)2 << 20)   /* keys this big get huge pages */
 #define KEYS_MIN          256u
 #define SYNC_PERIOD_NS    (100000000ull)
+#define SHARE_MIN         ((size_t)1024)   /* journal results shared without the cache */
 
 /* An outcome in memory, shared: every task it answers holds a reference
  * until its callback is made, and the cache one while the entry has a key.
@@ -389,7 +390,16 @@ static void answer(invoker__task *t, invoker__centry *e)
 /* t answered by the journal's record at off, if it holds these bytes.
  * The record becomes an entry with a key, so that the duplicates that
  * follow share it: kept as the cache's own when the cache is on and it
- * fits, else transient (gone with the last answer pending on it). */
+ * fits, else transient (gone with the last answer pending on it) when its
+ * result is big enough for a copy of it to matter.  A small one answers t
+ * alone: a key for it would cost more than the copy (a resume answering
+ * a million tasks at once would double the table of keys), and it is no
+ * bigger than the task's own bookkeeping. */
+static bool rec_len_shared(size_t res_len)
+{
+    return res_len >= SHARE_MIN;
+}
+
 static bool answer_journaled(invoker *inv, invoker__task *t, uint64_t off, const void *arg)
 {
     invoker__cache *c = &inv->cache;
@@ -408,7 +418,7 @@ static bool answer_journaled(invoker *inv, invoker__task *t, uint64_t off, const
     bool keep = c->on && bytes <= c->max_bytes;
     if (keep)
         make_room(c, bytes);
-    if (key_room(c)) {   /* else it answers t alone */
+    if ((keep || rec_len_shared(e->res_len)) && key_room(c)) {
         const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = key_put(c, &k);
         e->key_epoch = c->epoch;
