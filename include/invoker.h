@@ -278,7 +278,9 @@ typedef struct invoker_config {
      *
      * journal: path of an append-only file of outcomes; NULL: none.
      * invoker_create opens it (created with mode 0600; a symlink at the
-     * last component is refused with -ELOOP; not a regular file: -EINVAL)
+     * last component is refused with -ELOOP; a directory -EISDIR; any
+     * other file that is not a regular one -EINVAL, looked at without
+     * being opened: a device or a FIFO there is left alone)
      * and reads it: a later submit whose argument bytes and journal_key
      * match a journaled success or INVOKER_FAIL_OBJECTIVE gets that same
      * outcome (identical result bytes, or the same code) with cached = 1,
@@ -290,11 +292,17 @@ typedef struct invoker_config {
      * (a death mid-write) is cut off at open; a record that fails its
      * checksum ends the replay there, and the file from it on is moved to
      * "<journal>.corrupt.<n>" (the first n free), create succeeding.  A
+     * new journal, or a corrupt tail's file, is made durable with its
+     * directory's fsync (which failing fails create) before the journal
+     * is cut.  A
      * file that is not a journal of this version: -EBADMSG, the file
      * untouched.  A journal another live invoker holds (this process or
-     * another): -EBUSY (an OFD lock, gone when its holder is).  A failed
-     * write (ENOSPC...) stops the journal: callbacks still come, and
-     * invoker_stats.journal_error says why.  The journal implies the
+     * another): -EBUSY (an OFD lock, gone when its holder is; advisory,
+     * so a file cut short by someone else while create reads it is a torn
+     * tail, and a read that fails is create's -errno, -EIO say: never a
+     * signal).  A failed write (ENOSPC...) stops the journal: callbacks
+     * still come, the records written before it are still synced as
+     * journal_sync says, and invoker_stats.journal_error says why.  The journal implies the
      * merging of identical tasks in flight (see cache), and also answers
      * identical arguments evaluated during this run.  journal and
      * journal_key are read during invoker_create only. */
@@ -320,7 +328,10 @@ typedef struct invoker_config {
     int                  cache;
     /* Memory the cache may hold (arguments, results and bookkeeping); the
      * least recently used goes first, and an outcome bigger than all of it
-     * is not kept.  0: 256 MiB. */
+     * is not kept.  0: 256 MiB.  Answers waiting for their callback (from
+     * memory or the journal) share one copy of an outcome however many
+     * there are; an outcome evicted while some wait goes when they have
+     * been delivered. */
     size_t               cache_max_bytes;
 
     /* Seconds between SIGTERM and SIGKILL when a worker is killed for a

@@ -291,8 +291,9 @@ struct invoker__task {
     bool            leads;          /* in the cache's twin table */
     bool            journaled;      /* its outcome is written already */
     size_t          twin_slot;      /* where it leads, in the cache's keys, */
-    uint32_t        twin_epoch;     /* unless they were rebuilt since */
-    unsigned char  *cached_buf;     /* malloc'd; holds cached_res */
+    uint64_t        twin_epoch;     /* unless they were rebuilt since */
+    struct invoker__centry *cached_entry; /* holds cached_res: one reference
+                                       (cache.c) */
     const unsigned char *cached_res;
     size_t          cached_len;
     struct invoker__task *leader;   /* TWIN: the task it waits for */
@@ -728,7 +729,8 @@ typedef struct invoker__cache {
         }         ref;
     }                *keys;           /* hash 0: empty; 1: left */
     size_t            nkey_slots, nkeys, ntombs;
-    uint32_t          epoch;          /* rebuilds of keys, ever */
+    uint64_t          epoch;          /* rebuilds of keys, ever (64 bits: never wraps
+                                         back to an epoch someone remembers) */
 } invoker__cache;
 
 struct invoker;
@@ -738,6 +740,8 @@ int  invoker__cache_init(struct invoker *inv);
  * bytes).  0 or -ENOMEM. */
 int  invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off);
 void invoker__cache_free(struct invoker *inv);
+/* A task's answer delivered or dropped: its entry's reference goes. */
+void invoker__cache_unref(invoker__centry *e);
 /* The argument's hash, its key's slot fetched meanwhile. */
 uint64_t invoker__cache_hash(const struct invoker *inv, const void *arg, size_t len);
 /* At submit, for t (inserted, not yet queued), its argument bytes and

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Every hash the cache computes collides when set (-Wl,--wrap, see
  * tests/CMakeLists.txt): matching must then rest on the bytes alone. */
@@ -292,6 +293,221 @@ static void test_cancelling_a_waiting_duplicate_cancels_only_it(void **state)
     assert_int_equal(seen_get(&f->o, d1)->errors + seen_get(&f->o, d3)->errors, 2);
     assert_int_equal(atomic_load(&f->st->evals[15]), 1);
     finish(f);
+}
+
+/* The keys' epoch (rebuilds of the table, ever) taken past 2^32: a task
+ * that remembered its slot at epoch 0, before, must not take that slot
+ * for its own after a rebuild that a 32-bit epoch would number 0 again.
+ * Its key is then found by search, and every key goes with its task. */
+static void test_key_epoch_past_two_to_the_32_finds_keys_again(void **state)
+{
+    fixture *f = *state;
+    /* A key whose slot moves when the table grows from 256 slots to 1024
+     * (bits 8-9 of its hash not both zero), so the slot it remembers is
+     * a wrong one after the rebuild. */
+    uint32_t lead = 0;
+    for (;; lead++) {
+        targ a = targ_make(lead, 0);
+        if ((invoker__hash(&a, targ_size(&a), INVOKER__HASH_SEED) >> 8) & 3)
+            break;
+    }
+    f->st->plan[lead][0] = ACT_SLOW;
+    invoker *inv = make(f, 1, NULL);
+    assert_int_equal(inv->cache.nkey_slots, 256);
+    invoker_id first = submit_key(inv, lead, 0, 0);   /* leads at epoch 0 */
+    assert_int_equal(inv->cache.epoch, 0);
+    inv->cache.epoch = UINT32_MAX;   /* as after 2^32 - 1 rebuilds */
+    invoker_id ids[200];
+    for (uint32_t k = 0; k < 200; k++)   /* queued behind it: the table grows */
+        ids[k] = submit_key(inv, 1000 + k, 0, 0);
+    assert_true(inv->cache.epoch > UINT32_MAX);
+    assert_int_equal(inv->cache.nkey_slots, 1024);
+    invoker_id again = submit_key(inv, lead, 0, 0);   /* finds its twin */
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_answer(seen_get(&f->o, first), lead);
+    assert_answer(seen_get(&f->o, again), lead);
+    assert_true(seen_get(&f->o, again)->cached);
+    for (uint32_t k = 0; k < 200; k++)
+        assert_answer(seen_get(&f->o, ids[k]), 1000 + k);
+    /* No task is in flight: no key refers to one, and each outcome kept
+     * has exactly one key. */
+    size_t tasks = 0, entries = 0;
+    for (size_t i = 0; i < inv->cache.nkey_slots; i++) {
+        unsigned kind = (unsigned)(inv->cache.keys[i].hash >> 62);
+        tasks += kind == 1;
+        entries += kind == 2;
+    }
+    assert_int_equal(tasks, 0);
+    assert_int_equal(entries, inv->cache.count);
+    assert_int_equal(inv->cache.count, 201);
+    assert_int_equal(atomic_load(&f->st->evals[lead]), 1);
+    finish(f);
+}
+
+/* ---- one buffer for every duplicate answer ------------------------------- */
+
+#define BIG_RES   ((size_t)4 << 20)
+#define BIG_DUPS  32u
+
+static unsigned char big_byte(uint32_t key, size_t i)
+{
+    return (unsigned char)(key * 31u + i / 4096u + i);
+}
+
+/* 4 MiB from the key in the argument's first 4 bytes. */
+static int big_objective(const void *arg, size_t len, invoker_result *out, void *ctx)
+{
+    (void)ctx;
+    uint32_t key;
+    if (len != sizeof key)
+        return 1;
+    memcpy(&key, arg, sizeof key);
+    static unsigned char chunk[65536];
+    for (size_t at = 0; at < BIG_RES; at += sizeof chunk) {
+        for (size_t i = 0; i < sizeof chunk; i++)
+            chunk[i] = big_byte(key, at + i);
+        if (invoker_result_write(out, chunk, sizeof chunk) != 0)
+            return 2;
+    }
+    return 0;
+}
+
+typedef struct big_seen {
+    unsigned results, right, cached, errors;
+} big_seen;
+
+static void big_result(const invoker_task *t, const void *res, size_t len, void *user)
+{
+    big_seen *b = user;
+    uint32_t key;
+    memcpy(&key, t->arg, sizeof key);
+    const unsigned char *p = res;
+    bool right = len == BIG_RES;
+    for (size_t i = 0; right && i < len; i++)
+        right = p[i] == big_byte(key, i);
+    b->results++;
+    b->right += right;
+    b->cached += t->cached != 0;
+}
+
+static void big_error(const invoker_task *t, invoker_failure failure, int code, void *user)
+{
+    (void)t;
+    (void)failure;
+    (void)code;
+    ((big_seen *)user)->errors++;
+}
+
+static invoker *big_invoker(big_seen *b, const char *journal, int cache, size_t max_bytes)
+{
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.objective = big_objective;
+    cfg.on_result = big_result;
+    cfg.on_error = big_error;
+    cfg.user = b;
+    cfg.cache = cache;
+    cfg.cache_max_bytes = max_bytes;
+    cfg.journal = journal;
+    cfg.journal_key = "big";
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    return track(inv);
+}
+
+static void big_submit(invoker *inv, uint32_t key)
+{
+    invoker_id id;
+    assert_int_equal(invoker_submit(inv, &key, sizeof key, NULL, &id), 0);
+}
+
+static size_t rss_bytes(void)
+{
+    FILE *fp = fopen("/proc/self/statm", "r");
+    assert_non_null(fp);
+    unsigned long size, rss;
+    assert_int_equal(fscanf(fp, "%lu %lu", &size, &rss), 2);
+    fclose(fp);
+    return rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* 32 duplicates answered (pending until the wait) hold one copy of the
+ * result between them, from memory and from the journal alike: resident
+ * memory grows by far less than 32 results' worth, and each gets every
+ * byte right. */
+static void test_duplicates_share_one_copy_of_a_large_result(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/invoker-cache-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/j", dir);
+    for (int from_journal = 0; from_journal < 2; from_journal++) {
+        big_seen b = { 0 };
+        /* First the evaluation: kept in memory, or written to the journal
+         * for an invoker without a cache to answer. */
+        invoker *inv = big_invoker(&b, from_journal ? path : NULL, !from_journal, 0);
+        big_submit(inv, 5);
+        assert_int_equal(invoker_wait(inv), 0);
+        if (from_journal) {
+            assert_int_equal(destroy_tracked(inv), 0);
+            inv = big_invoker(&b, path, 0, 0);
+        }
+        size_t before = rss_bytes();
+        for (unsigned i = 0; i < BIG_DUPS; i++)
+            big_submit(inv, 5);
+        size_t grown = rss_bytes() - before;
+        print_message("%s: %u answers pending, resident memory +%.1f MiB\n",
+                      from_journal ? "journal" : "memory", BIG_DUPS, (double)grown / (1 << 20));
+        assert_true(grown < 3 * BIG_RES);   /* a copy each: 32 */
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(b.results, BIG_DUPS + 1);
+        assert_int_equal(b.right, BIG_DUPS + 1);
+        assert_int_equal(b.cached, BIG_DUPS);
+        assert_int_equal(b.errors, 0);
+        if (from_journal)   /* the transient entry went with its answers */
+            assert_int_equal(inv->cache.nkeys, 1);
+        assert_int_equal(destroy_tracked(inv), 0);
+    }
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* An entry evicted while answers are pending on it stays until they are
+ * delivered: A answers two, then B (from the journal) takes its room, and
+ * A comes from the journal again; every byte right, the budget kept. */
+static void test_eviction_waits_for_the_answers_pending_on_an_entry(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/invoker-cache-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/j", dir);
+    big_seen b = { 0 };
+    invoker *inv = big_invoker(&b, path, 0, 0);
+    big_submit(inv, 1);
+    big_submit(inv, 2);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+    memset(&b, 0, sizeof b);
+    size_t max = BIG_RES + BIG_RES / 2;   /* room for one */
+    inv = big_invoker(&b, path, 1, max);
+    big_submit(inv, 1);
+    big_submit(inv, 1);
+    assert_int_equal(inv->cache.count, 1);
+    big_submit(inv, 2);   /* evicts 1, two answers pending on it */
+    assert_int_equal(inv->cache.count, 1);
+    assert_true(inv->cache.bytes <= max);
+    big_submit(inv, 1);   /* from the journal again, evicting 2 */
+    assert_int_equal(inv->cache.count, 1);
+    assert_int_equal(invoker_wait(inv), 0);
+    assert_int_equal(b.results, 4);
+    assert_int_equal(b.right, 4);
+    assert_int_equal(b.cached, 4);
+    assert_int_equal(b.errors, 0);
+    assert_true(inv->cache.bytes <= max);
+    assert_int_equal(destroy_tracked(inv), 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
 }
 
 static void small_cache(invoker_config *cfg)
@@ -622,6 +838,9 @@ int main(void)
         T(test_twin_crashed_duplicate_runs_with_its_own_retries),
         T(test_twin_shut_down_each_duplicate_reported_once),
         T(test_cancelling_a_waiting_duplicate_cancels_only_it),
+        T(test_key_epoch_past_two_to_the_32_finds_keys_again),
+        T(test_duplicates_share_one_copy_of_a_large_result),
+        T(test_eviction_waits_for_the_answers_pending_on_an_entry),
         T(test_cache_max_bytes_evicts_least_recently_used),
         T(test_matching_compares_bytes_not_hashes),
         T(test_inline_mode_merges_twins_and_answers_from_memory),

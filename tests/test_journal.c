@@ -11,8 +11,114 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
+
+/* Syscalls of the journal wrapped (-Wl,--wrap, see tests/CMakeLists.txt):
+ * a pwritev made to fail, and the fdatasyncs that follow it counted. */
+static unsigned pwritev_calls, pwritev_fail_at;   /* 0: never fails */
+static unsigned datasyncs, datasyncs_after_fail;
+static bool pwritev_failed;
+
+ssize_t __real_pwritev(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int n, off_t off);
+ssize_t __wrap_pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+    if (pwritev_fail_at && ++pwritev_calls == pwritev_fail_at) {
+        pwritev_failed = true;
+        errno = ENOSPC;
+        return -1;
+    }
+    return __real_pwritev(fd, iov, n, off);
+}
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+    datasyncs++;
+    datasyncs_after_fail += pwritev_failed;
+    return __real_fdatasync(fd);
+}
+
+/* The journal file (by inode) made shorter by "someone else" when it is
+ * first read or mapped after invoker_create's fstat, or its reads made to
+ * fail. */
+static ino_t shrink_ino;   /* 0: not armed */
+static off_t shrink_to;
+static int pread_errno;
+
+static void shrink_if_armed(int fd)
+{
+    struct stat st;
+    if (shrink_ino && fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == shrink_ino) {
+        shrink_ino = 0;
+        assert_int_equal(ftruncate(fd, shrink_to), 0);
+    }
+}
+
+ssize_t __real_pread(int fd, void *buf, size_t len, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t len, off_t off);
+ssize_t __wrap_pread(int fd, void *buf, size_t len, off_t off)
+{
+    if (pread_errno) {
+        errno = pread_errno;
+        return -1;
+    }
+    shrink_if_armed(fd);
+    return __real_pread(fd, buf, len, off);
+}
+
+void *__real_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *__wrap_mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    shrink_if_armed(fd);
+    return __real_mmap(addr, len, prot, flags, fd, off);
+}
+
+/* fsyncs of a directory counted, and how many had come when the journal
+ * (by inode) was last cut short. */
+static unsigned dir_syncs, dir_syncs_at_cut;
+static ino_t cut_ino;
+static int dir_sync_errno;   /* non-zero: a directory's fsync fails so */
+
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __wrap_fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        dir_syncs++;
+        if (dir_sync_errno) {
+            errno = dir_sync_errno;
+            return -1;
+        }
+    }
+    return __real_fsync(fd);
+}
+
+int __real_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len);
+int __wrap_ftruncate(int fd, off_t len)
+{
+    struct stat st;
+    if (cut_ino && fstat(fd, &st) == 0 && st.st_ino == cut_ino)
+        dir_syncs_at_cut = dir_syncs;
+    return __real_ftruncate(fd, len);
+}
+
+static void unwrap(void)
+{
+    dir_syncs = dir_syncs_at_cut = 0;
+    cut_ino = 0;
+    dir_sync_errno = 0;
+    pwritev_calls = pwritev_fail_at = datasyncs = datasyncs_after_fail = 0;
+    pwritev_failed = false;
+    shrink_ino = 0;
+    pread_errno = 0;
+}
 
 typedef struct fixture {
     outcomes o;
@@ -40,6 +146,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     destroy_leftovers();
+    unwrap();
     if (f->mnt[0])
         (void)umount2(f->mnt, MNT_DETACH);
     char cmd[200];
@@ -333,6 +440,171 @@ static void test_truncated_anywhere_replays_the_whole_records_before_the_cut(voi
     free(img);
 }
 
+/* The lock is advisory: a file cut short by someone else while create
+ * reads it (after its fstat) is a torn tail, cut at the last whole record,
+ * and a read that fails is create's error; never SIGBUS (which a mapping
+ * of the file gave). */
+static void test_shrunk_while_read_is_torn_and_a_failed_read_an_error(void **state)
+{
+    fixture *f = *state;
+    unsigned char *img;
+    size_t len, off[4];
+    small_journal(f, &img, &len, off);
+    for (size_t cut = 0; cut < len; cut++) {
+        write_file(f->path, img, len);
+        struct stat st;
+        assert_int_equal(stat(f->path, &st), 0);
+        shrink_ino = st.st_ino;
+        shrink_to = (off_t)cut;
+        bool replayed[3];
+        assert_int_equal(rerun_small(f, replayed), 0);
+        assert_int_equal(shrink_ino, 0);   /* it did shrink */
+        size_t kept = INVOKER__JOURNAL_HDR;
+        for (unsigned k = 0; k < 3; k++) {
+            assert_int_equal(replayed[k], off[k + 1] <= cut);
+            if (off[k + 1] <= cut)
+                kept = off[k + 1];
+        }
+        char name[200];
+        snprintf(name, sizeof name, "%s.corrupt.1", f->path);
+        assert_false(exists(name));
+        /* The rerun wrote the keys not replayed after the records kept. */
+        assert_true(file_size(f->path) >= (off_t)kept);
+    }
+    write_file(f->path, img, len);
+    pread_errno = EIO;
+    invoker_config cfg;
+    journal_config(f, &cfg, f->path, 0);
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);
+    pread_errno = 0;
+    unsigned char *after;
+    size_t after_len;
+    read_file(f->path, &after, &after_len);
+    assert_int_equal(after_len, len);
+    assert_memory_equal(after, img, len);
+    free(after);
+    free(img);
+}
+
+/* Records bigger than the window replay reads the file through, and many
+ * that straddle its edges, written here by the encoder: each replays, and
+ * a cut inside the big one keeps those before it. */
+#define WIDE_KEYS 200u
+#define WIDE_BIG  100u
+
+static size_t wide_len(unsigned k)
+{
+    return k == WIDE_BIG ? (size_t)3 << 20 : 20000 + 7 * k;
+}
+
+static unsigned char wide_byte(unsigned k, size_t i)
+{
+    return (unsigned char)(k * 131u + i * 7u);
+}
+
+static void write_wide_journal(const char *path, size_t off[WIDE_KEYS + 1])
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    unsigned char hdr[INVOKER__JREC_HDR > INVOKER__JOURNAL_HDR ? INVOKER__JREC_HDR
+                                                               : INVOKER__JOURNAL_HDR];
+    invoker__journal_file_header(hdr, INVOKER__JOURNAL_VERSION);
+    assert_int_equal(write(fd, hdr, INVOKER__JOURNAL_HDR), (ssize_t)INVOKER__JOURNAL_HDR);
+    uint64_t key = invoker__journal_key_hash("steered v1");
+    off[0] = INVOKER__JOURNAL_HDR;
+    for (unsigned k = 0; k < WIDE_KEYS; k++) {
+        targ a = targ_make(k, 0);
+        size_t alen = targ_size(&a), rlen = wide_len(k);
+        unsigned char *rec = calloc(1, invoker__journal_record_size(alen, rlen));
+        unsigned char *res = rec + INVOKER__JREC_HDR + ((alen + 15) & ~(size_t)15);
+        memcpy(rec + INVOKER__JREC_HDR, &a, alen);
+        for (size_t i = 0; i < rlen; i++)
+            res[i] = wide_byte(k, i);
+        uint64_t ah = invoker__hash(&a, alen, INVOKER__HASH_SEED);
+        invoker__journal_encode(rec, key, INVOKER__JREC_RESULT, 0, alen, rlen,
+                                invoker__journal_body_check(ah, res, rlen));
+        size_t size = invoker__journal_record_size(alen, rlen);
+        assert_int_equal(write(fd, rec, size), (ssize_t)size);
+        off[k + 1] = off[k] + size;
+        free(rec);
+    }
+    close(fd);
+}
+
+static void test_records_wider_than_the_read_window_replay(void **state)
+{
+    fixture *f = *state;
+    size_t off[WIDE_KEYS + 1];
+    write_wide_journal(f->path, off);
+    for (int cut = 0; cut < 2; cut++) {
+        if (cut)
+            assert_int_equal(truncate(f->path, (off_t)(off[WIDE_BIG] + (1u << 20) + 5)), 0);
+        reset(f);
+        invoker *inv = open_journal(f, f->path, 0);
+        assert_int_equal(inv->journal.replayed, cut ? WIDE_BIG : WIDE_KEYS);
+        invoker_id ids[WIDE_KEYS];
+        for (unsigned k = 0; k < WIDE_KEYS; k++)
+            ids[k] = submit_key(inv, k, 0, 0);
+        assert_int_equal(invoker_wait(inv), 0);
+        assert_int_equal(destroy_tracked(inv), 0);
+        for (unsigned k = 0; k < WIDE_KEYS; k++) {
+            seen *s = seen_get(&f->o, ids[k]);
+            assert_int_equal(s->results, 1);
+            assert_int_equal(s->cached, !cut || k < WIDE_BIG);
+            if (!s->cached)
+                continue;
+            assert_int_equal(s->len, wide_len(k));
+            for (size_t i = 0; i < OUT_RES_MAX; i++)
+                assert_int_equal(s->res[i], wide_byte(k, i));
+        }
+    }
+}
+
+/* A new name survives a power cut only once its directory is synced: the
+ * journal created, and a corrupt tail's file, synced before the journal
+ * is cut (else a power cut could keep the cut and lose the tail). */
+static void test_new_names_are_synced_in_their_directory(void **state)
+{
+    fixture *f = *state;
+    invoker *inv = open_journal(f, f->path, 0);
+    assert_true(dir_syncs >= 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    dir_syncs = 0;
+    inv = open_journal(f, f->path, 0);   /* no new name */
+    assert_int_equal(dir_syncs, 0);
+    assert_int_equal(destroy_tracked(inv), 0);
+    unsigned char *img;
+    size_t len, off[4];
+    small_journal(f, &img, &len, off);
+    img[off[1] + INVOKER__JREC_HDR] ^= 1;   /* the second record's argument */
+    write_file(f->path, img, len);
+    struct stat st;
+    assert_int_equal(stat(f->path, &st), 0);
+    cut_ino = st.st_ino;
+    dir_syncs = 0;
+    bool replayed[3];
+    assert_int_equal(rerun_small(f, replayed), 0);
+    assert_true(replayed[0] && !replayed[1] && !replayed[2]);
+    char name[200];
+    snprintf(name, sizeof name, "%s.corrupt.1", f->path);
+    assert_int_equal(file_size(name), (off_t)(len - off[1]));
+    assert_true(dir_syncs_at_cut >= 1);
+    /* A directory that fails to sync fails create: the journal is not
+     * cut, its tail stays where it was (and in the copy). */
+    remove_corrupt(f);
+    write_file(f->path, img, len);
+    dir_sync_errno = EIO;
+    invoker_config cfg;
+    journal_config(f, &cfg, f->path, 0);
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);
+    assert_int_equal(file_size(f->path), (off_t)len);
+    assert_int_equal(unlink(f->path), 0);
+    assert_int_equal(invoker_create(&inv, &cfg), -EIO);   /* a new journal */
+    dir_sync_errno = 0;
+    free(img);
+}
+
 static void test_every_byte_flip_replays_the_records_before_it_or_ebadmsg(void **state)
 {
     fixture *f = *state;
@@ -532,6 +804,51 @@ static void test_bad_paths_are_refused_and_leave_nothing(void **state)
     assert_false(exists(f->path));
 }
 
+/* A device at the path is refused (-EINVAL) without being opened for
+ * writing: a terminal never becomes the controlling one of a session
+ * that has none (which opening it without O_NOCTTY would make it). */
+static void test_a_device_path_is_einval_and_never_opened(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(create_at(f, "/dev/null"), -EINVAL);
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        int rc = 1, m = -1;
+        if (setsid() >= 0 && (m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0 &&
+            grantpt(m) == 0 && unlockpt(m) == 0 && ptsname(m)) {
+            invoker_config cfg;
+            journal_config(f, &cfg, ptsname(m), 1);
+            invoker *inv = NULL;
+            rc = invoker_create(&inv, &cfg);
+            /* Without a controlling terminal /dev/tty cannot be opened. */
+            int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+            int out[2] = { rc, tty < 0 ? -errno : 0 };
+            if (write(fd[1], out, sizeof out) != (ssize_t)sizeof out)
+                _exit(3);
+            _exit(0);
+        }
+        _exit(2);   /* no pty here */
+    }
+    close(fd[1]);
+    int out[2] = { 1, 1 }, status;
+    ssize_t n = read(fd[0], out, sizeof out);
+    close(fd[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 2) {
+        print_message("no pseudo-terminal here: only /dev/null checked\n");
+        return;
+    }
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(n, (ssize_t)sizeof out);
+    assert_int_equal(out[0], -EINVAL);
+    assert_int_equal(out[1], -ENXIO);
+}
+
 static void test_journal_in_use_is_ebusy_until_its_holder_dies(void **state)
 {
     fixture *f = *state;
@@ -638,6 +955,40 @@ static void test_full_disk_callbacks_still_come_and_the_journal_says_why(void **
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A write that fails after records were written (SYNC_BATCH: not yet
+ * synced) stops the journal, but the records before it still get the
+ * sync the wait promises: one fdatasync after the failure, and what was
+ * written replays. */
+static void test_a_failed_write_still_syncs_the_records_before_it(void **state)
+{
+    fixture *f = *state;
+    f->st->slow_ms = 5;
+    for (unsigned k = 0; k < 10; k++)
+        f->st->plan[k][0] = ACT_SLOW;   /* one record a write */
+    pwritev_fail_at = 4;
+    invoker *inv = open_journal(f, f->path, 1);
+    unsigned syncs0 = datasyncs;   /* the header's */
+    assert_true(syncs0 >= 1);
+    invoker_id ids[10];
+    for (unsigned k = 0; k < 10; k++)
+        ids[k] = submit_key(inv, k, 0, 0);
+    assert_int_equal(invoker_wait(inv), 0);
+    invoker_stats st;
+    invoker_get_stats(inv, &st);
+    assert_true(pwritev_failed);
+    assert_int_equal(st.journal_error, -ENOSPC);
+    assert_int_equal(st.journaled, 3);
+    assert_true(datasyncs_after_fail >= 1);
+    assert_int_equal(destroy_tracked(inv), 0);
+    for (unsigned k = 0; k < 10; k++)
+        assert_int_equal(seen_get(&f->o, ids[k])->results, 1);
+    unwrap();
+    reset(f);
+    inv = open_journal(f, f->path, 1);
+    assert_int_equal(inv->journal.replayed, 3);
+    assert_int_equal(destroy_tracked(inv), 0);
 }
 
 /* ---- sync modes ------------------------------------------------------------- */
@@ -918,12 +1269,17 @@ int main(void)
         T(test_journal_alone_answers_this_runs_outcomes_and_merges_twins),
         T(test_invokers_side_by_side_each_with_its_own_journal),
         T(test_truncated_anywhere_replays_the_whole_records_before_the_cut),
+        T(test_shrunk_while_read_is_torn_and_a_failed_read_an_error),
+        T(test_records_wider_than_the_read_window_replay),
+        T(test_new_names_are_synced_in_their_directory),
         T(test_every_byte_flip_replays_the_records_before_it_or_ebadmsg),
         T(test_record_claiming_two_to_the_63_is_moved_aside),
         T(test_foreign_files_and_other_versions_are_ebadmsg_and_untouched),
         T(test_bad_paths_are_refused_and_leave_nothing),
+        T(test_a_device_path_is_einval_and_never_opened),
         T(test_journal_in_use_is_ebusy_until_its_holder_dies),
         T(test_full_disk_callbacks_still_come_and_the_journal_says_why),
+        T(test_a_failed_write_still_syncs_the_records_before_it),
         T(test_sync_modes_each_batch_none),
         T(test_optimizer_sigkilled_at_random_moments_rerun_pays_nothing_twice),
         T(test_sync_each_kill_between_callbacks_loses_nothing),

@@ -18,15 +18,26 @@
 #define HUGE_KEYS         ((size_t)2 << 20)   /* keys this big get huge pages */
 #define KEYS_MIN          256u
 #define SYNC_PERIOD_NS    (100000000ull)
+#define SHARE_MIN         ((size_t)1024)   /* journal results shared without the cache */
 
+/* An outcome in memory, shared: every task it answers holds a reference
+ * until its callback is made, and the cache one while the entry has a key.
+ * Kept (in the LRU, within cache_max_bytes) or transient: a journal
+ * record's outcome read for an answer, or one too big to keep, which goes
+ * with its last pending answer.  Evicting an entry that answers are
+ * pending on only drops the cache's reference: the last answer frees it. */
 struct invoker__centry {
     invoker__centry *prev, *next;     /* LRU list */
+    invoker__cache  *cache;
     uint64_t         hash;
-    size_t           arg_len, res_len, bytes;
+    size_t           arg_len, res_len;
     invoker_failure  fail;            /* 0: success */
     int              code;
+    unsigned         refs;
+    bool             keyed;           /* it has a key (one reference) */
+    bool             kept;            /* in the LRU and its bytes counted */
     size_t           key_slot;        /* its key, unless the keys were */
-    uint32_t         key_epoch;       /* rebuilt since */
+    uint64_t         key_epoch;       /* rebuilt since */
     /* Then the result at a 16-byte boundary (callbacks get it aligned),
      * then the argument. */
 };
@@ -150,25 +161,34 @@ static bool key_room(invoker__cache *c)
     return c->nkeys + c->ntombs + 1 < c->nkey_slots;
 }
 
-/* The key of owner (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
- * remembered at slot in epoch. */
-static struct invoker__key *key_home(invoker__cache *c, size_t slot, uint32_t epoch,
-                                     uint64_t hash, unsigned kind, const void *owner)
+#define KEY_NONE SIZE_MAX
+
+/* The slot of owner's key (a task's, KEY_TASK, or an entry's, KEY_ENTRY),
+ * remembered at slot in epoch; KEY_NONE if it has none (never, unless the
+ * bookkeeping is wrong: then a lookup ends at its probe's first empty
+ * slot rather than going round for ever). */
+static size_t key_home(invoker__cache *c, size_t slot, uint64_t epoch, uint64_t hash,
+                       unsigned kind, const void *owner)
 {
     if (epoch == c->epoch)
-        return &c->keys[slot];
+        return slot;
     size_t mask = c->nkey_slots - 1, i = (size_t)hash & mask;
-    for (;; i = (i + 1) & mask) {
+    for (size_t n = 0; n < c->nkey_slots && !KEY_EMPTY(c->keys[i]); n++, i = (i + 1) & mask) {
         const struct invoker__key *k = &c->keys[i];
         if (key_kind(k) == kind &&
             (kind == KEY_TASK ? (const void *)k->ref.t : (const void *)k->ref.e) == owner)
-            return &c->keys[i];
+            return i;
     }
+    return KEY_NONE;
 }
 
-/* k refers to nothing now: a tombstone. */
-static void key_release(invoker__cache *c, struct invoker__key *k)
+/* The key at slot refers to nothing now: a tombstone.  KEY_NONE: no key
+ * to release. */
+static void key_release(invoker__cache *c, size_t slot)
 {
+    if (slot == KEY_NONE)
+        return;
+    struct invoker__key *k = &c->keys[slot];
     k->ref.off = 0;
     k->hash = TOMBSTONE;
     c->ntombs++;
@@ -184,7 +204,7 @@ int invoker__cache_key_add(invoker__cache *c, uint64_t hash, uint64_t off)
     return 0;
 }
 
-static struct invoker__key *task_key(invoker__cache *c, const invoker__task *t)
+static size_t task_key(invoker__cache *c, const invoker__task *t)
 {
     return key_home(c, t->twin_slot, t->twin_epoch, t->hash, KEY_TASK, t);
 }
@@ -215,12 +235,12 @@ static void journaled(invoker *inv, invoker__task *t, uint64_t off)
     invoker__cache *c = &inv->cache;
     t->journaled = true;
     const struct invoker__key k = { key_word(t->hash, KEY_OFF), { .off = off } };
-    if (t->leads) {
-        *task_key(c, t) = k;
-        t->leads = false;
-    } else if (key_room(c)) {
+    size_t home = t->leads ? task_key(c, t) : KEY_NONE;
+    t->leads = false;
+    if (home != KEY_NONE)
+        c->keys[home] = k;
+    else if (key_room(c))
         (void)key_put(c, &k);
-    }
 }
 
 /* ---- finished outcomes in memory ------------------------------------- */
@@ -249,13 +269,75 @@ static void lru_push_front(invoker__cache *c, invoker__centry *e)
     c->lru_head = e;
 }
 
+static size_t entry_bytes(size_t arg_len, size_t res_len)
+{
+    return ENTRY_HDR + ((res_len + 15u) & ~(size_t)15u) + arg_len;
+}
+
+/* e leaves the cache (its key, its place in the LRU): freed unless an
+ * answer is pending on it. */
 static void entry_drop(invoker__cache *c, invoker__centry *e)
 {
-    key_release(c, key_home(c, e->key_slot, e->key_epoch, e->hash, KEY_ENTRY, e));
-    lru_unlink(c, e);
-    c->bytes -= e->bytes;
-    c->count--;
-    free(e);
+    if (e->kept) {
+        lru_unlink(c, e);
+        c->bytes -= entry_bytes(e->arg_len, e->res_len);
+        c->count--;
+        e->kept = false;
+    }
+    if (e->keyed) {
+        key_release(c, key_home(c, e->key_slot, e->key_epoch, e->hash, KEY_ENTRY, e));
+        e->keyed = false;
+        invoker__cache_unref(e);
+    }
+}
+
+void invoker__cache_unref(invoker__centry *e)
+{
+    if (--e->refs == 0)
+        free(e);
+    else if (e->refs == 1 && e->keyed && !e->kept)
+        entry_drop(e->cache, e);   /* transient: its last answer went */
+}
+
+/* A new entry, in nothing yet, no reference. */
+static invoker__centry *entry_new(invoker__cache *c, uint64_t hash, const void *arg,
+                                  size_t arg_len, invoker_failure fail, int code,
+                                  const void *res, size_t res_len)
+{
+    size_t bytes = entry_bytes(arg_len, res_len);
+    invoker__centry *e = malloc(bytes);
+    if (!e)
+        return NULL;
+    memset(e, 0, sizeof *e);
+    e->cache = c;
+    e->hash = hash;
+    e->arg_len = arg_len;
+    e->res_len = res_len;
+    e->fail = fail;
+    e->code = code;
+    if (res_len)
+        memcpy(entry_res(e), res, res_len);
+    if (arg_len)
+        memcpy(entry_arg(e), arg, arg_len);
+    return e;
+}
+
+/* Least recently used first, until bytes more fit (entries answers are
+ * pending on go when those are delivered). */
+static void make_room(invoker__cache *c, size_t bytes)
+{
+    for (invoker__centry *e = c->lru_tail, *prev; e && c->bytes + bytes > c->max_bytes; e = prev) {
+        prev = e->prev;
+        entry_drop(c, e);
+    }
+}
+
+static void entry_keep(invoker__cache *c, invoker__centry *e)
+{
+    lru_push_front(c, e);
+    e->kept = true;
+    c->bytes += entry_bytes(e->arg_len, e->res_len);
+    c->count++;
 }
 
 /* Keeps t's outcome in memory, in t's own key when it leads. */
@@ -263,77 +345,89 @@ static void entry_add(invoker *inv, invoker__task *t, invoker_failure fail, int 
                       const void *res, size_t res_len)
 {
     invoker__cache *c = &inv->cache;
-    size_t res_room = (res_len + 15u) & ~(size_t)15u;
     if (res_len > c->max_bytes || t->arg_len > c->max_bytes)
         return;
-    size_t bytes = ENTRY_HDR + res_room + t->arg_len;
+    size_t bytes = entry_bytes(t->arg_len, res_len);
     if (bytes > c->max_bytes || (!t->leads && !key_room(c)))
         return;
-    for (invoker__centry *e = c->lru_tail, *prev; e && c->bytes + bytes > c->max_bytes; e = prev) {
-        prev = e->prev;
-        entry_drop(c, e);
-    }
-    invoker__centry *e = malloc(bytes);
+    make_room(c, bytes);
+    invoker__centry *e = entry_new(c, t->hash, invoker__task_arg(inv, t), t->arg_len, fail, code,
+                                   res, res_len);
     if (!e)
         return;
-    e->hash = t->hash;
-    e->arg_len = t->arg_len;
-    e->res_len = res_len;
-    e->bytes = bytes;
-    e->fail = fail;
-    e->code = code;
-    if (res_len)
-        memcpy(entry_res(e), res, res_len);
-    if (t->arg_len)
-        memcpy(entry_arg(e), invoker__task_arg(inv, t), t->arg_len);
-    if (t->leads) {   /* its key comes to refer to the outcome */
-        struct invoker__key *k = task_key(c, t);
-        *k = (struct invoker__key){ key_word(t->hash, KEY_ENTRY), { .e = e } };
-        e->key_slot = (size_t)(k - c->keys);
-        t->leads = false;
+    const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
+    size_t home = t->leads ? task_key(c, t) : KEY_NONE;
+    if (t->leads && home == KEY_NONE && !key_room(c)) {   /* its key lost: see key_home */
+        free(e);
+        return;
+    }
+    t->leads = false;
+    if (home != KEY_NONE) {   /* its key comes to refer to the outcome */
+        c->keys[home] = k;
+        e->key_slot = home;
     } else {
-        const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
         e->key_slot = key_put(c, &k);
     }
     e->key_epoch = c->epoch;
-    lru_push_front(c, e);
-    c->bytes += bytes;
-    c->count++;
+    e->keyed = true;
+    e->refs = 1;
+    entry_keep(c, e);
 }
 
-/* t's answer, as the callback will read it: a copy, since the entry may
- * be evicted before the next poll delivers it. */
-static bool answer(invoker__task *t, invoker_failure fail, int code, const void *res,
-                   size_t len)
+/* t answered by e, which it holds until its callback is made: however
+ * many duplicates are pending, the result is in memory once. */
+static void answer(invoker__task *t, invoker__centry *e)
 {
-    if (len) {
-        if (!(t->cached_buf = malloc(len)))
-            return false;
-        memcpy(t->cached_buf, res, len);
-    }
-    t->cached_res = t->cached_buf;
-    t->cached_len = len;
-    t->fail = fail;
-    t->code = code;
+    e->refs++;
+    t->cached_entry = e;
+    t->cached_res = entry_res(e);
+    t->cached_len = e->res_len;
+    t->fail = e->fail;
+    t->code = e->code;
     t->cached = true;
-    return true;
 }
 
-/* t answered by the journal's record at off, if it holds these bytes. */
+/* t answered by the journal's record at off, if it holds these bytes.
+ * The record becomes an entry with a key, so that the duplicates that
+ * follow share it: kept as the cache's own when the cache is on and it
+ * fits, else transient (gone with the last answer pending on it) when its
+ * result is big enough for a copy of it to matter.  A small one answers t
+ * alone: a key for it would cost more than the copy (a resume answering
+ * a million tasks at once would double the table of keys), and it is no
+ * bigger than the task's own bookkeeping. */
+static bool rec_len_shared(size_t res_len)
+{
+    return res_len >= SHARE_MIN;
+}
+
 static bool answer_journaled(invoker *inv, invoker__task *t, uint64_t off, const void *arg)
 {
+    invoker__cache *c = &inv->cache;
     unsigned char *buf;
     invoker__jrec rec;
     if (invoker__journal_read(&inv->journal, off, arg, t->arg_len, &buf, &rec) != 1)
         return false;
-    /* The record's buffer is the answer: the result sits 16-aligned in it
-     * (malloc's alignment, a 64-byte header, padded argument). */
-    t->cached_buf = buf;
-    t->cached_res = rec.res;
-    t->cached_len = rec.res_len;
-    t->fail = rec.kind == INVOKER__JREC_OBJECTIVE ? INVOKER_FAIL_OBJECTIVE : 0;
-    t->code = rec.kind == INVOKER__JREC_OBJECTIVE ? rec.code : 0;
-    t->cached = true;
+    bool failed = rec.kind == INVOKER__JREC_OBJECTIVE;
+    invoker__centry *e = entry_new(c, t->hash, rec.arg, rec.arg_len,
+                                   failed ? INVOKER_FAIL_OBJECTIVE : 0, failed ? rec.code : 0,
+                                   rec.res, rec.res_len);
+    free(buf);
+    if (!e)
+        return false;
+    size_t bytes = entry_bytes(e->arg_len, e->res_len);
+    bool keep = c->on && bytes <= c->max_bytes;
+    if (keep)
+        make_room(c, bytes);
+    if ((keep || rec_len_shared(e->res_len)) && key_room(c)) {
+        const struct invoker__key k = { key_word(t->hash, KEY_ENTRY), { .e = e } };
+        e->key_slot = key_put(c, &k);
+        e->key_epoch = c->epoch;
+        e->keyed = true;
+        e->refs = 1;
+        if (keep)
+            entry_keep(c, e);
+    }
+    answer(t, e);
     return true;
 }
 
@@ -352,10 +446,12 @@ static int key_find(invoker *inv, invoker__task *t, const void *arg, invoker__ta
             continue;
         if (key_kind(k) == KEY_ENTRY) {
             invoker__centry *e = k->ref.e;
-            if (same_arg(entry_arg(e), e->arg_len, arg, t->arg_len) &&
-                answer(t, e->fail, e->code, entry_res(e), e->res_len)) {
-                lru_unlink(c, e);
-                lru_push_front(c, e);
+            if (same_arg(entry_arg(e), e->arg_len, arg, t->arg_len)) {
+                answer(t, e);
+                if (e->kept) {
+                    lru_unlink(c, e);
+                    lru_push_front(c, e);
+                }
                 return 1;
             }
         } else if (key_kind(k) == KEY_OFF) {
@@ -393,9 +489,11 @@ int invoker__cache_init(invoker *inv)
 void invoker__cache_free(invoker *inv)
 {
     invoker__cache *c = &inv->cache;
+    /* Every task is released by now, and with it every transient entry. */
     for (invoker__centry *e = c->lru_head, *next; e; e = next) {
         next = e->next;
-        free(e);
+        e->kept = e->keyed = false;
+        invoker__cache_unref(e);
     }
     keys_free(c->keys, c->nkey_slots);
     memset(c, 0, sizeof *c);

@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -212,9 +211,83 @@ static int write_all_at(int fd, const void *buf, size_t len, off_t off)
     return all_at(fd, (void *)buf, len, off, true);
 }
 
+/* Not mapped: the lock is advisory, and a mapping of a file that someone
+ * truncates, or whose page fails to read, kills the process with SIGBUS.
+ * A window of the file in a buffer instead, slid along it. */
+typedef struct reader {
+    int            fd;
+    unsigned char *buf;
+    size_t         cap;
+    uint64_t       base;   /* the file offset of buf[0] */
+    size_t         have;   /* bytes in buf */
+    uint64_t       size;   /* where the file ends: fstat's, or where a read found it end */
+} reader;
+
+/* Points *p at the bytes from off (>= r->base) on, *avail of them: want
+ * or more, fewer only where the file ends.  0 or -errno. */
+static int reader_get(reader *r, uint64_t off, size_t want, const unsigned char **p,
+                      size_t *avail)
+{
+    size_t skip = (size_t)(off - r->base);
+    if (r->have - skip < want && r->base + r->have < r->size) {
+        memmove(r->buf, r->buf + skip, r->have - skip);
+        r->have -= skip;
+        r->base = off;
+        skip = 0;
+        if (want > r->cap) {   /* a record bigger than the window */
+            unsigned char *b = realloc(r->buf, want);
+            if (!b)
+                return -ENOMEM;
+            r->buf = b;
+            r->cap = want;
+        }
+        while (r->have < r->cap && r->base + r->have < r->size) {
+            uint64_t left = r->size - r->base - r->have;
+            size_t len = r->cap - r->have < left ? r->cap - r->have : (size_t)left;
+            ssize_t n = pread(r->fd, r->buf + r->have, len, (off_t)(r->base + r->have));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0)
+                return -errno;
+            if (n == 0)   /* shorter than it was: it ends here */
+                r->size = r->base + r->have;
+            r->have += (size_t)n;
+        }
+    }
+    *p = r->buf + skip;
+    *avail = r->have - skip;
+    return 0;
+}
+
+/* fsync of the directory holding path: a name made there survives a
+ * power cut only then, and a journal cut short after its tail was moved
+ * to a new name must not lose both.  0 or -errno (a directory that cannot
+ * be synced, EINVAL, has nothing to make durable). */
+static int sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = !slash ? 0 : slash == path ? 1 : (size_t)(slash - path);
+    char *dir = malloc(len + 2);
+    if (!dir)
+        return -ENOMEM;
+    if (len)
+        memcpy(dir, path, len);
+    else
+        dir[len++] = '.';
+    dir[len] = 0;
+    int rc = 0, fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0 && errno != EINVAL)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
 /* The tail from a corrupt record on goes to <path>.corrupt.<n>, the first
  * n free, before the journal is cut: it is never lost. */
-static int move_aside(const char *path, const unsigned char *tail, size_t len)
+static int move_aside(const char *path, reader *r, uint64_t from)
 {
     size_t cap = strlen(path) + 32;
     char *name = malloc(cap);
@@ -232,24 +305,50 @@ static int move_aside(const char *path, const unsigned char *tail, size_t len)
     free(name);
     if (fd < 0)
         return rc;
-    rc = write_all_at(fd, tail, len, 0);
+    /* Copied through the window, a window at a time. */
+    rc = 0;
+    for (uint64_t off = from; rc == 0 && off < r->size;) {
+        const unsigned char *p;
+        size_t n = 0;
+        if ((rc = reader_get(r, off, r->cap, &p, &n)) == 0 && n > 0 &&
+            (rc = write_all_at(fd, p, n, (off_t)(off - from))) == 0)
+            off += n;
+        if (n == 0)
+            break;
+    }
     if (rc == 0 && fdatasync(fd) != 0)
         rc = -errno;
     close(fd);
-    return rc;
+    return rc ? rc : sync_dir(path);
 }
 
-/* Reads the records of the file image, gives the cache those under our
- * key, and puts the end of the good ones in j->end; *bad: where
- * corruption starts, or 0. */
-static int replay(invoker__journal *j, invoker__cache *c, const unsigned char *img, size_t size,
-                  size_t *bad)
+/* Reads the records, gives the cache those under our key, and puts the
+ * end of the good ones in j->end; *bad: where corruption starts, or 0. */
+static int replay(invoker__journal *j, invoker__cache *c, reader *r, uint64_t *bad)
 {
-    size_t off = INVOKER__JOURNAL_HDR;
+    uint64_t off = INVOKER__JOURNAL_HDR;
     *bad = 0;
-    while (off < size) {
+    while (off < r->size) {
         invoker__jrec rec;
-        int how = invoker__journal_decode(img + off, size - off, j->max_arg, j->max_res, &rec);
+        const unsigned char *p = NULL;
+        size_t avail = 0, want = INVOKER__JREC_HDR;
+        int how, rc;
+        for (;;) {
+            if ((rc = reader_get(r, off, want, &p, &avail)) != 0)
+                return rc;
+            how = invoker__journal_decode(p, avail, j->max_arg, j->max_res, &rec);
+            if (how != INVOKER__JREC_TORN || avail >= r->size - off)
+                break;
+            /* Torn in the window: its header is sound and its lengths
+             * within the limits (else it is corrupt), so the whole of it,
+             * unless it claims more than the file holds (torn for good:
+             * nothing is allocated on its word). */
+            want = avail < INVOKER__JREC_HDR
+                       ? INVOKER__JREC_HDR
+                       : invoker__journal_record_size((size_t)get64(p + 16), (size_t)get64(p + 24));
+            if (want > r->size - off)
+                break;
+        }
         if (how == INVOKER__JREC_TORN)
             break;
         if (how == INVOKER__JREC_CORRUPT) {
@@ -259,8 +358,7 @@ static int replay(invoker__journal *j, invoker__cache *c, const unsigned char *i
         /* Another key's records, and ones over today's limits, stay in
          * the file but are never answered. */
         if (rec.key_hash == j->key_hash && rec.arg_len <= j->max_arg && rec.res_len <= j->max_res) {
-            int rc = invoker__cache_key_add(c, rec.arg_hash, off);
-            if (rc)
+            if ((rc = invoker__cache_key_add(c, rec.arg_hash, off)) != 0)
                 return rc;
             j->replayed++;
         }
@@ -270,6 +368,8 @@ static int replay(invoker__journal *j, invoker__cache *c, const unsigned char *i
     return 0;
 }
 
+#define READ_WINDOW ((size_t)1 << 20)
+
 static int load(invoker__journal *j, invoker__cache *c, const char *path)
 {
     struct stat st;
@@ -277,30 +377,32 @@ static int load(invoker__journal *j, invoker__cache *c, const char *path)
         return -errno;
     if (!S_ISREG(st.st_mode))
         return -EINVAL;
-    if ((uint64_t)st.st_size > SIZE_MAX / 2)
-        return -EFBIG;
-    size_t size = (size_t)st.st_size;
     unsigned char hdr[INVOKER__JOURNAL_HDR];
-    if (size == 0)
+    reader r = { .fd = j->fd, .size = (uint64_t)st.st_size };
+    r.cap = r.size < READ_WINDOW ? (size_t)r.size : READ_WINDOW;
+    if (r.size == 0)
         goto fresh;
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, j->fd, 0);
-    if (map == MAP_FAILED)
-        return -errno;
-    const unsigned char *img = map;
-    int rc = invoker__journal_check_header(img, size);
+    if (!(r.buf = malloc(r.cap)))
+        return -ENOMEM;
+    const unsigned char *p = NULL;
+    size_t avail = 0;
+    int rc = reader_get(&r, 0, INVOKER__JOURNAL_HDR, &p, &avail);
+    if (rc == 0)
+        rc = invoker__journal_check_header(p, avail < INVOKER__JOURNAL_HDR ? avail
+                                                                         : INVOKER__JOURNAL_HDR);
     if (rc == INVOKER__JHDR_OK) {
-        size_t bad = 0;
-        rc = replay(j, c, img, size, &bad);
+        uint64_t bad = 0;
+        rc = replay(j, c, &r, &bad);
         if (rc == 0 && bad)
-            rc = move_aside(path, img + bad, size - bad);
+            rc = move_aside(path, &r, bad);
     }
-    munmap(map, size);
+    free(r.buf);
     if (rc < 0)
         return rc;
-    if (rc == INVOKER__JHDR_TORN)
+    if (rc == INVOKER__JHDR_TORN || rc == INVOKER__JHDR_EMPTY)   /* EMPTY: it shrank to 0 */
         goto fresh;
     /* Cut the torn record, or the tail just moved aside. */
-    if (j->end < size && ftruncate(j->fd, (off_t)j->end) != 0)
+    if (j->end < (uint64_t)st.st_size && ftruncate(j->fd, (off_t)j->end) != 0)
         return -errno;
     return 0;
 
@@ -316,6 +418,53 @@ fresh:
     return 0;
 }
 
+/* The file at path, opened for reading and writing only once it is known
+ * to be a regular file (created, 0600, when there is none): opening a
+ * device has effects of its own (a terminal becomes the controlling one,
+ * a watchdog arms), and a FIFO blocks.  The file looked at (O_PATH, which
+ * opens nothing) and the one opened must be the same, else it changed in
+ * between and is looked at again.  *created: made here. */
+static int open_regular(const char *path, bool *created)
+{
+    *created = false;
+    for (unsigned tries = 0; tries < 16; tries++) {
+        int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+            if (fd >= 0)
+                *created = true;
+            if (fd >= 0 || errno != EEXIST)
+                return fd >= 0 ? fd : -errno;
+            continue;   /* made meanwhile */
+        }
+        if (fd < 0)
+            return -errno;
+        struct stat seen, got;
+        int rc = fstat(fd, &seen) != 0       ? -errno
+                 : S_ISLNK(seen.st_mode)     ? -ELOOP   /* O_PATH opens the link itself */
+                 : S_ISDIR(seen.st_mode)     ? -EISDIR
+                 : !S_ISREG(seen.st_mode)    ? -EINVAL
+                                             : 0;
+        close(fd);
+        if (rc)
+            return rc;
+        /* O_NONBLOCK and O_NOCTTY: harmless should it have become a FIFO
+         * or a terminal since. */
+        fd = open(path, O_RDWR | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT ? -EAGAIN : -errno;
+        if (fstat(fd, &got) != 0) {
+            rc = -errno;
+            close(fd);
+            return rc;
+        }
+        if (got.st_dev == seen.st_dev && got.st_ino == seen.st_ino)
+            return fd;
+        close(fd);
+    }
+    return -EAGAIN;   /* replaced under us, again and again */
+}
+
 int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_config *cfg)
 {
     memset(j, 0, sizeof *j);
@@ -326,11 +475,14 @@ int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_
     j->key_hash = invoker__journal_key_hash(cfg->journal_key);
     j->max_arg = cfg->max_arg_bytes;
     j->max_res = cfg->max_result_bytes;
-    /* O_NONBLOCK: a FIFO at that path must not hang us before we see
-     * it is no regular file. */
-    j->fd = open(cfg->journal, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
-    if (j->fd < 0)
-        return -errno;
+    bool created;
+    j->fd = open_regular(cfg->journal, &created);
+    if (j->fd < 0) {
+        int rc = j->fd;
+        j->fd = -1;
+        return rc;
+    }
+    int rc = created ? sync_dir(cfg->journal) : 0;
     /* An OFD lock belongs to this open file, not to the process: a second
      * invoker of this process is refused too, and the lock goes when the
      * descriptor does, whoever held it dying included. */
@@ -338,8 +490,7 @@ int invoker__journal_open(invoker__journal *j, invoker__cache *c, const invoker_
     memset(&fl, 0, sizeof fl);
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
-    int rc = 0;
-    if (fcntl(j->fd, F_OFD_SETLK, &fl) != 0)
+    if (rc == 0 && fcntl(j->fd, F_OFD_SETLK, &fl) != 0)
         rc = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
     if (rc == 0)
         rc = load(j, c, cfg->journal);
@@ -440,6 +591,22 @@ int invoker__journal_stage(invoker__journal *j, uint64_t arg_hash, const void *a
     return 0;
 }
 
+/* One fdatasync.  Its failure stops the journal (the first error is the
+ * one kept): after a failed fdatasync the kernel may have dropped the
+ * pages it could not write, and a later one that succeeds says nothing
+ * about them. */
+static int sync_now(invoker__journal *j)
+{
+    j->dirty_since = 0;
+    j->syncs++;
+    if (fdatasync(j->fd) == 0)
+        return 0;
+    int rc = -errno;
+    if (!j->error)
+        j->error = rc;
+    return rc;
+}
+
 /* Writes iov at j->end: one pwritev, and after a short one the rest by
  * plain writes, which say why it stopped. */
 static int write_records(const invoker__journal *j, const struct iovec *iov, int n)
@@ -508,6 +675,12 @@ int invoker__journal_flush(invoker__journal *j)
          * cut at the next open, but cut it now while we know where. */
         j->error = rc;
         (void)ftruncate(j->fd, (off_t)j->end);
+        /* No sync comes after a stop (invoker__journal_sync returns the
+         * error), but the records written before it were promised one:
+         * they get it now.  Not after a failed fdatasync, which never
+         * gets here: a second one would prove nothing. */
+        if (j->sync != INVOKER_SYNC_NONE)
+            (void)sync_now(j);
         return rc;
     }
     for (unsigned i = 0; i < count; i++) {
@@ -542,10 +715,7 @@ int invoker__journal_sync(invoker__journal *j)
     j->dirty_since = 0;
     if (j->sync == INVOKER_SYNC_NONE)
         return 0;
-    if (fdatasync(j->fd) != 0)
-        j->error = -errno;
-    j->syncs++;
-    return j->error;
+    return sync_now(j);
 }
 
 uint64_t invoker__journal_tick(invoker__journal *j, uint64_t now)

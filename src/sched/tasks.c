@@ -229,8 +229,9 @@ void invoker__tasks_release(invoker__tasks *ts, invoker__task *t)
     t->arg = NULL;
     free(t->err_tail);   /* a captured stderr tail (stderr.c) */
     t->err_tail = NULL;
-    free(t->cached_buf);
-    t->cached_buf = NULL;
+    if (t->cached_entry)
+        invoker__cache_unref(t->cached_entry);
+    t->cached_entry = NULL;
     t->state = INVOKER__TASK_FREE;
     if (ts->nfree < FREE_KEEP) {
         t->next = ts->free;
