@@ -212,6 +212,24 @@ static invoker *make(box *b, invoker_command *cmd, unsigned workers, double time
     return make_captured(b, cmd, workers, timeout, grace, INVOKER_STDERR_OFF);
 }
 
+/* A plain invoker of one worker (or inline) for objective, its outcomes
+ * in b: for the tests that need no more. */
+static invoker *make_plain(box *b, invoker_objective_fn objective, void *ctx, int inline_mode)
+{
+    invoker_config cfg;
+    invoker_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.inline_mode = inline_mode;
+    cfg.objective = objective;
+    cfg.objective_ctx = ctx;
+    cfg.on_result = on_ok;
+    cfg.on_error = on_fail;
+    cfg.user = b;
+    invoker *inv = NULL;
+    assert_int_equal(invoker_create(&inv, &cfg), 0);
+    return track(inv);
+}
+
 static void command(invoker_command *cmd, const char *const *argv)
 {
     invoker_command_init(cmd);
@@ -1232,16 +1250,7 @@ static void test_forensics_of_every_callback_success_and_failure(void **state)
 {
     (void)state;
     box *b = calloc(1, sizeof *b);
-    invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.objective = obj_burn;
-    cfg.on_result = on_ok;
-    cfg.on_error = on_fail;
-    cfg.user = b;
-    invoker *inv;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = make_plain(b, obj_burn, NULL, 0);
     const int kinds[] = { 1, 0, 4, 3, 2 };   /* 100 MiB, 1 MiB, exit code, crash, hang */
     invoker_id ids[5];
     for (int i = 0; i < 5; i++)
@@ -1365,16 +1374,7 @@ static void test_forensics_count_threads_and_not_sleep(void **state)
 {
     (void)state;
     box *b = calloc(1, sizeof *b);
-    invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.objective = obj_shape;
-    cfg.on_result = on_ok;
-    cfg.on_error = on_fail;
-    cfg.user = b;
-    invoker *inv;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = make_plain(b, obj_shape, NULL, 0);
     const int kinds[] = { 2, 2, 1, 2 };
     invoker_id ids[4];
     for (int i = 0; i < 4; i++)
@@ -1520,17 +1520,7 @@ static void test_a_program_has_a_stdin_when_the_caller_has_none(void **state)
     command(&cmd, argv);
     cmd.input = INVOKER_INPUT_NONE;
     box *b = calloc(1, sizeof *b);
-    invoker_config cfg;
-    invoker_config_init(&cfg);
-    cfg.inline_mode = 1;
-    cfg.objective = invoker_command_objective;
-    cfg.objective_ctx = &cmd;
-    cfg.on_result = on_ok;
-    cfg.on_error = on_fail;
-    cfg.user = b;
-    invoker *inv;
-    assert_int_equal(invoker_create(&inv, &cfg), 0);
-    track(inv);
+    invoker *inv = make_plain(b, invoker_command_objective, &cmd, 1);
     int saved = fcntl(0, F_DUPFD_CLOEXEC, 3);
     assert_true(saved >= 0);
     close(0);
