@@ -597,7 +597,8 @@ static void test_replacement_serves_while_its_predecessor_dies_and_neither_outli
     pid_t old = atomic_load(&g_sh->pids[0]);
     assert_int_equal(inv->workers[0].pid, old);
     assert_int_equal(inv->workers[0].state, INVOKER__WORKER_DYING);
-    assert_int_equal(inv->workers[1].state, asked_state(inv));
+    assert_true(inv->workers[1].state == asked_state(inv) ||   /* or answered in that poll */
+                inv->workers[1].state == INVOKER__WORKER_LIVE);
     invoker_stats st;
     invoker_get_stats(inv, &st);
     assert_int_equal(st.workers, 1);   /* the replacement serves already, or is coming */
@@ -645,8 +646,7 @@ static void test_spare_takes_the_slot_at_the_kill_and_counts_once_it_does(void *
         /* The first replacement is forked (or asked for); later ones are
          * the spare, which takes the slot in this very poll. */
         int live = record_in(inv, INVOKER__WORKER_LIVE, -1);
-        if (!round) {
-            assert_int_equal(live, -1);
+        if (!round && live < 0) {   /* the server's answer may come in that same poll */
             assert_true(record_in(inv, asked_state(inv), -1) >= 0);
             live = await_record(inv, INVOKER__WORKER_LIVE);
         }
