@@ -82,44 +82,42 @@ static const char *root_of(const invoker_command *cmd)
     return tmp && tmp[0] == '/' ? tmp : "/tmp";
 }
 
-char *invoker__command_root(const void *ctx, int *rc)
+/* root made absolute (INVOKER_WORKDIR is), against the current directory. */
+static bool absolute(const char *root, char *buf, size_t size)
 {
-    const invoker_command *cmd = ctx;
-    *rc = 0;
-    if (!cmd || !cmd->argv)
-        return NULL;   /* refused at each call, as before */
-    const char *root = root_of(cmd);
     char cwd[PATH_MAX];
     const char *pre = "", *sep = "";
     if (root[0] != '/') {
-        if (!getcwd(cwd, sizeof cwd))
-            return NULL;
-        pre = cwd;
-        sep = "/";
-    }
-    size_t len = strlen(pre) + strlen(sep) + strlen(root) + 1;
-    char *abs = malloc(len);
-    if (!abs) {
-        *rc = -ENOMEM;
-        return NULL;
-    }
-    snprintf(abs, len, "%s%s%s", pre, sep, root);
-    return abs;
-}
-
-bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir_tag,
-                          uint64_t id, unsigned attempt)
-{
-    char cwd[PATH_MAX];
-    const char *pre = "", *sep = "";
-    if (root[0] != '/') {   /* INVOKER_WORKDIR is absolute */
         if (!getcwd(cwd, sizeof cwd))
             return false;
         pre = cwd;
         sep = "/";
     }
-    int n = snprintf(buf, size, "%s%s%s/invoker-%08x-%llu-%u", pre, sep, root, dir_tag,
-                     (unsigned long long)id, attempt);
+    int n = snprintf(buf, size, "%s%s%s", pre, sep, root);
+    return n > 0 && (size_t)n < size;
+}
+
+char *invoker__command_root(const void *ctx, int *rc)
+{
+    const invoker_command *cmd = ctx;
+    char abs[PATH_MAX];
+    *rc = 0;
+    if (!cmd || !cmd->argv || !absolute(root_of(cmd), abs, sizeof abs))
+        return NULL;   /* an invalid command is refused at each call, as before */
+    char *p = strdup(abs);
+    if (!p)
+        *rc = -ENOMEM;
+    return p;
+}
+
+bool invoker__command_dir(char *buf, size_t size, const char *root, uint32_t dir_tag,
+                          uint64_t id, unsigned attempt)
+{
+    char abs[PATH_MAX];
+    if (!absolute(root, abs, sizeof abs))
+        return false;
+    int n = snprintf(buf, size, "%s/invoker-%08x-%llu-%u", abs, dir_tag, (unsigned long long)id,
+                     attempt);
     return n > 0 && (size_t)n < size;
 }
 
