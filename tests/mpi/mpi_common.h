@@ -81,6 +81,16 @@ static inline void rec_error(const invoker_task *t, invoker_failure f, int code,
     rec_tail(o, t);
 }
 
+/* The uint64_t most scenarios send as their argument: 0 when it is not
+ * one (their objective then fails with code 99). */
+static inline int arg_u64(const void *arg, size_t len, uint64_t *x)
+{
+    if (len != sizeof *x)
+        return 0;
+    memcpy(x, arg, sizeof *x);
+    return 1;
+}
+
 /* The config every scenario starts from: outcomes recorded in outs. */
 static inline void scenario_config(invoker_config *cfg, invoker_objective_fn objective,
                                    outcome *outs, unsigned retries)

@@ -14,9 +14,8 @@ static int objective(const void *arg, size_t len, invoker_result *out, void *ctx
 {
     (void)ctx;
     uint64_t x;
-    if (len != sizeof x)
+    if (!arg_u64(arg, len, &x))
         return 99;
-    memcpy(&x, arg, sizeof x);
     usleep(300000);
     x *= 7;
     return invoker_result_write(out, &x, sizeof x);

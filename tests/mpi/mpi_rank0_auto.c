@@ -16,9 +16,8 @@ static int objective(const void *arg, size_t len, invoker_result *out, void *ctx
 {
     (void)ctx;
     uint64_t x;
-    if (len != sizeof x)
+    if (!arg_u64(arg, len, &x))
         return 99;
-    memcpy(&x, arg, sizeof x);
     x = x * 3 + 1;
     /* Long enough that every worker takes some. */
     struct timespec ts = { 0, 200000 };
